@@ -1,0 +1,211 @@
+"""``lanewarden``: the board's verbs on the command line, plus the operator commands.
+
+Board verbs (add, list, show, promote, ...) go through the shared grammar in
+core/grammar.py exactly as chat commands do. The operator commands (init, db,
+console, serve, doctor, discord, simulate-gateway) are parsed here.
+
+Exit status: 0 on success, 2 on bad input or a refused operation (one line on
+stderr, nothing changed), 1 on a failure of the machine (database down, bug).
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from core.errors import LanewardenError
+
+log = logging.getLogger("lanewarden.cli")
+
+OPERATOR_COMMANDS = ("init", "db", "console", "serve", "doctor", "discord", "simulate-gateway")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    config_path, args = _take_config_option(args)
+    if not args or args[0] in ("-h", "--help"):
+        args = ["help"]
+    if args[0] in ("--version", "version"):
+        from importlib.metadata import version
+
+        print(f"lanewarden {version('lanewarden')}")
+        return 0
+    try:
+        if args[0] in OPERATOR_COMMANDS:
+            return _operator_command(args, config_path)
+        return _board_command(args, config_path)
+    except LanewardenError as exc:
+        print(f"lanewarden: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:
+        from sqlalchemy.exc import OperationalError
+
+        if isinstance(exc, OperationalError):
+            print(f"lanewarden: error: the board database is unavailable: {exc.orig}", file=sys.stderr)
+            return 1
+        raise
+
+
+def _take_config_option(args: list[str]) -> tuple[str | None, list[str]]:
+    """``--config PATH`` may appear anywhere before a ``--``."""
+    path = None
+    rest: list[str] = []
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if arg == "--":
+            rest.extend(args[i:])
+            break
+        if arg == "--config":
+            if i + 1 >= len(args):
+                raise SystemExit("lanewarden: error: --config needs a path")
+            path = args[i + 1]
+            i += 2
+            continue
+        if arg.startswith("--config="):
+            path = arg.split("=", 1)[1]
+        else:
+            rest.append(arg)
+        i += 1
+    return path, rest
+
+
+def local_actor(kind: str = "cli"):  # -> Actor
+    from core.access import Actor
+
+    try:
+        user = getpass.getuser()
+    except Exception:  # no passwd entry (containers)
+        user = "unknown"
+    # whoever can run the CLI can open the database file: the shell is trusted as admin
+    return Actor(id=f"{kind}:{user}", role="admin", channel=None, name=user)
+
+
+def _board_command(args: list[str], config_path: str | None) -> int:
+    from bot.render import render
+    from core.board import open_board
+    from core.config import load_config
+    from core.executor import Executor
+    from core.grammar import parse
+
+    command = parse(args)  # bad input fails before touching the database
+    config, _ = load_config(config_path)
+    board = open_board(config)
+    try:
+        result = Executor(board).execute(command, local_actor(), source_text=" ".join(args))
+        output = render(result)
+        if output:
+            print(output)
+        if result.verb == "promote-batch":
+            promoted = ", ".join(t.ref for t in result.tasks) or "nothing"  # type: ignore[attr-defined]
+            logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+            log.info("promote-batch %s: %s", " ".join(args[1:]), promoted)
+        return 0
+    finally:
+        board.db.dispose()
+
+
+def _operator_command(args: list[str], config_path: str | None) -> int:
+    parser = argparse.ArgumentParser(prog="lanewarden", description="Lanewarden operator commands")
+    sub = parser.add_subparsers(dest="op", required=True)
+
+    init = sub.add_parser("init", help="write a commented starter config and create the board")
+    init.add_argument("--path", help="where to write the config (default: ~/.lanewarden/config.toml)")
+    init.add_argument("--force", action="store_true", help="overwrite an existing file")
+
+    db = sub.add_parser("db", help="database maintenance")
+    db.add_argument("action", choices=("upgrade", "current"))
+
+    sub.add_parser("console", help="a terminal REPL over the board's commands")
+
+    serve = sub.add_parser("serve", help="run the dispatcher, scheduler, HTTP endpoint and chat adapters")
+    serve.add_argument("--headless", action="store_true", help="no console (for daemons)")
+    serve.add_argument("--demo", action="store_true",
+                       help="start a simulated gateway and a seeded board (no GPU needed)")
+
+    sub.add_parser("doctor", help="check config, database, leader, gateways and queue")
+
+    discord = sub.add_parser("discord", help="Discord helpers")
+    discord_sub = discord.add_subparsers(dest="discord_op", required=True)
+    sync = discord_sub.add_parser("sync", help="register the /kanban commands")
+    sync.add_argument("--guild", type=int, help="a guild id (instant); global otherwise")
+
+    sim = sub.add_parser("simulate-gateway", help="an OpenAI-compatible GPU server simulator on loopback")
+    sim.add_argument("--profile", choices=("batching", "serial"), default="batching")
+    sim.add_argument("--knee", type=int, default=4, help="concurrency past which latency grows")
+    sim.add_argument("--host", default="127.0.0.1")
+    sim.add_argument("--port", type=int, default=8808)
+    sim.add_argument("--token-ms", type=float, default=20.0, help="per-token time at or below the knee")
+    sim.add_argument("--max-queue", type=int, default=64, help="requests beyond this get 503")
+    sim.add_argument("--seed", type=int, default=0)
+
+    opts = parser.parse_args(args)
+    if opts.op == "init":
+        return _init(opts.path, opts.force, config_path)
+    if opts.op == "simulate-gateway":
+        from bot.simulate import run_simulator
+
+        return run_simulator(opts)
+
+    from core.config import load_config
+
+    config, found = load_config(config_path)
+    if opts.op == "db":
+        from core.db import Database, current_revision, upgrade
+
+        database = Database(config.board.url)
+        if opts.action == "upgrade":
+            upgrade(database)
+        print(f"{database.describe()}: revision {current_revision(database) or 'none'}")
+        return 0
+    if opts.op == "console":
+        from bot.console import Console
+        from core.board import open_board
+        from core.executor import Executor
+
+        Console(Executor(open_board(config)), local_actor("console")).run()
+        return 0
+    if opts.op == "serve":
+        from bot.serve import serve
+
+        return serve(config, found, headless=opts.headless, demo=opts.demo)
+    if opts.op == "doctor":
+        from bot.doctor import doctor
+
+        return doctor(config_path)
+    if opts.op == "discord":
+        from bot.discord_app import sync_commands
+
+        return sync_commands(config, opts.guild)
+    return 2
+
+
+def _init(path: str | None, force: bool, config_path: str | None) -> int:
+    from importlib.resources import files
+
+    from core.board import open_board
+    from core.config import lanewarden_home, load_config
+
+    target = Path(path or config_path or lanewarden_home() / "config.toml").expanduser()
+    if target.exists() and not force:
+        print(f"lanewarden: error: {target} exists; use --force to overwrite", file=sys.stderr)
+        return 2
+    board_path = lanewarden_home() / "board.db"
+    text = files("core").joinpath("starter_config.toml").read_text(encoding="utf-8")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(text.replace("{board_path}", str(board_path)), encoding="utf-8")
+    config, _ = load_config(target)
+    board = open_board(config)
+    print(f"wrote {target}")
+    print(f"board ready at {board.db.describe()}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

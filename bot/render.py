@@ -1,0 +1,190 @@
+"""Plain-text rendering of results, for the CLI, the console and chat fallbacks."""
+
+from __future__ import annotations
+
+import json
+from functools import singledispatch
+from typing import Any
+
+from core.clock import age, format_seconds, utcnow
+from core.results import (
+    BatchPromoted,
+    CapsShown,
+    DigestShown,
+    Done,
+    HelpShown,
+    Result,
+    StatusShown,
+    TaskChanged,
+    TaskList,
+    TaskShown,
+    WindowsShown,
+)
+from core.status import StatusReport
+from core.tasks import Task
+
+
+def render(result: Result) -> str:
+    """Text for people, or JSON when the command asked for ``--json``."""
+    if getattr(result.command, "json", False):
+        return json.dumps(result.to_json(), indent=2, sort_keys=True, default=str)
+    return render_text(result)
+
+
+@singledispatch
+def render_text(result: Result) -> str:
+    return json.dumps(result.to_json(), default=str)
+
+
+@render_text.register
+def _(result: TaskChanged) -> str:
+    if result.verb == "add":
+        return str(result.task.id)  # scripts chain parents: parent_id="$(lanewarden add ...)"
+    return result.message
+
+
+@render_text.register
+def _(result: TaskList) -> str:
+    if getattr(result.command, "quiet", False):
+        return "\n".join(str(t.id) for t in result.tasks)
+    if not result.tasks:
+        return "no tasks"
+    return task_table(result.tasks)
+
+
+def task_table(tasks: list[Task]) -> str:
+    rows = [("ID", "STATUS", "PRI", "PROFILE", "AGE", "TITLE")]
+    now = utcnow()
+    for t in tasks:
+        rows.append((t.ref, t.lane, str(t.priority), t.profile, age(t.created_at, now), t.title))
+    widths = [max(len(r[i]) for r in rows) for i in range(5)]
+    return "\n".join(
+        "  ".join(cell.ljust(widths[i]) for i, cell in enumerate(r[:5])) + "  " + r[5] for r in rows
+    )
+
+
+@render_text.register
+def _(result: TaskShown) -> str:
+    d = result.detail
+    t = d.task
+    lines = [f"{t.ref} {t.title}", f"  status: {t.lane}   profile: {t.profile}   priority: {t.priority}   "
+             f"attempts: {t.attempts}/{t.max_attempts}"]
+    lines.append(f"  created {age(t.created_at)} ago by {t.created_by}" + (f" in {t.origin}" if t.origin else ""))
+    if t.not_before:
+        lines.append(f"  not before: {t.not_before.isoformat(timespec='seconds')}")
+    if t.body:
+        lines.append("  body: " + t.body.replace("\n", "\n        "))
+    if d.parents:
+        lines.append("  waits for: " + ", ".join(f"{p.ref} ({p.lane})" for p in d.parents))
+    if d.children:
+        lines.append("  needed by: " + ", ".join(f"{c.ref} ({c.lane})" for c in d.children))
+    if d.waiting_on:
+        lines.append("  not starting because:")
+        lines += [f"    - {reason}" for reason in d.waiting_on]
+    if t.error:
+        lines.append(f"  error: {t.error}")
+    if t.result:
+        shown = t.result if len(t.result) <= 500 else t.result[:500] + "…"
+        lines.append("  result: " + shown.replace("\n", "\n          "))
+    if d.runs:
+        lines.append("  runs:")
+        for r in d.runs:
+            took = f"{r.latency_ms / 1000:.1f}s" if r.latency_ms is not None else "-"
+            tokens = f" {r.completion_tokens} tok" if r.completion_tokens is not None else ""
+            outcome = r.outcome or "running"
+            err = f" ({r.error})" if r.error else ""
+            lines.append(f"    {r.attempt}. {outcome:<12} {took:>7}{tokens} on {r.gateway or '-'} "
+                         f"by {r.dispatcher}{err}")
+    if d.events:
+        lines.append("  history:")
+        for e in d.events:
+            lines.append(f"    {e.at.strftime('%Y-%m-%d %H:%M:%S')}  {e.actor:<20} {e.kind:<15} {e.message}")
+    return "\n".join(lines)
+
+
+@render_text.register
+def _(result: BatchPromoted) -> str:
+    if not result.tasks:
+        return f"nothing to promote from {result.from_column}"
+    verb = "released" if result.to_column == "active" else f"promoted to {result.to_column}"
+    return f"{verb}: " + ", ".join(t.ref for t in result.tasks)
+
+
+@render_text.register
+def _(result: CapsShown) -> str:
+    caps = result.caps
+    board = caps["board"]
+    lines = [f"board: {board['in_use']}/{board['cap']} active{_flags(board)}"]
+    for name, p in caps["profiles"].items():
+        lines.append(f"profile {name}: {p['in_use']}/{p['cap']}{_flags(p)}")
+    for name, g in caps["gateways"].items():
+        limit = f" (window {g['limit']})" if g["limit"] != g["cap"] else ""
+        lines.append(f"gateway {name}: {g['in_use']}/{g['cap']}{limit}{_flags(g)}")
+    return "\n".join(lines)
+
+
+def _flags(entry: dict[str, Any]) -> str:
+    flags = [f for f in ("override", "paused") if entry.get(f)]
+    if entry.get("healthy") is False:
+        flags.append("down")
+    return f"  [{', '.join(flags)}]" if flags else ""
+
+
+@render_text.register
+def _(result: StatusShown) -> str:
+    return status_text(result.report)
+
+
+def status_text(r: StatusReport) -> str:
+    counts = r.counts
+    shape = "  ".join(f"{s} {counts[s]}" for s in ("backlog", "ready", "active", "done", "failed", "blocked"))
+    oldest = "" if r.oldest_ready_seconds is None else f", oldest ready {format_seconds(r.oldest_ready_seconds)}"
+    mode = "windowed (starts only released tasks)" if r.windowed else "continuous"
+    lines = [f"queue: {shape}{oldest}",
+             f"board: {r.active}/{r.board_cap} active, dispatch {mode}" + ("  [PAUSED]" if r.board_paused else "")]
+    if r.released:
+        lines[-1] += f", {r.released} released waiting for a slot"
+    for g in r.gateways:
+        health = {True: "up", False: "DOWN", None: "unknown"}[g.healthy]
+        lat = "-" if g.latency_p50_ms is None else f"{g.latency_p50_ms / 1000:.1f}s/{g.latency_p95_ms / 1000:.1f}s"
+        err = "-" if g.error_rate is None else f"{g.error_rate:.0%}"
+        tmo = "-" if g.timeout_rate is None else f"{g.timeout_rate:.0%}"
+        queue = f", server queue {g.server_waiting:g}" if g.server_waiting is not None else ""
+        flags = " [PAUSED]" if g.paused else ""
+        flags += " [adaptive]" if g.adaptive else ""
+        lines.append(
+            f"gateway {g.name} ({g.kind}): {health}, in flight {g.in_flight}/{g.limit} (cap {g.cap}), "
+            f"p50/p95 {lat}, errors {err}, timeouts {tmo} over {g.requests_5m} in 5m{queue}{flags}"
+        )
+        if g.healthy is False and g.last_error:
+            lines.append(f"  last error: {g.last_error}")
+    for p in r.profiles:
+        flags = " [PAUSED]" if p.paused else ""
+        lines.append(f"profile {p.name}: {p.active}/{p.cap} active, {p.ready} ready"
+                     f"{' via ' + p.gateway if p.gateway else ''}{flags}")
+    if r.processes:
+        lines.append(f"processes: {len(r.processes)} ({', '.join(p['id'] for p in r.processes)}); "
+                     f"leader {r.leader or 'none'}")
+    return "\n".join(lines)
+
+
+@render_text.register
+def _(result: WindowsShown) -> str:
+    if not result.windows:
+        return "no windows"
+    return "\n".join(f"{w.name}: `{w.cron}` {w.timezone} -> {w.command}  ({w.source})" for w in result.windows)
+
+
+@render_text.register
+def _(result: Done) -> str:
+    return result.message
+
+
+@render_text.register
+def _(result: HelpShown) -> str:
+    return result.text
+
+
+@render_text.register
+def _(result: DigestShown) -> str:
+    return result.text

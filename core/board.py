@@ -1,0 +1,661 @@
+"""Board operations: every change is one short transaction that also appends its event
+(with the actor) and the outbox rows for the chat channels that follow the task.
+
+The lanes are backlog -> ready -> active -> done, with failed, blocked and cancelled
+on the side. Only the dispatcher (core/claims.py) moves a task into ``active``;
+``promote --column active`` and ``promote-batch --to active`` *release* ready tasks,
+which then start as soon as the caps allow, never above them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, Exists, delete, exists, func, insert, select, text, update
+from sqlalchemy.exc import IntegrityError
+
+from core.caps import SCOPES, Limits, Usage
+from core.clock import age, utcnow
+from core.config import LanewardenConfig
+from core.db import Database
+from core.errors import Conflict, NotFound, UsageError
+from core.notifications import fan_out_notice, fan_out_task_event
+from core.schema import (
+    BODY_MAX,
+    COMMENT_MAX,
+    TITLE_MAX,
+    cap_overrides,
+    events,
+    pauses,
+    runs,
+    task_links,
+    tasks,
+)
+from core.tasks import OPEN_STATUSES, Event, Run, Task, TaskDetail
+
+PRIORITY_RANGE = (-1_000_000, 1_000_000)
+MAX_ATTEMPTS_RANGE = (1, 100)
+LIST_LIMIT_MAX = 1000
+PROMOTE_BATCH_MAX = 1000
+
+# the moves a person may make with `move`; the dispatcher's own transitions are in claims.py
+MOVES: dict[str, frozenset[str]] = {
+    "backlog": frozenset({"ready", "done"}),
+    "ready": frozenset({"backlog", "done"}),
+    "active": frozenset({"backlog", "ready", "done"}),
+    "blocked": frozenset({"backlog", "ready", "done"}),
+    "failed": frozenset({"backlog", "ready"}),
+    "cancelled": frozenset({"backlog", "ready"}),
+    "done": frozenset(),
+}
+
+Listener = Callable[[str], None]
+
+
+@dataclass(frozen=True, slots=True)
+class NewTask:
+    title: str
+    profile: str | None = None
+    body: str = ""
+    priority: int = 0
+    column: str = "ready"
+    parents: Sequence[int] = ()
+    not_before: datetime | None = None
+    max_attempts: int = 3
+    origin: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TaskFilter:
+    statuses: Sequence[str] = ()
+    profile: str | None = None
+    limit: int = 50
+    include_closed: bool = False
+    created_by: str | None = None
+
+
+class Board:
+    """The board's public operations. Thread-safe; each call is its own transaction."""
+
+    def __init__(self, db: Database, config: LanewardenConfig) -> None:
+        self.db = db
+        self.config = config
+        self._listeners: list[Listener] = []
+
+    # ----------------------------------------------------------------- signals
+
+    def subscribe(self, listener: Listener) -> None:
+        """``listener(topic)`` runs after a commit that may change what can be dispatched
+        (topic ``dispatch``) or that asks running work to stop (topic ``stop``)."""
+        self._listeners.append(listener)
+
+    def signal(self, conn: Connection, topic: str) -> None:
+        """Inside a write transaction: wake this process after commit and, on PostgreSQL,
+        every other process (NOTIFY is delivered at commit)."""
+        if self.db.is_postgres:
+            conn.execute(text("SELECT pg_notify('lanewarden', :topic)"), {"topic": topic})
+        pending = conn.info.setdefault("lanewarden_signals", set())
+        if not pending:
+            from sqlalchemy import event as sa_event
+
+            def _after_commit(c: Connection) -> None:
+                topics = c.info.pop("lanewarden_signals", set())
+                for t in sorted(topics):
+                    self._emit(t)
+
+            def _after_rollback(c: Connection) -> None:
+                c.info.pop("lanewarden_signals", None)
+
+            sa_event.listen(conn, "commit", _after_commit, once=True)
+            sa_event.listen(conn, "rollback", _after_rollback, once=True)
+        pending.add(topic)
+
+    def _emit(self, topic: str) -> None:
+        for listener in list(self._listeners):
+            listener(topic)
+
+    # ------------------------------------------------------------------ events
+
+    def record(
+        self,
+        conn: Connection,
+        actor: str,
+        kind: str,
+        message: str,
+        *,
+        task: Task | None = None,
+        data: dict[str, Any] | None = None,
+        now: datetime | None = None,
+    ) -> int:
+        now = now or utcnow()
+        event_id = conn.execute(
+            insert(events)
+            .values(task_id=task.id if task else None, at=now, actor=actor, kind=kind, message=message,
+                    data=data)
+            .returning(events.c.id)
+        ).scalar_one()
+        if task is not None:
+            fan_out_task_event(conn, self.config, event_id=event_id, kind=kind, task_id=task.id,
+                               origin=task.origin, message=message, now=now)
+        return event_id
+
+    def audit(self, actor: str, kind: str, message: str, data: dict[str, Any] | None = None) -> None:
+        """An event that is not about one task: denied commands, caps, pauses, windows."""
+        with self.db.write() as conn:
+            self.record(conn, actor, kind, message, data=data)
+
+    def notify(self, actor: str, topic: str, kind: str, message: str, data: dict[str, Any]) -> int:
+        """An alert or digest: an event plus outbox rows for its channels."""
+        now = utcnow()
+        with self.db.write() as conn:
+            event_id = self.record(conn, actor, kind, message, data=data, now=now)
+            return fan_out_notice(conn, self.config, topic=topic, kind=kind,
+                                  payload={"text": message, **data}, now=now, event_id=event_id)
+
+    # ------------------------------------------------------------------- reads
+
+    def get(self, task_id: int, conn: Connection | None = None) -> Task:
+        if conn is None:
+            with self.db.read() as c:
+                return self.get(task_id, c)
+        row = conn.execute(select(tasks).where(tasks.c.id == task_id)).first()
+        if row is None:
+            raise NotFound(f"no task #{task_id}")
+        return Task.from_row(row)
+
+    def list_tasks(self, flt: TaskFilter) -> list[Task]:
+        if not 1 <= flt.limit <= LIST_LIMIT_MAX:
+            raise UsageError(f"--limit must be between 1 and {LIST_LIMIT_MAX}, got {flt.limit}")
+        query = select(tasks)
+        if flt.statuses:
+            query = query.where(tasks.c.status.in_(list(flt.statuses)))
+        elif not flt.include_closed:
+            query = query.where(tasks.c.status.in_(OPEN_STATUSES))
+        if flt.profile:
+            query = query.where(tasks.c.profile == flt.profile)
+        if flt.created_by:
+            query = query.where(tasks.c.created_by == flt.created_by)
+        if len(flt.statuses) == 1:
+            # the claim index (status, profile, priority desc, id) serves this order
+            order = (tasks.c.priority.desc(), tasks.c.id)
+        else:
+            order = (tasks.c.id.desc(),)
+        query = query.order_by(*order).limit(flt.limit)
+        with self.db.read() as conn:
+            return [Task.from_row(r) for r in conn.execute(query)]
+
+    def counts(self, conn: Connection | None = None) -> dict[str, int]:
+        if conn is None:
+            with self.db.read() as c:
+                return self.counts(c)
+        rows = conn.execute(select(tasks.c.status, func.count()).group_by(tasks.c.status))
+        found = dict(rows.all())
+        from core.schema import TASK_STATUSES
+
+        return {status: int(found.get(status, 0)) for status in TASK_STATUSES}
+
+    def show(self, task_id: int, *, history: int = 20) -> TaskDetail:
+        with self.db.read() as conn:
+            task = self.get(task_id, conn)
+            parents = [
+                Task.from_row(r)
+                for r in conn.execute(
+                    select(tasks)
+                    .join(task_links, task_links.c.parent_id == tasks.c.id)
+                    .where(task_links.c.child_id == task_id)
+                    .order_by(tasks.c.id)
+                )
+            ]
+            children = [
+                Task.from_row(r)
+                for r in conn.execute(
+                    select(tasks)
+                    .join(task_links, task_links.c.child_id == tasks.c.id)
+                    .where(task_links.c.parent_id == task_id)
+                    .order_by(tasks.c.id)
+                )
+            ]
+            run_rows = [
+                Run.from_row(r)
+                for r in conn.execute(select(runs).where(runs.c.task_id == task_id).order_by(runs.c.id))
+            ]
+            event_rows = [
+                Event.from_row(r)
+                for r in conn.execute(
+                    select(events).where(events.c.task_id == task_id).order_by(events.c.id.desc()).limit(history)
+                )
+            ][::-1]
+            waiting = self._why_waiting(conn, task, parents)
+        return TaskDetail(task, parents, children, run_rows, event_rows, waiting)
+
+    def _why_waiting(self, conn: Connection, task: Task, parents: list[Task]) -> list[str]:
+        """Every reason the dispatcher will not start this task now, in plain words."""
+        reasons: list[str] = []
+        if task.status == "backlog":
+            reasons.append("in backlog: promote it to ready (promote --id %d --column ready)" % task.id)
+        elif task.status == "blocked":
+            reasons.append("blocked: unblock it to continue")
+        if task.status not in ("backlog", "ready", "blocked"):
+            return reasons
+        for parent in parents:
+            if parent.status != "done":
+                if parent.status in ("failed", "cancelled"):
+                    reasons.append(
+                        f"parent {parent.ref} is {parent.status}: retry it, or unlink it "
+                        f"(unlink --parent {parent.id} --child {task.id})"
+                    )
+                else:
+                    reasons.append(f"parent {parent.ref} is {parent.lane}, not done")
+        now = utcnow()
+        if task.not_before is not None and task.not_before > now:
+            reasons.append(f"not before {task.not_before.isoformat(timespec='seconds')} "
+                           f"(in {age(now - (task.not_before - now))})")
+        profile = self.config.profile(task.profile)
+        limits = Limits.load(conn, self.config)
+        if profile is None:
+            reasons.append(f"profile {task.profile!r} is not configured on this board")
+        if limits.is_paused("board", ""):
+            reasons.append("the board is paused (resume --board)")
+        if limits.is_paused("profile", task.profile):
+            reasons.append(f"profile {task.profile} is paused (resume --profile {task.profile})")
+        if profile is not None and profile.gateway is not None:
+            window = limits.gateways[profile.gateway]
+            if limits.is_paused("gateway", window.name):
+                reasons.append(f"gateway {window.name} is paused (resume --gateway {window.name})")
+            if window.healthy is False:
+                detail = f": {window.last_error}" if window.last_error else ""
+                reasons.append(f"gateway {window.name} is down{detail}; it will start when it is back")
+            if window.backoff_until is not None and window.backoff_until > now:
+                reasons.append(f"gateway {window.name} asked to back off until "
+                               f"{window.backoff_until.isoformat(timespec='seconds')}")
+        if task.status == "ready" and not reasons:
+            if not self.config.kanban.dispatcher.enabled and not task.released:
+                reasons.append(
+                    "the dispatcher runs in windowed mode (kanban.dispatcher.enabled = false): waiting "
+                    f"for promote --id {task.id} --column active or a promote-batch window"
+                )
+            usage = Usage.load(conn)
+            if usage.total >= limits.board_cap:
+                reasons.append(f"board cap full ({usage.total}/{limits.board_cap} active)")
+            cap = limits.profile_caps.get(task.profile)
+            if cap is not None and usage.by_profile.get(task.profile, 0) >= cap:
+                reasons.append(f"profile {task.profile} cap full ({usage.by_profile[task.profile]}/{cap})")
+            if profile is not None and profile.gateway is not None:
+                window = limits.gateways[profile.gateway]
+                in_use = usage.by_gateway.get(window.name, 0)
+                if in_use >= window.limit:
+                    reasons.append(f"gateway {window.name} full ({in_use}/{window.limit}, cap {window.cap})")
+        return reasons
+
+    # ------------------------------------------------------------------ writes
+
+    def add(self, new: NewTask, actor: str) -> Task:
+        title = " ".join(new.title.split())
+        if not title:
+            raise UsageError("a task needs a title")
+        if len(title) > TITLE_MAX:
+            raise UsageError(f"title is {len(title)} characters; the limit is {TITLE_MAX}")
+        if len(new.body) > BODY_MAX:
+            raise UsageError(f"body is {len(new.body)} characters; the limit is {BODY_MAX}")
+        if new.column not in ("backlog", "ready"):
+            raise UsageError(f"a new task goes to backlog or ready, not {new.column!r}")
+        _check_range("priority", new.priority, PRIORITY_RANGE)
+        _check_range("max-attempts", new.max_attempts, MAX_ATTEMPTS_RANGE)
+        profile = new.profile or self.config.default_profile
+        self.require_profile(profile)
+        parents = list(dict.fromkeys(new.parents))
+        now = utcnow()
+        with self.db.write() as conn:
+            if parents:
+                found = set(conn.execute(select(tasks.c.id).where(tasks.c.id.in_(parents))).scalars())
+                missing = [p for p in parents if p not in found]
+                if missing:
+                    raise NotFound("no task " + ", ".join(f"#{m}" for m in missing))
+            task_id = conn.execute(
+                insert(tasks)
+                .values(
+                    title=title,
+                    body=new.body,
+                    profile=profile,
+                    priority=new.priority,
+                    status=new.column,
+                    released=False,
+                    attempts=0,
+                    max_attempts=new.max_attempts,
+                    not_before=new.not_before,
+                    created_by=actor,
+                    origin=new.origin,
+                    created_at=now,
+                    updated_at=now,
+                )
+                .returning(tasks.c.id)
+            ).scalar_one()
+            if parents:
+                conn.execute(
+                    insert(task_links),
+                    [{"parent_id": p, "child_id": task_id, "created_at": now} for p in parents],
+                )
+            task = self.get(task_id, conn)
+            parent_refs = " after " + ", ".join(f"#{p}" for p in parents) if parents else ""
+            self.record(conn, actor, "created", f"created in {new.column}{parent_refs}", task=task,
+                        data={"parents": parents} if parents else None, now=now)
+            if new.column == "ready":
+                self.signal(conn, "dispatch")
+            return task
+
+    def promote(self, task_id: int, column: str, actor: str) -> Task:
+        if column not in ("ready", "active"):
+            raise UsageError(f"promote moves a task forward to ready or active, not {column!r} (see move)")
+        with self.db.write() as conn:
+            task = self._lock(conn, task_id)
+            return self._promote(conn, task, column, actor)
+
+    def _promote(self, conn: Connection, task: Task, column: str, actor: str) -> Task:
+        if column == "ready":
+            if task.status != "backlog":
+                raise Conflict(f"{task.ref} is {task.lane}; only a backlog task can be promoted to ready")
+            return self._transition(conn, task, actor, "promoted", "promoted to ready", status="ready")
+        if task.status == "active":
+            raise Conflict(f"{task.ref} is already active")
+        if task.status not in ("backlog", "ready"):
+            raise Conflict(f"{task.ref} is {task.lane}; only backlog or ready tasks can be released")
+        if task.released:
+            raise Conflict(f"{task.ref} is already released and waits for a free slot")
+        pending = self._unfinished_parents(conn, task.id)
+        if pending:
+            listed = ", ".join(f"#{pid} ({status})" for pid, status in pending)
+            raise Conflict(f"{task.ref} cannot start before its parents are done: {listed}")
+        return self._transition(
+            conn, task, actor, "released", "released to start when a slot is free",
+            status="ready", released=True,
+        )
+
+    def promote_batch(
+        self, from_column: str, to_column: str, max_count: int, actor: str, profile: str | None = None
+    ) -> list[Task]:
+        order = ("backlog", "ready", "active")
+        if from_column not in ("backlog", "ready") or to_column not in ("ready", "active"):
+            raise UsageError("promote-batch goes --from backlog|ready --to ready|active")
+        if order.index(to_column) <= order.index(from_column):
+            raise UsageError(f"--to {to_column} is not ahead of --from {from_column}")
+        _check_range("max", max_count, (1, PROMOTE_BATCH_MAX))
+        if profile is not None:
+            self.require_profile(profile)
+        query = select(tasks).where(tasks.c.status == from_column)
+        if to_column == "active":
+            query = query.where(tasks.c.released.is_(False), ~parents_pending())
+        if profile is not None:
+            query = query.where(tasks.c.profile == profile)
+        query = query.order_by(tasks.c.priority.desc(), tasks.c.id).limit(max_count)
+        if self.db.is_postgres:
+            query = query.with_for_update(skip_locked=True, of=tasks)
+        promoted: list[Task] = []
+        with self.db.write() as conn:
+            for row in conn.execute(query).all():
+                promoted.append(self._promote(conn, Task.from_row(row), to_column, actor))
+        return promoted
+
+    def move(self, task_id: int, column: str, actor: str) -> Task:
+        with self.db.write() as conn:
+            task = self._lock(conn, task_id)
+            allowed = MOVES.get(task.status, frozenset())
+            if column not in allowed:
+                hint = ", ".join(sorted(allowed)) or "nothing: it is final"
+                raise Conflict(f"{task.ref} is {task.lane}; it can move to {hint}")
+            if column == "done":
+                return self._transition(conn, task, actor, "moved", "moved to done by hand", status="done",
+                                        released=False, finished_at=utcnow())
+            if task.status in ("failed", "cancelled"):
+                return self._transition(conn, task, actor, "moved", f"moved to {column}", status=column,
+                                        released=False, attempts=0, error=None, not_before=None)
+            return self._transition(conn, task, actor, "moved", f"moved to {column}", status=column,
+                                    released=False)
+
+    def block(self, task_id: int, actor: str, reason: str = "") -> Task:
+        _check_length("reason", reason, COMMENT_MAX)
+        with self.db.write() as conn:
+            task = self._lock(conn, task_id)
+            if task.status not in ("backlog", "ready", "active"):
+                raise Conflict(f"{task.ref} is {task.lane}; only backlog, ready or active tasks can be blocked")
+            came_from = "ready" if task.status == "active" else task.status
+            message = "blocked" + (f": {reason}" if reason else "")
+            return self._transition(conn, task, actor, "blocked", message, status="blocked",
+                                    blocked_from=came_from, released=False)
+
+    def unblock(self, task_id: int, actor: str) -> Task:
+        with self.db.write() as conn:
+            task = self._lock(conn, task_id)
+            if task.status != "blocked":
+                raise Conflict(f"{task.ref} is {task.lane}, not blocked")
+            back = task.blocked_from or "ready"
+            return self._transition(conn, task, actor, "unblocked", f"unblocked back to {back}", status=back,
+                                    blocked_from=None)
+
+    def cancel(self, task_id: int, actor: str, reason: str = "") -> Task:
+        _check_length("reason", reason, COMMENT_MAX)
+        with self.db.write() as conn:
+            task = self._lock(conn, task_id)
+            if task.status in ("done", "cancelled"):
+                raise Conflict(f"{task.ref} is already {task.status}")
+            message = "cancelled" + (f": {reason}" if reason else "")
+            return self._transition(conn, task, actor, "cancelled", message, status="cancelled",
+                                    released=False, finished_at=utcnow())
+
+    def retry(self, task_id: int, actor: str) -> Task:
+        with self.db.write() as conn:
+            task = self._lock(conn, task_id)
+            if task.status not in ("failed", "cancelled"):
+                raise Conflict(f"{task.ref} is {task.lane}; only failed or cancelled tasks can be retried")
+            return self._transition(conn, task, actor, "retried", "sent back to ready for a new try",
+                                    status="ready", attempts=0, error=None, not_before=None,
+                                    released=False, finished_at=None)
+
+    def comment(self, task_id: int, body: str, actor: str) -> Event:
+        body = body.strip()
+        if not body:
+            raise UsageError("a comment needs some text")
+        _check_length("comment", body, COMMENT_MAX)
+        with self.db.write() as conn:
+            task = self._lock(conn, task_id)
+            event_id = self.record(conn, actor, "commented", body, task=task)
+            row = conn.execute(select(events).where(events.c.id == event_id)).one()
+            return Event.from_row(row)
+
+    def link(self, parent_id: int, child_id: int, actor: str) -> None:
+        if parent_id == child_id:
+            raise Conflict(f"#{parent_id} cannot depend on itself")
+        with self.db.write() as conn:
+            parent = self._lock(conn, parent_id)
+            child = self._lock(conn, child_id)
+            if child.status in ("active", "done"):
+                raise Conflict(f"{child.ref} is {child.status}; links only constrain tasks that have not started")
+            if self._reaches(conn, start=child_id, target=parent_id):
+                raise Conflict(f"linking {parent.ref} -> {child.ref} would make a cycle "
+                               f"({child.ref} already leads to {parent.ref})")
+            try:
+                with conn.begin_nested():
+                    conn.execute(insert(task_links).values(parent_id=parent_id, child_id=child_id,
+                                                           created_at=utcnow()))
+            except IntegrityError:
+                raise Conflict(f"{parent.ref} is already a parent of {child.ref}") from None
+            self.record(conn, actor, "linked", f"now waits for {parent.ref}", task=child,
+                        data={"parent": parent_id})
+
+    def unlink(self, parent_id: int, child_id: int, actor: str) -> None:
+        with self.db.write() as conn:
+            self._lock(conn, parent_id)
+            child = self._lock(conn, child_id)
+            gone = conn.execute(
+                delete(task_links).where(task_links.c.parent_id == parent_id, task_links.c.child_id == child_id)
+            ).rowcount
+            if not gone:
+                raise NotFound(f"#{parent_id} is not a parent of #{child_id}")
+            self.record(conn, actor, "unlinked", f"no longer waits for #{parent_id}", task=child,
+                        data={"parent": parent_id})
+            self.signal(conn, "dispatch")
+
+    # ------------------------------------------------------- caps and pauses
+
+    def set_cap(self, scope: str, name: str | None, value: int, actor: str) -> None:
+        scope_name = self._scope_name(scope, name)
+        _check_range("cap", value, (0, 100_000))
+        now = utcnow()
+        with self.db.write() as conn:
+            changed = conn.execute(
+                update(cap_overrides)
+                .where(cap_overrides.c.scope == scope, cap_overrides.c.name == scope_name)
+                .values(value=value, set_by=actor, set_at=now)
+            ).rowcount
+            if not changed:
+                conn.execute(insert(cap_overrides).values(scope=scope, name=scope_name, value=value,
+                                                          set_by=actor, set_at=now))
+            label = scope if scope == "board" else f"{scope} {scope_name}"
+            self.record(conn, actor, "caps_changed", f"{label} cap set to {value}",
+                        data={"scope": scope, "name": scope_name, "value": value}, now=now)
+            self.signal(conn, "dispatch")
+
+    def reset_cap(self, scope: str, name: str | None, actor: str) -> None:
+        scope_name = self._scope_name(scope, name)
+        with self.db.write() as conn:
+            conn.execute(delete(cap_overrides).where(cap_overrides.c.scope == scope,
+                                                     cap_overrides.c.name == scope_name))
+            label = scope if scope == "board" else f"{scope} {scope_name}"
+            self.record(conn, actor, "caps_changed", f"{label} cap back to the config value",
+                        data={"scope": scope, "name": scope_name, "value": None})
+            self.signal(conn, "dispatch")
+
+    def pause(self, scope: str, name: str | None, actor: str) -> bool:
+        """Stop new claims for the board, a profile or a gateway. False if already paused."""
+        scope_name = self._scope_name(scope, name)
+        with self.db.write() as conn:
+            already = conn.execute(
+                select(pauses.c.scope).where(pauses.c.scope == scope, pauses.c.name == scope_name)
+            ).first()
+            if already:
+                return False
+            conn.execute(insert(pauses).values(scope=scope, name=scope_name, paused_by=actor, paused_at=utcnow()))
+            label = "board" if scope == "board" else f"{scope} {scope_name}"
+            self.record(conn, actor, "paused", f"{label} paused", data={"scope": scope, "name": scope_name})
+            return True
+
+    def resume(self, scope: str, name: str | None, actor: str) -> bool:
+        scope_name = self._scope_name(scope, name)
+        with self.db.write() as conn:
+            gone = conn.execute(
+                delete(pauses).where(pauses.c.scope == scope, pauses.c.name == scope_name)
+            ).rowcount
+            if not gone:
+                return False
+            label = "board" if scope == "board" else f"{scope} {scope_name}"
+            self.record(conn, actor, "resumed", f"{label} resumed", data={"scope": scope, "name": scope_name})
+            self.signal(conn, "dispatch")
+            return True
+
+    def limits(self) -> tuple[Limits, Usage]:
+        with self.db.read() as conn:
+            return Limits.load(conn, self.config), Usage.load(conn)
+
+    # ---------------------------------------------------------------- helpers
+
+    def _scope_name(self, scope: str, name: str | None) -> str:
+        if scope not in SCOPES:
+            raise UsageError(f"scope must be one of {', '.join(SCOPES)}, not {scope!r}")
+        if scope == "board":
+            if name:
+                raise UsageError("the board scope takes no name")
+            return ""
+        if not name:
+            raise UsageError(f"say which {scope}: e.g. --{scope} NAME")
+        if scope == "profile":
+            self.require_profile(name)
+        elif name not in self.config.gateways:
+            known = ", ".join(sorted(self.config.gateways)) or "none configured"
+            raise NotFound(f"no gateway {name!r} (known: {known})")
+        return name
+
+    def require_profile(self, profile: str) -> None:
+        if profile not in self.config.profiles:
+            known = ", ".join(sorted(self.config.profiles)) or "none configured"
+            raise NotFound(f"no profile {profile!r} (known: {known})")
+
+    def _lock(self, conn: Connection, task_id: int) -> Task:
+        query = select(tasks).where(tasks.c.id == task_id)
+        if self.db.is_postgres:
+            query = query.with_for_update()
+        row = conn.execute(query).first()
+        if row is None:
+            raise NotFound(f"no task #{task_id}")
+        return Task.from_row(row)
+
+    def _transition(self, conn: Connection, task: Task, actor: str, kind: str, message: str,
+                    **values: Any) -> Task:
+        """Change a task, stop its run if it leaves ``active``, record the event."""
+        now = utcnow()
+        values["updated_at"] = now
+        conn.execute(update(tasks).where(tasks.c.id == task.id).values(**values))
+        if task.status == "active" and values.get("status", "active") != "active":
+            # the run keeps its slot until its worker has really stopped (or its lease expires)
+            conn.execute(
+                update(runs)
+                .where(runs.c.id == task.current_run_id, runs.c.finished_at.is_(None))
+                .values(stop_requested=kind)
+            )
+            self.signal(conn, "stop")
+        new = self.get(task.id, conn)
+        self.record(conn, actor, kind, message, task=new, now=now)
+        if new.status == "ready" or (task.status == "active"):
+            self.signal(conn, "dispatch")
+        if new.status == "done":
+            self.signal(conn, "dispatch")  # children may be dispatchable now
+        return new
+
+    def _unfinished_parents(self, conn: Connection, task_id: int) -> list[tuple[int, str]]:
+        rows = conn.execute(
+            select(tasks.c.id, tasks.c.status)
+            .join(task_links, task_links.c.parent_id == tasks.c.id)
+            .where(task_links.c.child_id == task_id, tasks.c.status != "done")
+            .order_by(tasks.c.id)
+        )
+        return [(r.id, r.status) for r in rows]
+
+    def _reaches(self, conn: Connection, start: int, target: int) -> bool:
+        """Does following child links from ``start`` reach ``target``?"""
+        reach = select(task_links.c.child_id.label("id")).where(task_links.c.parent_id == start).cte(
+            "reach", recursive=True
+        )
+        reach = reach.union(select(task_links.c.child_id).join(reach, task_links.c.parent_id == reach.c.id))
+        return conn.execute(select(exists().where(reach.c.id == target))).scalar_one()
+
+
+def _check_range(name: str, value: int, bounds: tuple[int, int]) -> None:
+    low, high = bounds
+    if not low <= value <= high:
+        raise UsageError(f"{name} must be between {low} and {high}, got {value}")
+
+
+def _check_length(name: str, value: str, limit: int) -> None:
+    if len(value) > limit:
+        raise UsageError(f"{name} is {len(value)} characters; the limit is {limit}")
+
+
+def parents_pending() -> Exists:
+    """Correlated to ``tasks``: true while some parent of the task is not done."""
+    parent = tasks.alias("parent")
+    return exists(
+        select(task_links.c.parent_id)
+        .join(parent, parent.c.id == task_links.c.parent_id)
+        .where(task_links.c.child_id == tasks.c.id, parent.c.status != "done")
+    )
+
+
+def open_board(config: LanewardenConfig, *, migrate: bool = True) -> Board:
+    """Connect to ``board.url`` and bring its schema up to date (one SELECT when current)."""
+    from core.db import ensure_schema
+
+    db = Database(config.board.url)
+    if migrate:
+        ensure_schema(db)
+    return Board(db, config)

@@ -1,0 +1,331 @@
+"""Runs a parsed command against the board for an actor and returns a structured result.
+
+This is the one place that checks roles: every front end (CLI, console, Slack,
+Discord, scheduler windows) goes through ``Executor.execute``. A denied command
+changes nothing but leaves an audit event.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import delete, func, insert, select
+
+from core import commands as c
+from core.access import Actor
+from core.board import Board, NewTask, TaskFilter
+from core.caps import describe_caps
+from core.clock import parse_when, utcnow
+from core.errors import AccessDenied, Conflict, UsageError
+from core.grammar import Command, help_text
+from core.notifications import ADAPTERS, parse_channel
+from core.results import (
+    BatchPromoted,
+    CapsShown,
+    DigestShown,
+    Done,
+    HelpShown,
+    Result,
+    StatusShown,
+    TaskChanged,
+    TaskList,
+    TaskShown,
+    WindowsShown,
+)
+from core.schema import events, subscriptions, tasks
+from core.status import build_status
+from core.windows import WindowStore
+
+Handler = Callable[["Executor", Any, Actor], Result]
+HANDLERS: dict[type[Command], Handler] = {}
+
+
+def handles(command_type: type[Command]) -> Callable[[Handler], Handler]:
+    def register(fn: Handler) -> Handler:
+        HANDLERS[command_type] = fn
+        return fn
+
+    return register
+
+
+class Executor:
+    def __init__(self, board: Board, *, audit_commands: bool = False) -> None:
+        self.board = board
+        self.windows = WindowStore(board)
+        # chat front ends audit every command with its user and channel
+        self.audit_commands = audit_commands
+
+    def execute(self, command: Command, actor: Actor, *, source_text: str | None = None) -> Result:
+        spec = command.VERB
+        if not actor.allows(spec.role):
+            self.board.audit(
+                actor.id, "denied",
+                f"{spec.name} denied: needs {spec.role}, {actor.id} is {actor.role}",
+                data={"verb": spec.name, "channel": actor.channel, "text": source_text},
+            )
+            raise AccessDenied(f"`{spec.name}` needs the {spec.role} role; you are {actor.role}. "
+                               "Ask an admin to add you under [access] in the config.")
+        if self.audit_commands:
+            self.board.audit(actor.id, "command", source_text or spec.name,
+                             data={"verb": spec.name, "channel": actor.channel})
+        handler = HANDLERS.get(type(command))
+        if handler is None:  # a verb without a handler is a programming error, not user input
+            raise NotImplementedError(spec.name)
+        return handler(self, command, actor)
+
+
+@handles(c.Add)
+def _add(ex: Executor, cmd: c.Add, actor: Actor) -> Result:
+    not_before = parse_when(cmd.not_before) if cmd.not_before else None
+    task = ex.board.add(
+        NewTask(
+            title=cmd.title,
+            body=cmd.body,
+            profile=cmd.profile,
+            priority=cmd.priority,
+            column=cmd.column,
+            parents=cmd.parent,
+            not_before=not_before,
+            max_attempts=cmd.max_attempts,
+            origin=actor.channel,
+        ),
+        actor.id,
+    )
+    return TaskChanged(cmd, task, f"created {task.ref} in {task.status}")
+
+
+@handles(c.ListTasks)
+def _list(ex: Executor, cmd: c.ListTasks, actor: Actor) -> Result:
+    statuses: tuple[str, ...] = ()
+    if cmd.status:
+        statuses = tuple(s.strip().lower() for s in cmd.status.split(",") if s.strip())
+        bad = [s for s in statuses if s not in c.STATUS_CHOICES]
+        if bad:
+            raise UsageError(f"--status must be among {', '.join(c.STATUS_CHOICES)}, got {', '.join(bad)}")
+    if cmd.profile:
+        ex.board.require_profile(cmd.profile)
+    found = ex.board.list_tasks(
+        TaskFilter(statuses=statuses, profile=cmd.profile, limit=cmd.limit, include_closed=cmd.all)
+    )
+    return TaskList(cmd, found)
+
+
+@handles(c.Show)
+def _show(ex: Executor, cmd: c.Show, actor: Actor) -> Result:
+    return TaskShown(cmd, ex.board.show(cmd.id))
+
+
+@handles(c.Promote)
+def _promote(ex: Executor, cmd: c.Promote, actor: Actor) -> Result:
+    column = cmd.column
+    if column is None:
+        current = ex.board.get(cmd.id)
+        column = {"backlog": "ready", "ready": "active"}.get(current.status)
+        if column is None:
+            raise Conflict(f"{current.ref} is {current.lane}; there is no next column to promote it to")
+    task = ex.board.promote(cmd.id, column, actor.id)
+    message = f"{task.ref} promoted to ready" if column == "ready" else f"{task.ref} released: starts when a slot is free"
+    return TaskChanged(cmd, task, message)
+
+
+@handles(c.PromoteBatch)
+def _promote_batch(ex: Executor, cmd: c.PromoteBatch, actor: Actor) -> Result:
+    promoted = ex.board.promote_batch(cmd.from_column, cmd.to_column, cmd.max, actor.id, cmd.profile)
+    return BatchPromoted(cmd, promoted, cmd.from_column, cmd.to_column)
+
+
+@handles(c.Move)
+def _move(ex: Executor, cmd: c.Move, actor: Actor) -> Result:
+    task = ex.board.move(cmd.id, cmd.column, actor.id)
+    return TaskChanged(cmd, task, f"{task.ref} moved to {task.status}")
+
+
+@handles(c.Block)
+def _block(ex: Executor, cmd: c.Block, actor: Actor) -> Result:
+    task = ex.board.block(cmd.id, actor.id, cmd.reason)
+    return TaskChanged(cmd, task, f"{task.ref} blocked")
+
+
+@handles(c.Unblock)
+def _unblock(ex: Executor, cmd: c.Unblock, actor: Actor) -> Result:
+    task = ex.board.unblock(cmd.id, actor.id)
+    return TaskChanged(cmd, task, f"{task.ref} unblocked to {task.status}")
+
+
+@handles(c.Cancel)
+def _cancel(ex: Executor, cmd: c.Cancel, actor: Actor) -> Result:
+    task = ex.board.cancel(cmd.id, actor.id, cmd.reason)
+    return TaskChanged(cmd, task, f"{task.ref} cancelled")
+
+
+@handles(c.Retry)
+def _retry(ex: Executor, cmd: c.Retry, actor: Actor) -> Result:
+    task = ex.board.retry(cmd.id, actor.id)
+    return TaskChanged(cmd, task, f"{task.ref} is ready for another try")
+
+
+@handles(c.Link)
+def _link(ex: Executor, cmd: c.Link, actor: Actor) -> Result:
+    ex.board.link(cmd.parent, cmd.child, actor.id)
+    return Done(cmd, f"#{cmd.child} now waits for #{cmd.parent}", {"parent": cmd.parent, "child": cmd.child})
+
+
+@handles(c.Unlink)
+def _unlink(ex: Executor, cmd: c.Unlink, actor: Actor) -> Result:
+    ex.board.unlink(cmd.parent, cmd.child, actor.id)
+    return Done(cmd, f"#{cmd.child} no longer waits for #{cmd.parent}", {"parent": cmd.parent, "child": cmd.child})
+
+
+@handles(c.Comment)
+def _comment(ex: Executor, cmd: c.Comment, actor: Actor) -> Result:
+    event = ex.board.comment(cmd.id, cmd.text, actor.id)
+    return Done(cmd, f"comment added to #{cmd.id}", {"event": event.to_json()})
+
+
+@handles(c.Caps)
+def _caps(ex: Executor, cmd: c.Caps, actor: Actor) -> Result:
+    limits, usage = ex.board.limits()
+    return CapsShown(cmd, describe_caps(limits, usage))
+
+
+@handles(c.CapsSet)
+def _caps_set(ex: Executor, cmd: c.CapsSet, actor: Actor) -> Result:
+    ex.board.set_cap(cmd.scope, cmd.name, cmd.value, actor.id)
+    label = cmd.scope if cmd.scope == "board" else f"{cmd.scope} {cmd.name}"
+    return Done(cmd, f"{label} cap is now {cmd.value}", {"scope": cmd.scope, "name": cmd.name, "value": cmd.value})
+
+
+@handles(c.CapsReset)
+def _caps_reset(ex: Executor, cmd: c.CapsReset, actor: Actor) -> Result:
+    ex.board.reset_cap(cmd.scope, cmd.name, actor.id)
+    label = cmd.scope if cmd.scope == "board" else f"{cmd.scope} {cmd.name}"
+    return Done(cmd, f"{label} cap follows the config again", {"scope": cmd.scope, "name": cmd.name})
+
+
+def _pause_target(cmd: c.Pause | c.Resume) -> tuple[str, str | None]:
+    given = [(s, n) for s, n in (("profile", cmd.profile), ("gateway", cmd.gateway)) if n]
+    if len(given) + bool(cmd.board) > 1:
+        raise UsageError("name one of --board, --profile or --gateway")
+    return given[0] if given else ("board", None)
+
+
+@handles(c.Pause)
+def _pause(ex: Executor, cmd: c.Pause, actor: Actor) -> Result:
+    scope, name = _pause_target(cmd)
+    label = "board" if scope == "board" else f"{scope} {name}"
+    changed = ex.board.pause(scope, name, actor.id)
+    text = f"{label} paused: no new starts, running work goes on" if changed else f"{label} was already paused"
+    return Done(cmd, text, {"scope": scope, "name": name, "changed": changed})
+
+
+@handles(c.Resume)
+def _resume(ex: Executor, cmd: c.Resume, actor: Actor) -> Result:
+    scope, name = _pause_target(cmd)
+    label = "board" if scope == "board" else f"{scope} {name}"
+    changed = ex.board.resume(scope, name, actor.id)
+    return Done(cmd, f"{label} resumed" if changed else f"{label} was not paused",
+                {"scope": scope, "name": name, "changed": changed})
+
+
+@handles(c.Status)
+def _status(ex: Executor, cmd: c.Status, actor: Actor) -> Result:
+    return StatusShown(cmd, build_status(ex.board.db, ex.board.config), chart=cmd.chart)
+
+
+@handles(c.WindowsList)
+def _windows_list(ex: Executor, cmd: c.WindowsList, actor: Actor) -> Result:
+    return WindowsShown(cmd, ex.windows.list())
+
+
+@handles(c.WindowsAdd)
+def _windows_add(ex: Executor, cmd: c.WindowsAdd, actor: Actor) -> Result:
+    window = ex.windows.add(cmd.name, cmd.cron, cmd.timezone, cmd.command, actor.id)
+    return Done(cmd, f"window {window.name}: `{window.command}` at `{window.cron}` ({window.timezone})",
+                {"window": window.to_json()})
+
+
+@handles(c.WindowsRemove)
+def _windows_remove(ex: Executor, cmd: c.WindowsRemove, actor: Actor) -> Result:
+    window = ex.windows.remove(cmd.name, actor.id)
+    return Done(cmd, f"window {window.name} removed", {"window": window.to_json()})
+
+
+def _channel_for(cmd: c.Subscribe | c.Unsubscribe, actor: Actor) -> tuple[str, str]:
+    ref = cmd.channel or actor.channel
+    parsed = parse_channel(ref)
+    if parsed is None:
+        raise UsageError(
+            "subscribe needs a chat channel: run it in Slack or Discord, or pass "
+            f"--channel slack:C123 / discord:123 (adapters: {', '.join(ADAPTERS)})"
+        )
+    return parsed
+
+
+@handles(c.Subscribe)
+def _subscribe(ex: Executor, cmd: c.Subscribe, actor: Actor) -> Result:
+    adapter, channel = _channel_for(cmd, actor)
+    with ex.board.db.write() as conn:
+        exists = conn.execute(
+            select(subscriptions.c.topic).where(subscriptions.c.adapter == adapter,
+                                                subscriptions.c.channel == channel,
+                                                subscriptions.c.topic == cmd.topic)
+        ).first()
+        if not exists:
+            conn.execute(insert(subscriptions).values(adapter=adapter, channel=channel, topic=cmd.topic,
+                                                      created_by=actor.id, created_at=utcnow()))
+            ex.board.record(conn, actor.id, "subscribed", f"{adapter}:{channel} subscribed to {cmd.topic}")
+    message = f"this channel already gets {cmd.topic}" if exists else f"this channel now gets {cmd.topic}"
+    return Done(cmd, message, {"adapter": adapter, "channel": channel, "topic": cmd.topic})
+
+
+@handles(c.Unsubscribe)
+def _unsubscribe(ex: Executor, cmd: c.Unsubscribe, actor: Actor) -> Result:
+    adapter, channel = _channel_for(cmd, actor)
+    with ex.board.db.write() as conn:
+        gone = conn.execute(
+            delete(subscriptions).where(subscriptions.c.adapter == adapter, subscriptions.c.channel == channel,
+                                        subscriptions.c.topic == cmd.topic)
+        ).rowcount
+        if gone:
+            ex.board.record(conn, actor.id, "unsubscribed", f"{adapter}:{channel} unsubscribed from {cmd.topic}")
+    message = f"this channel no longer gets {cmd.topic}" if gone else f"this channel was not getting {cmd.topic}"
+    return Done(cmd, message, {"adapter": adapter, "channel": channel, "topic": cmd.topic})
+
+
+@handles(c.Digest)
+def _digest(ex: Executor, cmd: c.Digest, actor: Actor) -> Result:
+    if not 1 <= cmd.hours <= 24 * 31:
+        raise UsageError(f"--hours must be between 1 and {24 * 31}, got {cmd.hours}")
+    since = utcnow() - timedelta(hours=cmd.hours)
+    report = build_status(ex.board.db, ex.board.config)
+    with ex.board.db.read() as conn:
+        finished = dict(
+            conn.execute(
+                select(tasks.c.status, func.count())
+                .where(tasks.c.finished_at > since, tasks.c.status.in_(("done", "failed", "cancelled")))
+                .group_by(tasks.c.status)
+            ).all()
+        )
+        alerts = conn.execute(
+            select(func.count()).where(events.c.kind == "alert", events.c.at > since)
+        ).scalar_one()
+    lines = [
+        f"Lanewarden digest, last {cmd.hours}h: {finished.get('done', 0)} done, "
+        f"{finished.get('failed', 0)} failed, {finished.get('cancelled', 0)} cancelled, {alerts} alerts.",
+        "Now: " + ", ".join(f"{report.counts[s]} {s}" for s in ("backlog", "ready", "active", "blocked", "failed")),
+    ]
+    for gw in report.gateways:
+        health = {True: "up", False: "DOWN", None: "not probed"}[gw.healthy]
+        lines.append(f"Gateway {gw.name}: {health}, {gw.in_flight}/{gw.limit} in flight (cap {gw.cap})")
+    text = "\n".join(lines)
+    data = {"hours": cmd.hours, "finished": finished, "alerts": alerts, "counts": report.counts}
+    if cmd.post:
+        ex.board.notify(actor.id, "digest", "digest", text, data)
+    return DigestShown(cmd, text, data)
+
+
+@handles(c.HelpCommand)
+def _help(ex: Executor, cmd: c.HelpCommand, actor: Actor) -> Result:
+    return HelpShown(cmd, help_text(cmd.topic))

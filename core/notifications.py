@@ -1,0 +1,155 @@
+"""Which chat channels hear about an event: rows for the outbox, written in the event's
+own transaction so a notification is never lost and never sent for a change that
+rolled back.
+
+Card rows carry only the task id: the adapter renders the task as it is when the row
+is delivered, so pending card edits coalesce into the newest state for free.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, insert, select, update
+
+from core.config import LanewardenConfig
+from core.schema import outbox, subscriptions
+
+ADAPTERS = ("slack", "discord")
+TOPICS = ("tasks", "alerts", "digest")
+
+# task events that change what a card shows
+CARD_EVENTS = frozenset(
+    {
+        "created",
+        "promoted",
+        "released",
+        "moved",
+        "started",
+        "succeeded",
+        "failed",
+        "retry_scheduled",
+        "requeued",
+        "blocked",
+        "unblocked",
+        "cancelled",
+        "retried",
+        "commented",
+    }
+)
+
+
+def parse_channel(ref: str | None) -> tuple[str, str] | None:
+    """``slack:C123`` -> ("slack", "C123"); anything else (cli, console) -> None."""
+    if not ref:
+        return None
+    adapter, sep, channel = ref.partition(":")
+    if sep and adapter in ADAPTERS and channel:
+        return adapter, channel
+    return None
+
+
+def configured_channels(config: LanewardenConfig, topic: str) -> set[tuple[str, str]]:
+    found: set[tuple[str, str]] = set()
+    if topic in ("tasks", "digest") and config.slack.notify_channel:
+        found.add(("slack", config.slack.notify_channel))
+    if topic in ("alerts", "digest") and config.slack.alert_channel:
+        found.add(("slack", config.slack.alert_channel))
+    if topic in ("tasks", "digest") and config.discord.notify_channel_id:
+        found.add(("discord", str(config.discord.notify_channel_id)))
+    if topic in ("alerts", "digest") and config.discord.alert_channel_id:
+        found.add(("discord", str(config.discord.alert_channel_id)))
+    return found
+
+
+def subscribed_channels(conn: Connection, topic: str) -> set[tuple[str, str]]:
+    rows = conn.execute(
+        select(subscriptions.c.adapter, subscriptions.c.channel).where(subscriptions.c.topic == topic)
+    )
+    return {(r.adapter, r.channel) for r in rows}
+
+
+def fan_out_task_event(
+    conn: Connection,
+    config: LanewardenConfig,
+    *,
+    event_id: int,
+    kind: str,
+    task_id: int,
+    origin: str | None,
+    message: str,
+    now: datetime,
+) -> None:
+    if kind not in CARD_EVENTS:
+        return
+    channels = subscribed_channels(conn, "tasks") | configured_channels(config, "tasks")
+    origin_channel = parse_channel(origin)
+    if origin_channel:
+        channels.add(origin_channel)
+    rows: list[dict[str, Any]] = []
+    for adapter, channel in sorted(channels):
+        key = f"card:{task_id}:{adapter}:{channel}"
+        rows.append(_row(adapter, channel, "card", now, task_id=task_id, event_id=event_id, key=key,
+                         payload={"event": kind}))
+        if kind != "created":
+            rows.append(_row(adapter, channel, "update", now, task_id=task_id, event_id=event_id,
+                             payload={"event": kind, "text": message}))
+    if rows:
+        _supersede_pending_cards(conn, [r["coalesce_key"] for r in rows if r["coalesce_key"]])
+        conn.execute(insert(outbox), rows)
+
+
+def fan_out_notice(
+    conn: Connection,
+    config: LanewardenConfig,
+    *,
+    topic: str,
+    kind: str,
+    payload: dict[str, Any],
+    now: datetime,
+    event_id: int | None = None,
+) -> int:
+    """Alerts and digests: every subscribed and configured channel gets one row."""
+    channels = subscribed_channels(conn, topic) | configured_channels(config, topic)
+    rows = [_row(a, c, kind, now, event_id=event_id, payload=payload) for a, c in sorted(channels)]
+    if rows:
+        conn.execute(insert(outbox), rows)
+    return len(rows)
+
+
+def _supersede_pending_cards(conn: Connection, keys: list[str]) -> None:
+    """A newer card row makes older undelivered ones pointless: delivering a card posts
+    it if it does not exist yet and edits it otherwise, always with the task's state at
+    delivery time, so the newest row alone shows everything (latest state wins)."""
+    conn.execute(
+        update(outbox)
+        .where(outbox.c.coalesce_key.in_(keys), outbox.c.state == "pending")
+        .values(state="superseded")
+    )
+
+
+def _row(
+    adapter: str,
+    channel: str,
+    kind: str,
+    now: datetime,
+    *,
+    payload: dict[str, Any],
+    task_id: int | None = None,
+    event_id: int | None = None,
+    key: str | None = None,
+) -> dict[str, Any]:
+    return {
+        "adapter": adapter,
+        "channel": channel,
+        "kind": kind,
+        "task_id": task_id,
+        "event_id": event_id,
+        "coalesce_key": key,
+        "payload": payload,
+        "created_at": now,
+        "state": "pending",
+        "attempts": 0,
+        "next_attempt_at": now,
+    }

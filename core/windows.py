@@ -1,0 +1,140 @@
+"""Scheduled windows: a cron, a timezone and a board command, stored on the board.
+
+The table is the source of truth; the leader's APScheduler (scheduler/) mirrors it.
+Windows from ``[[scheduler.jobs]]`` are upserted at start with ``source = 'config'`` and
+can only be changed in the config file.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from sqlalchemy import delete, insert, select, update
+
+from core.clock import utcnow
+from core.config import NAME_PATTERN, JobConfig
+from core.cron import parse_cron
+from core.errors import Conflict, NotFound, UsageError
+from core.grammar import Command, parse
+from core.schema import windows
+
+if TYPE_CHECKING:
+    from core.board import Board
+
+WINDOW_VERBS = ("promote-batch", "promote", "pause", "resume", "digest")
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    name: str
+    cron: str
+    timezone: str
+    command: str
+    source: str
+    created_by: str
+    created_at: datetime
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["created_at"] = self.created_at.isoformat()
+        return data
+
+
+def host_timezone() -> str:
+    try:
+        from tzlocal import get_localzone_name
+
+        return get_localzone_name() or "UTC"
+    except Exception:  # no tz database entry for the host: UTC is the honest fallback
+        return "UTC"
+
+
+def check_timezone(name: str) -> str:
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise UsageError(f"unknown timezone {name!r}; use an IANA name such as Europe/Paris or UTC") from None
+    return name
+
+
+def window_command(text: str) -> Command:
+    """Parse a window's command; only the verbs a schedule may run are allowed."""
+    command = parse(text)
+    if command.VERB.name not in WINDOW_VERBS:
+        raise UsageError(
+            f"a window runs {', '.join(WINDOW_VERBS)}; {command.VERB.name!r} is not one of them"
+        )
+    return command
+
+
+def validate(name: str, cron: str, timezone: str | None, command: str) -> tuple[str, str, str]:
+    if not re.match(NAME_PATTERN, name):
+        raise UsageError(f"window name {name!r}: use letters, digits, '-', '_' or '.' (at most 64)")
+    spec = parse_cron(cron)
+    zone = check_timezone(timezone or host_timezone())
+    window_command(command)
+    return spec.expression, zone, command.strip()
+
+
+class WindowStore:
+    def __init__(self, board: Board) -> None:
+        self.board = board
+        self.db = board.db
+
+    def list(self) -> list[Window]:
+        with self.db.read() as conn:
+            return [Window(**row._mapping) for row in conn.execute(select(windows).order_by(windows.c.name))]
+
+    def get(self, name: str) -> Window:
+        with self.db.read() as conn:
+            row = conn.execute(select(windows).where(windows.c.name == name)).first()
+        if row is None:
+            raise NotFound(f"no window {name!r}")
+        return Window(**row._mapping)
+
+    def add(self, name: str, cron: str, timezone: str | None, command: str, actor: str) -> Window:
+        cron, zone, command = validate(name, cron, timezone, command)
+        now = utcnow()
+        with self.db.write() as conn:
+            if conn.execute(select(windows.c.name).where(windows.c.name == name)).first():
+                raise Conflict(f"a window named {name!r} exists; remove it first")
+            conn.execute(insert(windows).values(name=name, cron=cron, timezone=zone, command=command,
+                                                source="user", created_by=actor, created_at=now))
+            self.board.record(conn, actor, "window_added", f"window {name}: {cron} ({zone}) -> {command}",
+                              now=now)
+            self.board.signal(conn, "windows")
+        return self.get(name)
+
+    def remove(self, name: str, actor: str) -> Window:
+        window = self.get(name)
+        if window.source == "config":
+            raise Conflict(f"window {name!r} comes from [[scheduler.jobs]] in the config; remove it there")
+        with self.db.write() as conn:
+            conn.execute(delete(windows).where(windows.c.name == name))
+            self.board.record(conn, actor, "window_removed", f"window {name} removed")
+            self.board.signal(conn, "windows")
+        return window
+
+    def sync_config(self, jobs: list[JobConfig], actor: str = "config") -> None:
+        """Make the config's windows match ``[[scheduler.jobs]]``; user windows are kept."""
+        wanted = {job.name: validate(job.name, job.cron, job.timezone, job.command) for job in jobs}
+        now = utcnow()
+        with self.db.write() as conn:
+            existing = {r.name: r for r in conn.execute(select(windows))}
+            for name, (cron, zone, command) in wanted.items():
+                row = existing.get(name)
+                if row is None:
+                    conn.execute(insert(windows).values(name=name, cron=cron, timezone=zone, command=command,
+                                                        source="config", created_by=actor, created_at=now))
+                elif (row.cron, row.timezone, row.command, row.source) != (cron, zone, command, "config"):
+                    conn.execute(update(windows).where(windows.c.name == name)
+                                 .values(cron=cron, timezone=zone, command=command, source="config"))
+            for name, row in existing.items():
+                if row.source == "config" and name not in wanted:
+                    conn.execute(delete(windows).where(windows.c.name == name))
+            self.board.signal(conn, "windows")
+
