@@ -126,8 +126,9 @@ def _operator_command(args: list[str], config_path: str | None) -> int:
 
     serve = sub.add_parser("serve", help="run the dispatcher, scheduler, HTTP endpoint and chat adapters")
     serve.add_argument("--headless", action="store_true", help="no console (for daemons)")
-    serve.add_argument("--demo", action="store_true",
-                       help="start a simulated gateway and a seeded board (no GPU needed)")
+    serve.add_argument(
+        "--demo", action="store_true", help="start a simulated gateway and a seeded board (no GPU needed)"
+    )
 
     sub.add_parser("doctor", help="check config, database, leader, gateways and queue")
 

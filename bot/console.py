@@ -20,8 +20,9 @@ QUIT = {"quit", "exit", ":q"}
 
 
 class Console:
-    def __init__(self, executor: Executor, actor: Actor, stdin: TextIO | None = None,
-                 stdout: TextIO | None = None) -> None:
+    def __init__(
+        self, executor: Executor, actor: Actor, stdin: TextIO | None = None, stdout: TextIO | None = None
+    ) -> None:
         self.executor = executor
         self.actor = actor
         self.stdin = stdin or sys.stdin

@@ -67,9 +67,14 @@ def task_table(tasks: list[Task]) -> str:
 def _(result: TaskShown) -> str:
     d = result.detail
     t = d.task
-    lines = [f"{t.ref} {t.title}", f"  status: {t.lane}   profile: {t.profile}   priority: {t.priority}   "
-             f"attempts: {t.attempts}/{t.max_attempts}"]
-    lines.append(f"  created {age(t.created_at)} ago by {t.created_by}" + (f" in {t.origin}" if t.origin else ""))
+    lines = [
+        f"{t.ref} {t.title}",
+        f"  status: {t.lane}   profile: {t.profile}   priority: {t.priority}   "
+        f"attempts: {t.attempts}/{t.max_attempts}",
+    ]
+    lines.append(
+        f"  created {age(t.created_at)} ago by {t.created_by}" + (f" in {t.origin}" if t.origin else "")
+    )
     if t.not_before:
         lines.append(f"  not before: {t.not_before.isoformat(timespec='seconds')}")
     if t.body:
@@ -93,8 +98,10 @@ def _(result: TaskShown) -> str:
             tokens = f" {r.completion_tokens} tok" if r.completion_tokens is not None else ""
             outcome = r.outcome or "running"
             err = f" ({r.error})" if r.error else ""
-            lines.append(f"    {r.attempt}. {outcome:<12} {took:>7}{tokens} on {r.gateway or '-'} "
-                         f"by {r.dispatcher}{err}")
+            lines.append(
+                f"    {r.attempt}. {outcome:<12} {took:>7}{tokens} on {r.gateway or '-'} "
+                f"by {r.dispatcher}{err}"
+            )
     if d.events:
         lines.append("  history:")
         for e in d.events:
@@ -138,15 +145,23 @@ def _(result: StatusShown) -> str:
 def status_text(r: StatusReport) -> str:
     counts = r.counts
     shape = "  ".join(f"{s} {counts[s]}" for s in ("backlog", "ready", "active", "done", "failed", "blocked"))
-    oldest = "" if r.oldest_ready_seconds is None else f", oldest ready {format_seconds(r.oldest_ready_seconds)}"
+    oldest = (
+        "" if r.oldest_ready_seconds is None else f", oldest ready {format_seconds(r.oldest_ready_seconds)}"
+    )
     mode = "windowed (starts only released tasks)" if r.windowed else "continuous"
-    lines = [f"queue: {shape}{oldest}",
-             f"board: {r.active}/{r.board_cap} active, dispatch {mode}" + ("  [PAUSED]" if r.board_paused else "")]
+    lines = [
+        f"queue: {shape}{oldest}",
+        f"board: {r.active}/{r.board_cap} active, dispatch {mode}" + ("  [PAUSED]" if r.board_paused else ""),
+    ]
     if r.released:
         lines[-1] += f", {r.released} released waiting for a slot"
     for g in r.gateways:
         health = {True: "up", False: "DOWN", None: "unknown"}[g.healthy]
-        lat = "-" if g.latency_p50_ms is None else f"{g.latency_p50_ms / 1000:.1f}s/{g.latency_p95_ms / 1000:.1f}s"
+        lat = (
+            "-"
+            if g.latency_p50_ms is None
+            else f"{g.latency_p50_ms / 1000:.1f}s/{g.latency_p95_ms / 1000:.1f}s"
+        )
         err = "-" if g.error_rate is None else f"{g.error_rate:.0%}"
         tmo = "-" if g.timeout_rate is None else f"{g.timeout_rate:.0%}"
         queue = f", server queue {g.server_waiting:g}" if g.server_waiting is not None else ""
@@ -160,11 +175,15 @@ def status_text(r: StatusReport) -> str:
             lines.append(f"  last error: {g.last_error}")
     for p in r.profiles:
         flags = " [PAUSED]" if p.paused else ""
-        lines.append(f"profile {p.name}: {p.active}/{p.cap} active, {p.ready} ready"
-                     f"{' via ' + p.gateway if p.gateway else ''}{flags}")
+        lines.append(
+            f"profile {p.name}: {p.active}/{p.cap} active, {p.ready} ready"
+            f"{' via ' + p.gateway if p.gateway else ''}{flags}"
+        )
     if r.processes:
-        lines.append(f"processes: {len(r.processes)} ({', '.join(p['id'] for p in r.processes)}); "
-                     f"leader {r.leader or 'none'}")
+        lines.append(
+            f"processes: {len(r.processes)} ({', '.join(p['id'] for p in r.processes)}); "
+            f"leader {r.leader or 'none'}"
+        )
     return "\n".join(lines)
 
 
@@ -172,7 +191,9 @@ def status_text(r: StatusReport) -> str:
 def _(result: WindowsShown) -> str:
     if not result.windows:
         return "no windows"
-    return "\n".join(f"{w.name}: `{w.cron}` {w.timezone} -> {w.command}  ({w.source})" for w in result.windows)
+    return "\n".join(
+        f"{w.name}: `{w.cron}` {w.timezone} -> {w.command}  ({w.source})" for w in result.windows
+    )
 
 
 @render_text.register

@@ -25,7 +25,11 @@ class Actor:
 def resolve_role(access: AccessConfig, identities: Iterable[str]) -> str:
     """The highest role any of the identities (user id, group or role ids) is granted."""
     wanted = set(identities)
-    for role, members in (("admin", access.admins), ("operator", access.operators), ("viewer", access.viewers)):
+    for role, members in (
+        ("admin", access.admins),
+        ("operator", access.operators),
+        ("viewer", access.viewers),
+    ):
         if wanted.intersection(members):
             return role
     return access.default_role

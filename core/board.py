@@ -133,13 +133,22 @@ class Board:
         now = now or utcnow()
         event_id = conn.execute(
             insert(events)
-            .values(task_id=task.id if task else None, at=now, actor=actor, kind=kind, message=message,
-                    data=data)
+            .values(
+                task_id=task.id if task else None, at=now, actor=actor, kind=kind, message=message, data=data
+            )
             .returning(events.c.id)
         ).scalar_one()
         if task is not None:
-            fan_out_task_event(conn, self.config, event_id=event_id, kind=kind, task_id=task.id,
-                               origin=task.origin, message=message, now=now)
+            fan_out_task_event(
+                conn,
+                self.config,
+                event_id=event_id,
+                kind=kind,
+                task_id=task.id,
+                origin=task.origin,
+                message=message,
+                now=now,
+            )
         return event_id
 
     def audit(self, actor: str, kind: str, message: str, data: dict[str, Any] | None = None) -> None:
@@ -152,8 +161,15 @@ class Board:
         now = utcnow()
         with self.db.write() as conn:
             event_id = self.record(conn, actor, kind, message, data=data, now=now)
-            return fan_out_notice(conn, self.config, topic=topic, kind=kind,
-                                  payload={"text": message, **data}, now=now, event_id=event_id)
+            return fan_out_notice(
+                conn,
+                self.config,
+                topic=topic,
+                kind=kind,
+                payload={"text": message, **data},
+                now=now,
+                event_id=event_id,
+            )
 
     # ------------------------------------------------------------------- reads
 
@@ -225,7 +241,10 @@ class Board:
             event_rows = [
                 Event.from_row(r)
                 for r in conn.execute(
-                    select(events).where(events.c.task_id == task_id).order_by(events.c.id.desc()).limit(history)
+                    select(events)
+                    .where(events.c.task_id == task_id)
+                    .order_by(events.c.id.desc())
+                    .limit(history)
                 )
             ][::-1]
             waiting = self._why_waiting(conn, task, parents)
@@ -251,8 +270,10 @@ class Board:
                     reasons.append(f"parent {parent.ref} is {parent.lane}, not done")
         now = utcnow()
         if task.not_before is not None and task.not_before > now:
-            reasons.append(f"not before {task.not_before.isoformat(timespec='seconds')} "
-                           f"(in {age(now - (task.not_before - now))})")
+            reasons.append(
+                f"not before {task.not_before.isoformat(timespec='seconds')} "
+                f"(in {age(now - (task.not_before - now))})"
+            )
         profile = self.config.profile(task.profile)
         limits = Limits.load(conn, self.config)
         if profile is None:
@@ -269,8 +290,10 @@ class Board:
                 detail = f": {window.last_error}" if window.last_error else ""
                 reasons.append(f"gateway {window.name} is down{detail}; it will start when it is back")
             if window.backoff_until is not None and window.backoff_until > now:
-                reasons.append(f"gateway {window.name} asked to back off until "
-                               f"{window.backoff_until.isoformat(timespec='seconds')}")
+                reasons.append(
+                    f"gateway {window.name} asked to back off until "
+                    f"{window.backoff_until.isoformat(timespec='seconds')}"
+                )
         if task.status == "ready" and not reasons:
             if not self.config.kanban.dispatcher.enabled and not task.released:
                 reasons.append(
@@ -340,8 +363,15 @@ class Board:
                 )
             task = self.get(task_id, conn)
             parent_refs = " after " + ", ".join(f"#{p}" for p in parents) if parents else ""
-            self.record(conn, actor, "created", f"created in {new.column}{parent_refs}", task=task,
-                        data={"parents": parents} if parents else None, now=now)
+            self.record(
+                conn,
+                actor,
+                "created",
+                f"created in {new.column}{parent_refs}",
+                task=task,
+                data={"parents": parents} if parents else None,
+                now=now,
+            )
             if new.column == "ready":
                 self.signal(conn, "dispatch")
             return task
@@ -369,8 +399,13 @@ class Board:
             listed = ", ".join(f"#{pid} ({status})" for pid, status in pending)
             raise Conflict(f"{task.ref} cannot start before its parents are done: {listed}")
         return self._transition(
-            conn, task, actor, "released", "released to start when a slot is free",
-            status="ready", released=True,
+            conn,
+            task,
+            actor,
+            "released",
+            "released to start when a slot is free",
+            status="ready",
+            released=True,
         )
 
     def promote_batch(
@@ -406,24 +441,53 @@ class Board:
                 hint = ", ".join(sorted(allowed)) or "nothing: it is final"
                 raise Conflict(f"{task.ref} is {task.lane}; it can move to {hint}")
             if column == "done":
-                return self._transition(conn, task, actor, "moved", "moved to done by hand", status="done",
-                                        released=False, finished_at=utcnow())
+                return self._transition(
+                    conn,
+                    task,
+                    actor,
+                    "moved",
+                    "moved to done by hand",
+                    status="done",
+                    released=False,
+                    finished_at=utcnow(),
+                )
             if task.status in ("failed", "cancelled"):
-                return self._transition(conn, task, actor, "moved", f"moved to {column}", status=column,
-                                        released=False, attempts=0, error=None, not_before=None)
-            return self._transition(conn, task, actor, "moved", f"moved to {column}", status=column,
-                                    released=False)
+                return self._transition(
+                    conn,
+                    task,
+                    actor,
+                    "moved",
+                    f"moved to {column}",
+                    status=column,
+                    released=False,
+                    attempts=0,
+                    error=None,
+                    not_before=None,
+                )
+            return self._transition(
+                conn, task, actor, "moved", f"moved to {column}", status=column, released=False
+            )
 
     def block(self, task_id: int, actor: str, reason: str = "") -> Task:
         _check_length("reason", reason, COMMENT_MAX)
         with self.db.write() as conn:
             task = self._lock(conn, task_id)
             if task.status not in ("backlog", "ready", "active"):
-                raise Conflict(f"{task.ref} is {task.lane}; only backlog, ready or active tasks can be blocked")
+                raise Conflict(
+                    f"{task.ref} is {task.lane}; only backlog, ready or active tasks can be blocked"
+                )
             came_from = "ready" if task.status == "active" else task.status
             message = "blocked" + (f": {reason}" if reason else "")
-            return self._transition(conn, task, actor, "blocked", message, status="blocked",
-                                    blocked_from=came_from, released=False)
+            return self._transition(
+                conn,
+                task,
+                actor,
+                "blocked",
+                message,
+                status="blocked",
+                blocked_from=came_from,
+                released=False,
+            )
 
     def unblock(self, task_id: int, actor: str) -> Task:
         with self.db.write() as conn:
@@ -431,8 +495,9 @@ class Board:
             if task.status != "blocked":
                 raise Conflict(f"{task.ref} is {task.lane}, not blocked")
             back = task.blocked_from or "ready"
-            return self._transition(conn, task, actor, "unblocked", f"unblocked back to {back}", status=back,
-                                    blocked_from=None)
+            return self._transition(
+                conn, task, actor, "unblocked", f"unblocked back to {back}", status=back, blocked_from=None
+            )
 
     def cancel(self, task_id: int, actor: str, reason: str = "") -> Task:
         _check_length("reason", reason, COMMENT_MAX)
@@ -441,17 +506,35 @@ class Board:
             if task.status in ("done", "cancelled"):
                 raise Conflict(f"{task.ref} is already {task.status}")
             message = "cancelled" + (f": {reason}" if reason else "")
-            return self._transition(conn, task, actor, "cancelled", message, status="cancelled",
-                                    released=False, finished_at=utcnow())
+            return self._transition(
+                conn,
+                task,
+                actor,
+                "cancelled",
+                message,
+                status="cancelled",
+                released=False,
+                finished_at=utcnow(),
+            )
 
     def retry(self, task_id: int, actor: str) -> Task:
         with self.db.write() as conn:
             task = self._lock(conn, task_id)
             if task.status not in ("failed", "cancelled"):
                 raise Conflict(f"{task.ref} is {task.lane}; only failed or cancelled tasks can be retried")
-            return self._transition(conn, task, actor, "retried", "sent back to ready for a new try",
-                                    status="ready", attempts=0, error=None, not_before=None,
-                                    released=False, finished_at=None)
+            return self._transition(
+                conn,
+                task,
+                actor,
+                "retried",
+                "sent back to ready for a new try",
+                status="ready",
+                attempts=0,
+                error=None,
+                not_before=None,
+                released=False,
+                finished_at=None,
+            )
 
     def comment(self, task_id: int, body: str, actor: str) -> Event:
         body = body.strip()
@@ -471,30 +554,49 @@ class Board:
             parent = self._lock(conn, parent_id)
             child = self._lock(conn, child_id)
             if child.status in ("active", "done"):
-                raise Conflict(f"{child.ref} is {child.status}; links only constrain tasks that have not started")
+                raise Conflict(
+                    f"{child.ref} is {child.status}; links only constrain tasks that have not started"
+                )
             if self._reaches(conn, start=child_id, target=parent_id):
-                raise Conflict(f"linking {parent.ref} -> {child.ref} would make a cycle "
-                               f"({child.ref} already leads to {parent.ref})")
+                raise Conflict(
+                    f"linking {parent.ref} -> {child.ref} would make a cycle "
+                    f"({child.ref} already leads to {parent.ref})"
+                )
             try:
                 with conn.begin_nested():
-                    conn.execute(insert(task_links).values(parent_id=parent_id, child_id=child_id,
-                                                           created_at=utcnow()))
+                    conn.execute(
+                        insert(task_links).values(parent_id=parent_id, child_id=child_id, created_at=utcnow())
+                    )
             except IntegrityError:
                 raise Conflict(f"{parent.ref} is already a parent of {child.ref}") from None
-            self.record(conn, actor, "linked", f"now waits for {parent.ref}", task=child,
-                        data={"parent": parent_id})
+            message = f"now waits for {parent.ref}"
+            if child.released and parent.status != "done":
+                # a released task may start at once; a new unfinished parent withdraws that
+                conn.execute(
+                    update(tasks).where(tasks.c.id == child_id).values(released=False, updated_at=utcnow())
+                )
+                message += " (release withdrawn until it is done)"
+            self.record(conn, actor, "linked", message, task=child, data={"parent": parent_id})
 
     def unlink(self, parent_id: int, child_id: int, actor: str) -> None:
         with self.db.write() as conn:
             self._lock(conn, parent_id)
             child = self._lock(conn, child_id)
             gone = conn.execute(
-                delete(task_links).where(task_links.c.parent_id == parent_id, task_links.c.child_id == child_id)
+                delete(task_links).where(
+                    task_links.c.parent_id == parent_id, task_links.c.child_id == child_id
+                )
             ).rowcount
             if not gone:
                 raise NotFound(f"#{parent_id} is not a parent of #{child_id}")
-            self.record(conn, actor, "unlinked", f"no longer waits for #{parent_id}", task=child,
-                        data={"parent": parent_id})
+            self.record(
+                conn,
+                actor,
+                "unlinked",
+                f"no longer waits for #{parent_id}",
+                task=child,
+                data={"parent": parent_id},
+            )
             self.signal(conn, "dispatch")
 
     # ------------------------------------------------------- caps and pauses
@@ -510,21 +612,38 @@ class Board:
                 .values(value=value, set_by=actor, set_at=now)
             ).rowcount
             if not changed:
-                conn.execute(insert(cap_overrides).values(scope=scope, name=scope_name, value=value,
-                                                          set_by=actor, set_at=now))
+                conn.execute(
+                    insert(cap_overrides).values(
+                        scope=scope, name=scope_name, value=value, set_by=actor, set_at=now
+                    )
+                )
             label = scope if scope == "board" else f"{scope} {scope_name}"
-            self.record(conn, actor, "caps_changed", f"{label} cap set to {value}",
-                        data={"scope": scope, "name": scope_name, "value": value}, now=now)
+            self.record(
+                conn,
+                actor,
+                "caps_changed",
+                f"{label} cap set to {value}",
+                data={"scope": scope, "name": scope_name, "value": value},
+                now=now,
+            )
             self.signal(conn, "dispatch")
 
     def reset_cap(self, scope: str, name: str | None, actor: str) -> None:
         scope_name = self._scope_name(scope, name)
         with self.db.write() as conn:
-            conn.execute(delete(cap_overrides).where(cap_overrides.c.scope == scope,
-                                                     cap_overrides.c.name == scope_name))
+            conn.execute(
+                delete(cap_overrides).where(
+                    cap_overrides.c.scope == scope, cap_overrides.c.name == scope_name
+                )
+            )
             label = scope if scope == "board" else f"{scope} {scope_name}"
-            self.record(conn, actor, "caps_changed", f"{label} cap back to the config value",
-                        data={"scope": scope, "name": scope_name, "value": None})
+            self.record(
+                conn,
+                actor,
+                "caps_changed",
+                f"{label} cap back to the config value",
+                data={"scope": scope, "name": scope_name, "value": None},
+            )
             self.signal(conn, "dispatch")
 
     def pause(self, scope: str, name: str | None, actor: str) -> bool:
@@ -536,7 +655,9 @@ class Board:
             ).first()
             if already:
                 return False
-            conn.execute(insert(pauses).values(scope=scope, name=scope_name, paused_by=actor, paused_at=utcnow()))
+            conn.execute(
+                insert(pauses).values(scope=scope, name=scope_name, paused_by=actor, paused_at=utcnow())
+            )
             label = "board" if scope == "board" else f"{scope} {scope_name}"
             self.record(conn, actor, "paused", f"{label} paused", data={"scope": scope, "name": scope_name})
             return True
@@ -590,8 +711,9 @@ class Board:
             raise NotFound(f"no task #{task_id}")
         return Task.from_row(row)
 
-    def _transition(self, conn: Connection, task: Task, actor: str, kind: str, message: str,
-                    **values: Any) -> Task:
+    def _transition(
+        self, conn: Connection, task: Task, actor: str, kind: str, message: str, **values: Any
+    ) -> Task:
         """Change a task, stop its run if it leaves ``active``, record the event."""
         now = utcnow()
         values["updated_at"] = now
@@ -623,8 +745,10 @@ class Board:
 
     def _reaches(self, conn: Connection, start: int, target: int) -> bool:
         """Does following child links from ``start`` reach ``target``?"""
-        reach = select(task_links.c.child_id.label("id")).where(task_links.c.parent_id == start).cte(
-            "reach", recursive=True
+        reach = (
+            select(task_links.c.child_id.label("id"))
+            .where(task_links.c.parent_id == start)
+            .cte("reach", recursive=True)
         )
         reach = reach.union(select(task_links.c.child_id).join(reach, task_links.c.parent_id == reach.c.id))
         return conn.execute(select(exists().where(reach.c.id == target))).scalar_one()

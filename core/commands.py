@@ -27,21 +27,32 @@ _ID = "the task id (42 or #42)"
 class Add(Command):
     title: str = param(free_words=True, help="what to do (or --title T)")
     body: str = param("", help="details and instructions for the agent")
-    profile: str | None = param(None, help="worker profile (default: kanban.workers.profile)",
-                                complete="profile")
+    profile: str | None = param(
+        None, help="worker profile (default: kanban.workers.profile)", complete="profile"
+    )
     priority: int = param(0, help="higher runs first")
     column: str = param("ready", choices=ADD_COLUMNS, help="where the task starts")
-    parent: tuple[int, ...] = param((), aliases=("parents",), complete="task",
-                                    help="a task that must be done first (repeat or comma-separate)")
+    parent: tuple[int, ...] = param(
+        (),
+        aliases=("parents",),
+        complete="task",
+        help="a task that must be done first (repeat or comma-separate)",
+    )
     not_before: str | None = param(None, help="do not start before this time (ISO 8601) or delay (30m, 2h)")
     max_attempts: int = param(3, help="task failures allowed before it is failed for good")
 
 
-@verb("list", "List tasks, highest priority first", role="viewer",
-      examples=("list --column ready --limit 3 --quiet", "list --status failed --json"))
+@verb(
+    "list",
+    "List tasks, highest priority first",
+    role="viewer",
+    examples=("list --column ready --limit 3 --quiet", "list --status failed --json"),
+)
 @dataclass(frozen=True, kw_only=True)
 class ListTasks(Command):
-    status: str | None = param(None, aliases=("column",), help="only this status (comma-separate for several)")
+    status: str | None = param(
+        None, aliases=("column",), help="only this status (comma-separate for several)"
+    )
     profile: str | None = param(None, help="only this profile", complete="profile")
     limit: int = param(50, help="at most this many tasks")
     all: bool = param(False, help="include done and cancelled tasks")
@@ -49,25 +60,41 @@ class ListTasks(Command):
     json: bool = param(False, help="machine-readable output")
 
 
-@verb("show", "A task with its dependencies, runs, history and why it waits", role="viewer",
-      examples=("show 42", "show --id 42 --json"))
+@verb(
+    "show",
+    "A task with its dependencies, runs, history and why it waits",
+    role="viewer",
+    examples=("show 42", "show --id 42 --json"),
+)
 @dataclass(frozen=True, kw_only=True)
 class Show(Command):
     id: int = param(positional=True, help=_ID, complete="task")
     json: bool = param(False, help="machine-readable output")
 
 
-@verb("promote", "Move a task forward: backlog to ready, or release it to start (active)",
-      role="operator", examples=("promote --id 42 --column active", "promote 42"))
+@verb(
+    "promote",
+    "Move a task forward: backlog to ready, or release it to start (active)",
+    role="operator",
+    examples=("promote --id 42 --column active", "promote 42"),
+)
 @dataclass(frozen=True, kw_only=True)
 class Promote(Command):
     id: int = param(positional=True, help=_ID, complete="task")
-    column: str | None = param(None, positional=True, choices=("ready", "active"),
-                               help="target column (default: the next one)")
+    column: str | None = param(
+        None, positional=True, choices=("ready", "active"), help="target column (default: the next one)"
+    )
 
 
-@verb("promote-batch", "Promote up to --max tasks at once (what night windows run)", role="operator",
-      examples=("promote-batch --from ready --to active --max 2", "promote-batch --from backlog --to ready --max 10"))
+@verb(
+    "promote-batch",
+    "Promote up to --max tasks at once (what night windows run)",
+    role="operator",
+    examples=(
+        "promote-batch --from ready --to active --max 2",
+        "promote-batch --from backlog --to ready --max 10",
+    ),
+)
 @dataclass(frozen=True, kw_only=True)
 class PromoteBatch(Command):
     max: int = param(help="at most this many tasks")
@@ -76,16 +103,24 @@ class PromoteBatch(Command):
     profile: str | None = param(None, help="only this profile", complete="profile")
 
 
-@verb("move", "Move a task to another column (also back, or to done by hand)", role="operator",
-      examples=("move 42 backlog",))
+@verb(
+    "move",
+    "Move a task to another column (also back, or to done by hand)",
+    role="operator",
+    examples=("move 42 backlog",),
+)
 @dataclass(frozen=True, kw_only=True)
 class Move(Command):
     id: int = param(positional=True, help=_ID, complete="task")
     column: str = param(positional=True, choices=("backlog", "ready", "done"), help="target column")
 
 
-@verb("block", "Block a task (stops it if it is running)", role="operator",
-      examples=("block 42 waiting for the vendor",))
+@verb(
+    "block",
+    "Block a task (stops it if it is running)",
+    role="operator",
+    examples=("block 42 waiting for the vendor",),
+)
 @dataclass(frozen=True, kw_only=True)
 class Block(Command):
     id: int = param(positional=True, help=_ID, complete="task")
@@ -105,15 +140,18 @@ class Cancel(Command):
     reason: str = param("", free_words=True, help="why")
 
 
-@verb("retry", "Send a failed or cancelled task back to ready with a fresh retry budget",
-      role="operator")
+@verb("retry", "Send a failed or cancelled task back to ready with a fresh retry budget", role="operator")
 @dataclass(frozen=True, kw_only=True)
 class Retry(Command):
     id: int = param(positional=True, help=_ID, complete="task")
 
 
-@verb("link", "Make a task wait for another (refuses cycles)", role="operator",
-      examples=("link --parent 12 --child 13",))
+@verb(
+    "link",
+    "Make a task wait for another (refuses cycles)",
+    role="operator",
+    examples=("link --parent 12 --child 13",),
+)
 @dataclass(frozen=True, kw_only=True)
 class Link(Command):
     parent: int = param(positional=True, help="the task that must finish first", complete="task")
@@ -127,8 +165,12 @@ class Unlink(Command):
     child: int = param(positional=True, help="the waiting task", complete="task")
 
 
-@verb("comment", "Add a note to a task's history", role="operator",
-      examples=("comment 42 the logs are in /srv/logs",))
+@verb(
+    "comment",
+    "Add a note to a task's history",
+    role="operator",
+    examples=("comment 42 the logs are in /srv/logs",),
+)
 @dataclass(frozen=True, kw_only=True)
 class Comment(Command):
     id: int = param(positional=True, help=_ID, complete="task")
@@ -141,8 +183,12 @@ class Caps(Command):
     json: bool = param(False, help="machine-readable output")
 
 
-@verb("caps set", "Change a cap live for every process on this board", role="admin",
-      examples=("caps set board 6", "caps set gateway gpu1 2", "caps set profile researcher 1"))
+@verb(
+    "caps set",
+    "Change a cap live for every process on this board",
+    role="admin",
+    examples=("caps set board 6", "caps set gateway gpu1 2", "caps set profile researcher 1"),
+)
 @dataclass(frozen=True, kw_only=True)
 class CapsSet(Command):
     scope: str = param(positional=True, choices=SCOPE_CHOICES, help="what to cap")
@@ -150,16 +196,24 @@ class CapsSet(Command):
     value: int = param(positional=True, help="the new cap (0 stops new starts)")
 
 
-@verb("caps reset", "Drop a live cap change; the config value applies again", role="admin",
-      examples=("caps reset gateway gpu1",))
+@verb(
+    "caps reset",
+    "Drop a live cap change; the config value applies again",
+    role="admin",
+    examples=("caps reset gateway gpu1",),
+)
 @dataclass(frozen=True, kw_only=True)
 class CapsReset(Command):
     scope: str = param(positional=True, choices=SCOPE_CHOICES, help="which cap")
     name: str | None = param(None, positional=True, help="profile or gateway name", complete="scope")
 
 
-@verb("pause", "Stop new starts for the board, a profile or a gateway (running work goes on)",
-      role="admin", examples=("pause", "pause --profile researcher", "pause --gateway gpu1"))
+@verb(
+    "pause",
+    "Stop new starts for the board, a profile or a gateway (running work goes on)",
+    role="admin",
+    examples=("pause", "pause --profile researcher", "pause --gateway gpu1"),
+)
 @dataclass(frozen=True, kw_only=True)
 class Pause(Command):
     profile: str | None = param(None, help="pause only this profile", complete="profile")
@@ -167,8 +221,7 @@ class Pause(Command):
     board: bool = param(False, help="the whole board (the default)")
 
 
-@verb("resume", "Resume what pause stopped", role="admin",
-      examples=("resume", "resume --gateway gpu1"))
+@verb("resume", "Resume what pause stopped", role="admin", examples=("resume", "resume --gateway gpu1"))
 @dataclass(frozen=True, kw_only=True)
 class Resume(Command):
     profile: str | None = param(None, help="resume this profile", complete="profile")
@@ -189,9 +242,15 @@ class WindowsList(Command):
     json: bool = param(False, help="machine-readable output")
 
 
-@verb("windows add", "Schedule a command on a cron (standard 5 fields, 0 = Sunday)", role="admin",
-      examples=('windows add --name night --cron "0 22 * * *" --timezone Europe/Paris '
-                '--command "promote-batch --from ready --to active --max 4"',))
+@verb(
+    "windows add",
+    "Schedule a command on a cron (standard 5 fields, 0 = Sunday)",
+    role="admin",
+    examples=(
+        'windows add --name night --cron "0 22 * * *" --timezone Europe/Paris '
+        '--command "promote-batch --from ready --to active --max 4"',
+    ),
+)
 @dataclass(frozen=True, kw_only=True)
 class WindowsAdd(Command):
     name: str = param(positional=True, help="a short name", complete="window")
@@ -206,8 +265,12 @@ class WindowsRemove(Command):
     name: str = param(positional=True, help="the window's name", complete="window")
 
 
-@verb("subscribe", "Send this channel notifications: tasks (cards), alerts or digest", role="operator",
-      examples=("subscribe alerts",))
+@verb(
+    "subscribe",
+    "Send this channel notifications: tasks (cards), alerts or digest",
+    role="operator",
+    examples=("subscribe alerts",),
+)
 @dataclass(frozen=True, kw_only=True)
 class Subscribe(Command):
     topic: str = param("tasks", positional=True, choices=TOPIC_CHOICES, help="what to receive")

@@ -174,7 +174,7 @@ class HttpConfig(_Section):
     def _host_port(cls, value: str | None) -> str | None:
         if value is None or value == "":
             return None
-        host, sep, port = value.rpartition(":")
+        _host, sep, port = value.rpartition(":")
         if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
             raise ValueError("must be host:port, e.g. 127.0.0.1:8787 (port 0 picks a free one)")
         return value

@@ -26,8 +26,17 @@ FIELDS = (
     ("minute", 0, 59, {}),
     ("hour", 0, 23, {}),
     ("day-of-month", 1, 31, {}),
-    ("month", 1, 12, {m: i + 1 for i, m in enumerate(
-        ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"))}),
+    (
+        "month",
+        1,
+        12,
+        {
+            m: i + 1
+            for i, m in enumerate(
+                ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
+            )
+        },
+    ),
     ("day-of-week", 0, 7, {d: i for i, d in enumerate(("sun", "mon", "tue", "wed", "thu", "fri", "sat"))}),
 )
 WEEKDAY_NAMES = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
@@ -81,7 +90,10 @@ def _field(part: str, name: str, low: int, high: int, names: dict[str, int], exp
             start, end = low, high
         elif "-" in base:
             a, _, b = base.partition("-")
-            start, end = _value(a, name, low, high, names, expression), _value(b, name, low, high, names, expression)
+            start, end = (
+                _value(a, name, low, high, names, expression),
+                _value(b, name, low, high, names, expression),
+            )
             if start > end:
                 raise UsageError(f"cron {expression!r}: {name} range {base!r} runs backwards")
         else:

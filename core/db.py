@@ -72,15 +72,16 @@ def make_engine(url: str, *, echo: bool = False) -> Engine:
         raise ConfigError(f"board.url = {url!r}: not a database URL ({exc})") from None
     if parsed.get_backend_name() == "sqlite":
         database = parsed.database or ""
-        if database and database != ":memory:" and not database.startswith("file:"):
+        in_memory = database in ("", ":memory:")
+        if not in_memory and not database.startswith("file:"):
             Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
             parsed = parsed.set(database=str(Path(database).expanduser()))
+        pool_args = {} if in_memory else {"pool_size": 8, "max_overflow": 8}
         engine = create_engine(
             parsed,
             echo=echo,
             connect_args={"timeout": 30, "check_same_thread": False},
-            pool_size=8,
-            max_overflow=8,
+            **pool_args,
         )
         _sqlite_discipline(engine)
         return engine

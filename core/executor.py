@@ -61,15 +61,22 @@ class Executor:
         spec = command.VERB
         if not actor.allows(spec.role):
             self.board.audit(
-                actor.id, "denied",
+                actor.id,
+                "denied",
                 f"{spec.name} denied: needs {spec.role}, {actor.id} is {actor.role}",
                 data={"verb": spec.name, "channel": actor.channel, "text": source_text},
             )
-            raise AccessDenied(f"`{spec.name}` needs the {spec.role} role; you are {actor.role}. "
-                               "Ask an admin to add you under [access] in the config.")
+            raise AccessDenied(
+                f"`{spec.name}` needs the {spec.role} role; you are {actor.role}. "
+                "Ask an admin to add you under [access] in the config."
+            )
         if self.audit_commands:
-            self.board.audit(actor.id, "command", source_text or spec.name,
-                             data={"verb": spec.name, "channel": actor.channel})
+            self.board.audit(
+                actor.id,
+                "command",
+                source_text or spec.name,
+                data={"verb": spec.name, "channel": actor.channel},
+            )
         handler = HANDLERS.get(type(command))
         if handler is None:  # a verb without a handler is a programming error, not user input
             raise NotImplementedError(spec.name)
@@ -126,7 +133,11 @@ def _promote(ex: Executor, cmd: c.Promote, actor: Actor) -> Result:
         if column is None:
             raise Conflict(f"{current.ref} is {current.lane}; there is no next column to promote it to")
     task = ex.board.promote(cmd.id, column, actor.id)
-    message = f"{task.ref} promoted to ready" if column == "ready" else f"{task.ref} released: starts when a slot is free"
+    message = (
+        f"{task.ref} promoted to ready"
+        if column == "ready"
+        else f"{task.ref} released: starts when a slot is free"
+    )
     return TaskChanged(cmd, task, message)
 
 
@@ -175,7 +186,9 @@ def _link(ex: Executor, cmd: c.Link, actor: Actor) -> Result:
 @handles(c.Unlink)
 def _unlink(ex: Executor, cmd: c.Unlink, actor: Actor) -> Result:
     ex.board.unlink(cmd.parent, cmd.child, actor.id)
-    return Done(cmd, f"#{cmd.child} no longer waits for #{cmd.parent}", {"parent": cmd.parent, "child": cmd.child})
+    return Done(
+        cmd, f"#{cmd.child} no longer waits for #{cmd.parent}", {"parent": cmd.parent, "child": cmd.child}
+    )
 
 
 @handles(c.Comment)
@@ -194,7 +207,9 @@ def _caps(ex: Executor, cmd: c.Caps, actor: Actor) -> Result:
 def _caps_set(ex: Executor, cmd: c.CapsSet, actor: Actor) -> Result:
     ex.board.set_cap(cmd.scope, cmd.name, cmd.value, actor.id)
     label = cmd.scope if cmd.scope == "board" else f"{cmd.scope} {cmd.name}"
-    return Done(cmd, f"{label} cap is now {cmd.value}", {"scope": cmd.scope, "name": cmd.name, "value": cmd.value})
+    return Done(
+        cmd, f"{label} cap is now {cmd.value}", {"scope": cmd.scope, "name": cmd.name, "value": cmd.value}
+    )
 
 
 @handles(c.CapsReset)
@@ -216,7 +231,9 @@ def _pause(ex: Executor, cmd: c.Pause, actor: Actor) -> Result:
     scope, name = _pause_target(cmd)
     label = "board" if scope == "board" else f"{scope} {name}"
     changed = ex.board.pause(scope, name, actor.id)
-    text = f"{label} paused: no new starts, running work goes on" if changed else f"{label} was already paused"
+    text = (
+        f"{label} paused: no new starts, running work goes on" if changed else f"{label} was already paused"
+    )
     return Done(cmd, text, {"scope": scope, "name": name, "changed": changed})
 
 
@@ -225,8 +242,11 @@ def _resume(ex: Executor, cmd: c.Resume, actor: Actor) -> Result:
     scope, name = _pause_target(cmd)
     label = "board" if scope == "board" else f"{scope} {name}"
     changed = ex.board.resume(scope, name, actor.id)
-    return Done(cmd, f"{label} resumed" if changed else f"{label} was not paused",
-                {"scope": scope, "name": name, "changed": changed})
+    return Done(
+        cmd,
+        f"{label} resumed" if changed else f"{label} was not paused",
+        {"scope": scope, "name": name, "changed": changed},
+    )
 
 
 @handles(c.Status)
@@ -242,8 +262,11 @@ def _windows_list(ex: Executor, cmd: c.WindowsList, actor: Actor) -> Result:
 @handles(c.WindowsAdd)
 def _windows_add(ex: Executor, cmd: c.WindowsAdd, actor: Actor) -> Result:
     window = ex.windows.add(cmd.name, cmd.cron, cmd.timezone, cmd.command, actor.id)
-    return Done(cmd, f"window {window.name}: `{window.command}` at `{window.cron}` ({window.timezone})",
-                {"window": window.to_json()})
+    return Done(
+        cmd,
+        f"window {window.name}: `{window.command}` at `{window.cron}` ({window.timezone})",
+        {"window": window.to_json()},
+    )
 
 
 @handles(c.WindowsRemove)
@@ -268,13 +291,22 @@ def _subscribe(ex: Executor, cmd: c.Subscribe, actor: Actor) -> Result:
     adapter, channel = _channel_for(cmd, actor)
     with ex.board.db.write() as conn:
         exists = conn.execute(
-            select(subscriptions.c.topic).where(subscriptions.c.adapter == adapter,
-                                                subscriptions.c.channel == channel,
-                                                subscriptions.c.topic == cmd.topic)
+            select(subscriptions.c.topic).where(
+                subscriptions.c.adapter == adapter,
+                subscriptions.c.channel == channel,
+                subscriptions.c.topic == cmd.topic,
+            )
         ).first()
         if not exists:
-            conn.execute(insert(subscriptions).values(adapter=adapter, channel=channel, topic=cmd.topic,
-                                                      created_by=actor.id, created_at=utcnow()))
+            conn.execute(
+                insert(subscriptions).values(
+                    adapter=adapter,
+                    channel=channel,
+                    topic=cmd.topic,
+                    created_by=actor.id,
+                    created_at=utcnow(),
+                )
+            )
             ex.board.record(conn, actor.id, "subscribed", f"{adapter}:{channel} subscribed to {cmd.topic}")
     message = f"this channel already gets {cmd.topic}" if exists else f"this channel now gets {cmd.topic}"
     return Done(cmd, message, {"adapter": adapter, "channel": channel, "topic": cmd.topic})
@@ -285,12 +317,19 @@ def _unsubscribe(ex: Executor, cmd: c.Unsubscribe, actor: Actor) -> Result:
     adapter, channel = _channel_for(cmd, actor)
     with ex.board.db.write() as conn:
         gone = conn.execute(
-            delete(subscriptions).where(subscriptions.c.adapter == adapter, subscriptions.c.channel == channel,
-                                        subscriptions.c.topic == cmd.topic)
+            delete(subscriptions).where(
+                subscriptions.c.adapter == adapter,
+                subscriptions.c.channel == channel,
+                subscriptions.c.topic == cmd.topic,
+            )
         ).rowcount
         if gone:
-            ex.board.record(conn, actor.id, "unsubscribed", f"{adapter}:{channel} unsubscribed from {cmd.topic}")
-    message = f"this channel no longer gets {cmd.topic}" if gone else f"this channel was not getting {cmd.topic}"
+            ex.board.record(
+                conn, actor.id, "unsubscribed", f"{adapter}:{channel} unsubscribed from {cmd.topic}"
+            )
+    message = (
+        f"this channel no longer gets {cmd.topic}" if gone else f"this channel was not getting {cmd.topic}"
+    )
     return Done(cmd, message, {"adapter": adapter, "channel": channel, "topic": cmd.topic})
 
 
@@ -314,7 +353,8 @@ def _digest(ex: Executor, cmd: c.Digest, actor: Actor) -> Result:
     lines = [
         f"Lanewarden digest, last {cmd.hours}h: {finished.get('done', 0)} done, "
         f"{finished.get('failed', 0)} failed, {finished.get('cancelled', 0)} cancelled, {alerts} alerts.",
-        "Now: " + ", ".join(f"{report.counts[s]} {s}" for s in ("backlog", "ready", "active", "blocked", "failed")),
+        "Now: "
+        + ", ".join(f"{report.counts[s]} {s}" for s in ("backlog", "ready", "active", "blocked", "failed")),
     ]
     for gw in report.gateways:
         health = {True: "up", False: "DOWN", None: "not probed"}[gw.healthy]

@@ -192,7 +192,7 @@ def tokenize(text: str) -> list[str]:
 def strip_prefix(tokens: list[str]) -> list[str]:
     for prefix in PREFIXES:
         if tuple(t.lower() for t in tokens[: len(prefix)]) == prefix:
-            return tokens[len(prefix):]
+            return tokens[len(prefix) :]
     return tokens
 
 
@@ -252,7 +252,7 @@ def bind(spec: Verb, tokens: Sequence[str]) -> Command:
                 i += 2
             _assign(spec, values, param_spec, raw)
         elif token == "--":
-            loose.extend(tokens[i + 1:])
+            loose.extend(tokens[i + 1 :])
             break
         else:
             loose.append(token)
@@ -308,6 +308,8 @@ def _assign_loose(spec: Verb, values: dict[str, Any], loose: list[str]) -> None:
 def convert(spec: Verb, p: Param, raw: str) -> Any:
     """One raw string to the parameter's type, with a message that names the option."""
     label = f"--{p.flags[0]}"
+    if p.type == "int" and p.complete == "task":
+        return parse_task_id(raw)
     if p.type == "int":
         try:
             return int(raw.lstrip("#"), 10)
@@ -331,8 +333,6 @@ def convert(spec: Verb, p: Param, raw: str) -> Any:
         if lowered not in p.choices:
             raise UsageError(f"{label} must be one of {', '.join(p.choices)}, got {raw!r}")
         return lowered
-    if p.complete == "task":
-        return parse_task_id(value)
     return value
 
 

@@ -90,11 +90,30 @@ def fan_out_task_event(
     rows: list[dict[str, Any]] = []
     for adapter, channel in sorted(channels):
         key = f"card:{task_id}:{adapter}:{channel}"
-        rows.append(_row(adapter, channel, "card", now, task_id=task_id, event_id=event_id, key=key,
-                         payload={"event": kind}))
+        rows.append(
+            _row(
+                adapter,
+                channel,
+                "card",
+                now,
+                task_id=task_id,
+                event_id=event_id,
+                key=key,
+                payload={"event": kind},
+            )
+        )
         if kind != "created":
-            rows.append(_row(adapter, channel, "update", now, task_id=task_id, event_id=event_id,
-                             payload={"event": kind, "text": message}))
+            rows.append(
+                _row(
+                    adapter,
+                    channel,
+                    "update",
+                    now,
+                    task_id=task_id,
+                    event_id=event_id,
+                    payload={"event": kind, "text": message},
+                )
+            )
     if rows:
         _supersede_pending_cards(conn, [r["coalesce_key"] for r in rows if r["coalesce_key"]])
         conn.execute(insert(outbox), rows)

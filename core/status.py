@@ -6,6 +6,7 @@ process (and ``lanewarden status`` from a shell) sees the same numbers.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -87,7 +88,7 @@ def percentile(values: list[float], q: float) -> float | None:
     if not values:
         return None
     ordered = sorted(values)
-    rank = max(0, min(len(ordered) - 1, int(round(q / 100 * len(ordered) + 0.5)) - 1))
+    rank = max(0, min(len(ordered) - 1, math.ceil(q / 100 * len(ordered)) - 1))
     return ordered[rank]
 
 
@@ -104,15 +105,21 @@ def build_status(db: Database, config: LanewardenConfig) -> StatusReport:
         ).scalar_one()
         ready_by_profile = dict(
             conn.execute(
-                select(tasks.c.profile, func.count()).where(tasks.c.status == "ready").group_by(tasks.c.profile)
+                select(tasks.c.profile, func.count())
+                .where(tasks.c.status == "ready")
+                .group_by(tasks.c.profile)
             ).all()
         )
         samples = _recent_runs(conn, now - WINDOW)
-        signals = {r.name: r.signals or {} for r in conn.execute(select(gateway_state.c.name, gateway_state.c.signals))}
+        signals = {
+            r.name: r.signals or {}
+            for r in conn.execute(select(gateway_state.c.name, gateway_state.c.signals))
+        }
         processes = [
             dict(r._mapping)
             for r in conn.execute(
-                select(dispatchers).where(dispatchers.c.heartbeat_at > now - timedelta(minutes=2))
+                select(dispatchers)
+                .where(dispatchers.c.heartbeat_at > now - timedelta(minutes=2))
                 .order_by(dispatchers.c.id)
             )
         ]
@@ -123,7 +130,9 @@ def build_status(db: Database, config: LanewardenConfig) -> StatusReport:
         mine = samples.get(name, [])
         latencies = [s[1] for s in mine if s[0] == "succeeded" and s[1] is not None]
         ttfts = [s[2] for s in mine if s[0] == "succeeded" and s[2] is not None]
-        finished = [s for s in mine if s[0] in ("succeeded", "failed", "timed_out", "backpressure", "gateway_down")]
+        finished = [
+            s for s in mine if s[0] in ("succeeded", "failed", "timed_out", "backpressure", "gateway_down")
+        ]
         errors = sum(1 for s in finished if s[0] in ("failed", "backpressure", "gateway_down"))
         timeouts = sum(1 for s in finished if s[0] == "timed_out")
         sig = signals.get(name, {})
@@ -147,7 +156,9 @@ def build_status(db: Database, config: LanewardenConfig) -> StatusReport:
                 server_running=sig.get("running"),
                 server_waiting=sig.get("waiting"),
                 last_error=window.last_error,
-                backoff_until=window.backoff_until if window.backoff_until and window.backoff_until > now else None,
+                backoff_until=window.backoff_until
+                if window.backoff_until and window.backoff_until > now
+                else None,
             )
         )
     profiles = [
@@ -180,7 +191,9 @@ def build_status(db: Database, config: LanewardenConfig) -> StatusReport:
     )
 
 
-def _recent_runs(conn: Connection, since: datetime) -> dict[str, list[tuple[str, float | None, float | None]]]:
+def _recent_runs(
+    conn: Connection, since: datetime
+) -> dict[str, list[tuple[str, float | None, float | None]]]:
     rows = conn.execute(
         select(runs.c.gateway, runs.c.outcome, runs.c.latency_ms, runs.c.ttft_ms).where(
             runs.c.gateway.is_not(None), runs.c.finished_at > since

@@ -65,9 +65,7 @@ def window_command(text: str) -> Command:
     """Parse a window's command; only the verbs a schedule may run are allowed."""
     command = parse(text)
     if command.VERB.name not in WINDOW_VERBS:
-        raise UsageError(
-            f"a window runs {', '.join(WINDOW_VERBS)}; {command.VERB.name!r} is not one of them"
-        )
+        raise UsageError(f"a window runs {', '.join(WINDOW_VERBS)}; {command.VERB.name!r} is not one of them")
     return command
 
 
@@ -102,10 +100,20 @@ class WindowStore:
         with self.db.write() as conn:
             if conn.execute(select(windows.c.name).where(windows.c.name == name)).first():
                 raise Conflict(f"a window named {name!r} exists; remove it first")
-            conn.execute(insert(windows).values(name=name, cron=cron, timezone=zone, command=command,
-                                                source="user", created_by=actor, created_at=now))
-            self.board.record(conn, actor, "window_added", f"window {name}: {cron} ({zone}) -> {command}",
-                              now=now)
+            conn.execute(
+                insert(windows).values(
+                    name=name,
+                    cron=cron,
+                    timezone=zone,
+                    command=command,
+                    source="user",
+                    created_by=actor,
+                    created_at=now,
+                )
+            )
+            self.board.record(
+                conn, actor, "window_added", f"window {name}: {cron} ({zone}) -> {command}", now=now
+            )
             self.board.signal(conn, "windows")
         return self.get(name)
 
@@ -128,13 +136,24 @@ class WindowStore:
             for name, (cron, zone, command) in wanted.items():
                 row = existing.get(name)
                 if row is None:
-                    conn.execute(insert(windows).values(name=name, cron=cron, timezone=zone, command=command,
-                                                        source="config", created_by=actor, created_at=now))
+                    conn.execute(
+                        insert(windows).values(
+                            name=name,
+                            cron=cron,
+                            timezone=zone,
+                            command=command,
+                            source="config",
+                            created_by=actor,
+                            created_at=now,
+                        )
+                    )
                 elif (row.cron, row.timezone, row.command, row.source) != (cron, zone, command, "config"):
-                    conn.execute(update(windows).where(windows.c.name == name)
-                                 .values(cron=cron, timezone=zone, command=command, source="config"))
+                    conn.execute(
+                        update(windows)
+                        .where(windows.c.name == name)
+                        .values(cron=cron, timezone=zone, command=command, source="config")
+                    )
             for name, row in existing.items():
                 if row.source == "config" and name not in wanted:
                     conn.execute(delete(windows).where(windows.c.name == name))
             self.board.signal(conn, "windows")
-
