@@ -97,6 +97,13 @@ class Usage:
         return cls(total, by_profile, by_gateway)
 
 
+def gateway_cap(conn: Connection, config: LanewardenConfig, name: str) -> int:
+    override = conn.execute(
+        select(cap_overrides.c.value).where(cap_overrides.c.scope == "gateway", cap_overrides.c.name == name)
+    ).scalar()
+    return override if override is not None else config.gateways[name].max_concurrency
+
+
 def describe_caps(limits: Limits, usage: Usage) -> dict[str, Any]:
     """The caps as shown by ``caps`` and ``status``: in use / limit / cap, and who overrides."""
     return {

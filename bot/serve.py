@@ -1,0 +1,151 @@
+"""``lanewarden serve``: the composition root.
+
+One asyncio process wires the board, the dispatcher, the gateway monitor, cross-process
+wake-ups, the leader-only jobs (scheduler, alerts, outbox delivery), the HTTP endpoint
+and the chat adapters. With no chat tokens (and without ``--headless``) the console
+runs on the terminal. SIGTERM or SIGINT drains: no new claims, running work finishes
+within the drain timeout, the rest goes back to ready for another process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from core.board import Board, open_board
+from core.config import LanewardenConfig
+from core.dispatcher import Dispatcher
+from core.gateways import GatewayMonitor
+from core.wakeup import PostgresListener, SqliteChangeWatcher
+
+log = logging.getLogger("lanewarden.serve")
+
+
+class WakeBus:
+    """Fans a wake-up topic out to every part of the process that cares."""
+
+    def __init__(self) -> None:
+        self._subscribers: list[Callable[[str], None]] = []
+
+    def subscribe(self, fn: Callable[[str], None]) -> None:
+        self._subscribers.append(fn)
+
+    def publish(self, topic: str) -> None:
+        for fn in list(self._subscribers):
+            fn(topic)
+
+
+class Service:
+    def __init__(
+        self, config: LanewardenConfig, *, headless: bool = False, config_path: Path | None = None
+    ) -> None:
+        self.config = config
+        self.headless = headless
+        self.config_path = config_path
+        self.stopping = asyncio.Event()
+        self.bus = WakeBus()
+        self.board: Board | None = None
+        self.dispatcher: Dispatcher | None = None
+        self._background: list[asyncio.Task[Any]] = []
+        self._cleanups: list[Callable[[], Any]] = []
+
+    def request_stop(self) -> None:
+        self.stopping.set()
+
+    def spawn(self, coro: Any, name: str) -> asyncio.Task[Any]:
+        task = asyncio.create_task(coro, name=name)
+        task.add_done_callback(self._report_crash)
+        self._background.append(task)
+        return task
+
+    def _report_crash(self, task: asyncio.Task[Any]) -> None:
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is not None:
+            log.error("%s stopped with an error", task.get_name(), exc_info=exc)
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.request_stop)
+        board = await asyncio.to_thread(open_board, self.config)
+        self.board = board
+        dispatcher = Dispatcher(board)
+        self.dispatcher = dispatcher
+        self.bus.subscribe(dispatcher.wake)
+        await dispatcher.start()
+        log.info("board %s; dispatcher %s", board.db.describe(), dispatcher.id)
+
+        if board.db.is_postgres:
+            self.spawn(PostgresListener(self.config.board.url, self.bus.publish).run(), "pg-listener")
+        else:
+            watcher = SqliteChangeWatcher(self.config.board.url, self.bus.publish)
+            watcher.start()
+            self._cleanups.append(watcher.stop)
+        monitor = GatewayMonitor(
+            board.db,
+            dict(self.config.gateways),
+            on_change=lambda _name, _healthy: self.bus.publish("dispatch"),
+        )
+        self.spawn(monitor.run(), "gateway-monitor")
+
+        if not self.headless and sys.stdin is not None and not _chat_tokens_present():
+            self.spawn(self._console(board), "console")
+
+        await self.stopping.wait()
+        log.info("stopping: draining the dispatcher")
+        await dispatcher.drain()
+        for task in self._background:
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
+        for cleanup in self._cleanups:
+            result = cleanup()
+            if asyncio.iscoroutine(result):
+                await result
+        await asyncio.to_thread(board.db.dispose)
+        log.info("stopped")
+        return 0
+
+    async def _console(self, board: Board) -> None:
+        from bot.cli import local_actor
+        from bot.console import Console
+        from core.executor import Executor
+
+        console = Console(Executor(board), local_actor("console"))
+        try:
+            await asyncio.to_thread(console.run)
+        finally:
+            # leaving the console (quit, Ctrl-D) stops the service it belongs to
+            self.request_stop()
+
+
+def _chat_tokens_present() -> bool:
+    return bool(os.environ.get("SLACK_BOT_TOKEN") or os.environ.get("DISCORD_TOKEN"))
+
+
+def configure_logging() -> None:
+    level = os.environ.get("LANEWARDEN_LOG_LEVEL", "INFO").upper()
+    logging.basicConfig(
+        level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    # keep third-party chatter (and anything that could echo a token) out of INFO logs
+    for noisy in ("httpx", "httpcore", "apscheduler.executors", "slack_bolt", "discord", "aiohttp.access"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def serve(
+    config: LanewardenConfig, config_path: Path | None, *, headless: bool = False, demo: bool = False
+) -> int:
+    configure_logging()
+    if demo:
+        from bot.demo import demo_config
+
+        config = demo_config(config)
+    return asyncio.run(Service(config, headless=headless, config_path=config_path).run())

@@ -1,0 +1,522 @@
+"""The claim kernel: the only code that moves tasks into and out of ``active``.
+
+A claim takes a slot under all three caps (board, profile, gateway) or takes nothing,
+in one transaction, whichever process or entry point asks:
+
+* SQLite: the transaction starts with ``BEGIN IMMEDIATE``, so claimers are serialised
+  by the database's write lock and each one counts the open runs committed before it.
+* PostgreSQL: the transaction takes ``pg_advisory_xact_lock(CLAIM_LOCK)`` first (one
+  lock, so no lock-order deadlocks), then picks tasks with ``FOR UPDATE SKIP LOCKED``
+  so a task row held by a concurrent cancel or promote is skipped, never waited on.
+  Under READ COMMITTED every statement after the lock sees all earlier claims.
+
+Slots are counted from open runs (``finished_at IS NULL``), never from counters that
+could drift. A run keeps its slot until its worker really stopped or its lease
+expired, so a cancelled task never lets a new one start on a gateway that is still
+busy with the old request.
+
+Every write about a run carries its run id and dispatcher id (fencing): a worker
+whose run was reclaimed can neither complete nor fail the task afterwards.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Connection, func, insert, select, text, update
+
+from core.board import Board, parents_pending
+from core.caps import Limits, Usage, gateway_cap
+from core.clock import utcnow
+from core.db import CLAIM_LOCK
+from core.schema import INFRASTRUCTURE_OUTCOMES, gateway_limit_history, gateway_state, runs, task_links, tasks
+from core.tasks import Task
+
+TASK_ERRORS = ("failed", "timed_out")
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    run_id: int
+    task: Task
+    attempt: int
+    gateway: str | None
+    claimed_at: datetime
+    ready_at: datetime  # when it became dispatchable, for the dispatch-delay metric
+
+    @property
+    def task_id(self) -> int:
+        return self.task.id
+
+    @property
+    def profile(self) -> str:
+        return self.task.profile
+
+
+@dataclass(frozen=True, slots=True)
+class Completion:
+    """What a worker reports about its run."""
+
+    run_id: int
+    task_id: int
+    outcome: str  # one of core.schema.RUN_OUTCOMES
+    result: str | None = None
+    error: str | None = None
+    retryable: bool = True
+    started_at: datetime | None = None
+    latency_ms: float | None = None
+    ttft_ms: float | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    retry_after: float | None = None  # backpressure: seconds the gateway asked us to wait
+
+
+@dataclass(frozen=True, slots=True)
+class Finished:
+    run_id: int
+    task_id: int
+    accepted: bool  # False: fenced out (the run was reclaimed or the task moved on)
+    task_status: str | None = None
+    note: str = ""
+
+
+@dataclass
+class ClaimKernel:
+    board: Board
+    dispatcher_id: str
+    # per-process round robin: the profile served longest ago wins ties in priority
+    _served: dict[str, int] = field(default_factory=dict)
+    _turn: int = 0
+
+    @property
+    def db(self) -> Any:
+        return self.board.db
+
+    @property
+    def config(self) -> Any:
+        return self.board.config
+
+    # ------------------------------------------------------------------ claim
+
+    def claim(self, max_claims: int, *, now: datetime | None = None) -> list[Claim]:
+        """Claim up to ``max_claims`` dispatchable tasks under all caps, atomically."""
+        now = now or utcnow()
+        lease = timedelta(seconds=self.config.kanban.dispatcher.lease_seconds)
+        windowed = not self.config.kanban.dispatcher.enabled
+        with self.db.write() as conn:
+            if self.db.is_postgres:
+                conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": CLAIM_LOCK})
+            limits = Limits.load(conn, self.config)
+            if limits.is_paused("board", ""):
+                return []
+            usage = Usage.load(conn)
+            board_free = limits.board_cap - usage.total
+            if board_free <= 0:
+                return []
+            profile_free, gateway_free = self._free_slots(limits, usage, now)
+            heads: dict[str, list[Any]] = {}
+            for profile, free in profile_free.items():
+                gateway = self.config.profiles[profile].gateway
+                room = min(free, board_free, max_claims)
+                if gateway is not None:
+                    room = min(room, gateway_free.get(gateway, 0))
+                if room > 0:
+                    rows = self._candidates(conn, profile, room, now, windowed)
+                    if rows:
+                        heads[profile] = rows
+            claims: list[Claim] = []
+            while heads and len(claims) < max_claims and board_free > 0:
+                profile = self._pick(heads)
+                row = heads[profile].pop(0)
+                gateway = self.config.profiles[profile].gateway
+                if not heads[profile]:
+                    del heads[profile]
+                if profile_free[profile] <= 0 or (gateway is not None and gateway_free.get(gateway, 0) <= 0):
+                    heads.pop(profile, None)
+                    continue
+                claims.append(self._take(conn, row, gateway, now, lease))
+                board_free -= 1
+                profile_free[profile] -= 1
+                if gateway is not None:
+                    gateway_free[gateway] -= 1
+                self._turn += 1
+                self._served[profile] = self._turn
+            return claims
+
+    def _free_slots(
+        self, limits: Limits, usage: Usage, now: datetime
+    ) -> tuple[dict[str, int], dict[str, int]]:
+        gateway_free: dict[str, int] = {}
+        for name, window in limits.gateways.items():
+            if limits.is_paused("gateway", name) or window.healthy is False:
+                continue
+            if window.backoff_until is not None and window.backoff_until > now:
+                continue
+            gateway_free[name] = window.limit - usage.by_gateway.get(name, 0)
+        profile_free: dict[str, int] = {}
+        for name, cap in limits.profile_caps.items():
+            if limits.is_paused("profile", name):
+                continue
+            gateway = self.config.profiles[name].gateway
+            if gateway is not None and gateway_free.get(gateway, 0) <= 0:
+                continue
+            free = cap - usage.by_profile.get(name, 0)
+            if free > 0:
+                profile_free[name] = free
+        return profile_free, gateway_free
+
+    def _candidates(
+        self, conn: Connection, profile: str, limit: int, now: datetime, windowed: bool
+    ) -> list[Any]:
+        query = (
+            select(tasks)
+            .where(
+                tasks.c.status == "ready",
+                tasks.c.profile == profile,
+                (tasks.c.not_before.is_(None)) | (tasks.c.not_before <= now),
+                ~parents_pending(),
+            )
+            .order_by(tasks.c.priority.desc(), tasks.c.id)
+            .limit(limit)
+        )
+        if windowed:
+            query = query.where(tasks.c.released.is_(True))
+        if self.db.is_postgres:
+            query = query.with_for_update(skip_locked=True, of=tasks)
+        return list(conn.execute(query))
+
+    def _pick(self, heads: dict[str, list[Any]]) -> str:
+        """Highest priority first; among equals the profile served longest ago, then age."""
+        return min(
+            heads,
+            key=lambda p: (-heads[p][0].priority, self._served.get(p, 0), heads[p][0].id),
+        )
+
+    def _take(
+        self, conn: Connection, row: Any, gateway: str | None, now: datetime, lease: timedelta
+    ) -> Claim:
+        task = Task.from_row(row)
+        attempt = conn.execute(select(func.count()).where(runs.c.task_id == task.id)).scalar_one() + 1
+        run_id = conn.execute(
+            insert(runs)
+            .values(
+                task_id=task.id,
+                attempt=attempt,
+                dispatcher=self.dispatcher_id,
+                profile=task.profile,
+                gateway=gateway,
+                claimed_at=now,
+                ready_at=task.updated_at,
+                lease_expires_at=now + lease,
+            )
+            .returning(runs.c.id)
+        ).scalar_one()
+        conn.execute(
+            update(tasks)
+            .where(tasks.c.id == task.id)
+            .values(status="active", current_run_id=run_id, released=False, started_at=now, updated_at=now)
+        )
+        active = Task.from_row(conn.execute(select(tasks).where(tasks.c.id == task.id)).one())
+        where = f" on {gateway}" if gateway else ""
+        self.board.record(
+            conn,
+            self.dispatcher_id,
+            "started",
+            f"attempt {attempt} started by {self.dispatcher_id}{where}",
+            task=active,
+            data={"run": run_id},
+            now=now,
+        )
+        return Claim(run_id, active, attempt, gateway, now, task.updated_at)
+
+    def _locked(self, query: Any) -> Any:
+        """Row locks on PostgreSQL; SQLite's write transaction already excludes everyone."""
+        return query.with_for_update() if self.db.is_postgres else query
+
+    # ----------------------------------------------------------------- finish
+
+    def finish(self, completions: Sequence[Completion]) -> list[Finished]:
+        """Record what workers report, in one transaction (group commit), fenced by run id."""
+        if not completions:
+            return []
+        now = utcnow()
+        results = []
+        with self.db.write() as conn:
+            for done in completions:
+                results.append(self._finish_one(conn, done, now))
+        return results
+
+    def _finish_one(self, conn: Connection, done: Completion, now: datetime) -> Finished:
+        run = conn.execute(
+            self._locked(
+                select(runs.c.id, runs.c.task_id, runs.c.gateway, runs.c.finished_at).where(
+                    runs.c.id == done.run_id, runs.c.dispatcher == self.dispatcher_id
+                )
+            )
+        ).first()
+        if run is None or run.finished_at is not None:
+            return Finished(done.run_id, done.task_id, False, note="run was already closed (reclaimed)")
+        task = Task.from_row(conn.execute(self._locked(select(tasks).where(tasks.c.id == run.task_id))).one())
+        owns_task = task.status == "active" and task.current_run_id == done.run_id
+        outcome = done.outcome if owns_task else "cancelled"
+        conn.execute(
+            update(runs)
+            .where(runs.c.id == done.run_id)
+            .values(
+                finished_at=now,
+                outcome=outcome,
+                started_at=done.started_at,
+                latency_ms=done.latency_ms,
+                ttft_ms=done.ttft_ms,
+                prompt_tokens=done.prompt_tokens,
+                completion_tokens=done.completion_tokens,
+                error=done.error,
+            )
+        )
+        if run.gateway is not None:
+            self._update_gateway_window(conn, run.gateway, done, now)
+        if not owns_task:
+            # cancelled, blocked or moved while running: the work is discarded
+            self.board.signal(conn, "dispatch")
+            return Finished(
+                done.run_id, task.id, False, task.status, note=f"task is {task.status}; result discarded"
+            )
+        status = self._apply_outcome(conn, task, done, now)
+        self.board.signal(conn, "dispatch")
+        return Finished(done.run_id, task.id, True, status)
+
+    def _apply_outcome(self, conn: Connection, task: Task, done: Completion, now: datetime) -> str:
+        base = {"updated_at": now}
+        if done.outcome == "succeeded":
+            values = {
+                **base,
+                "status": "done",
+                "result": done.result,
+                "error": None,
+                "attempts": task.attempts + 1,
+                "finished_at": now,
+            }
+            kind, message = "succeeded", f"done in {_seconds(done.latency_ms)}"
+        elif done.outcome in TASK_ERRORS:
+            attempts = task.attempts + 1
+            if done.retryable and attempts < task.max_attempts:
+                delay = self._backoff(attempts)
+                values = {
+                    **base,
+                    "status": "ready",
+                    "error": done.error,
+                    "attempts": attempts,
+                    "not_before": now + timedelta(seconds=delay),
+                }
+                kind = "retry_scheduled"
+                message = f"attempt {attempts}/{task.max_attempts} {_describe(done)}; retry in {delay:.0f}s"
+            else:
+                values = {
+                    **base,
+                    "status": "failed",
+                    "error": done.error,
+                    "attempts": attempts,
+                    "finished_at": now,
+                }
+                kind = "failed"
+                why = "" if done.retryable else " (not retryable)"
+                message = f"failed after {attempts} attempt(s){why}: {_describe(done)}"
+        elif done.outcome in INFRASTRUCTURE_OUTCOMES:
+            values = {**base, "status": "ready"}
+            kind, message = "requeued", f"back to ready without using an attempt: {_describe(done)}"
+        else:
+            raise ValueError(f"unexpected outcome {done.outcome!r}")
+        conn.execute(update(tasks).where(tasks.c.id == task.id).values(**values))
+        updated = Task.from_row(conn.execute(select(tasks).where(tasks.c.id == task.id)).one())
+        self.board.record(
+            conn,
+            self.dispatcher_id,
+            kind,
+            message,
+            task=updated,
+            data={"run": done.run_id, "outcome": done.outcome},
+            now=now,
+        )
+        return values["status"]
+
+    def _backoff(self, attempts: int) -> float:
+        cfg = self.config.kanban.dispatcher
+        delay = min(cfg.retry_backoff_max_seconds, cfg.retry_backoff_seconds * (2 ** (attempts - 1)))
+        return delay * random.uniform(0.8, 1.2)  # jitter keeps retries of a batch from re-colliding
+
+    # -------------------------------------------------------- gateway windows
+
+    def _update_gateway_window(self, conn: Connection, gateway: str, done: Completion, now: datetime) -> None:
+        """Slow start after an outage, and shrinking on backpressure, in the shared window."""
+        state = conn.execute(
+            self._locked(select(gateway_state).where(gateway_state.c.name == gateway))
+        ).first()
+        cap = gateway_cap(conn, self.config, gateway)
+        if done.outcome == "backpressure":
+            in_flight = Usage.load(conn).by_gateway.get(gateway, 0)
+            current = state.current_limit if state is not None and state.current_limit is not None else cap
+            shrunk = max(1, min(current, in_flight) // 2)
+            wait = done.retry_after if done.retry_after is not None else 1.0
+            set_gateway_state(
+                conn,
+                gateway,
+                now,
+                current_limit=shrunk,
+                backoff_until=now + timedelta(seconds=min(wait, 300)),
+                last_error=done.error,
+            )
+            record_limit(conn, gateway, now, shrunk, in_flight, "backpressure")
+        elif done.outcome == "gateway_down":
+            set_gateway_state(conn, gateway, now, healthy=False, last_error=done.error, changed_at=now)
+        elif done.outcome == "succeeded" and state is not None and state.current_limit is not None:
+            if state.current_limit < cap:
+                grown = state.current_limit + 1
+                set_gateway_state(conn, gateway, now, current_limit=grown)
+                record_limit(
+                    conn, gateway, now, grown, Usage.load(conn).by_gateway.get(gateway, 0), "slow_start"
+                )
+            else:
+                set_gateway_state(conn, gateway, now, current_limit=None)
+
+    # ------------------------------------------------- leases and stop requests
+
+    def heartbeat(self, run_ids: Iterable[int], now: datetime | None = None) -> dict[int, str]:
+        """Renew the leases of our open runs; return runs to stop, with the reason."""
+        ids = list(run_ids)
+        if not ids:
+            return {}
+        now = now or utcnow()
+        lease = timedelta(seconds=self.config.kanban.dispatcher.lease_seconds)
+        with self.db.write() as conn:
+            conn.execute(
+                update(runs)
+                .where(
+                    runs.c.id.in_(ids), runs.c.dispatcher == self.dispatcher_id, runs.c.finished_at.is_(None)
+                )
+                .values(lease_expires_at=now + lease)
+            )
+        return self.stop_requests(ids)
+
+    def stop_requests(self, run_ids: Iterable[int]) -> dict[int, str]:
+        ids = list(run_ids)
+        if not ids:
+            return {}
+        with self.db.read() as conn:
+            rows = conn.execute(
+                select(runs.c.id, runs.c.stop_requested, runs.c.finished_at).where(
+                    runs.c.id.in_(ids),
+                    (runs.c.stop_requested.is_not(None)) | (runs.c.finished_at.is_not(None)),
+                )
+            )
+            return {r.id: (r.stop_requested or "reclaimed") for r in rows}
+
+    def close_stopped(self, run_id: int, reason: str, *, latency_ms: float | None = None) -> None:
+        """The worker of a cancelled/blocked/moved task has stopped: free its slot."""
+        now = utcnow()
+        with self.db.write() as conn:
+            closed = conn.execute(
+                update(runs)
+                .where(
+                    runs.c.id == run_id, runs.c.dispatcher == self.dispatcher_id, runs.c.finished_at.is_(None)
+                )
+                .values(
+                    finished_at=now, outcome="cancelled", error=f"stopped: {reason}", latency_ms=latency_ms
+                )
+            ).rowcount
+            if closed:
+                self.board.signal(conn, "dispatch")
+
+    def release(self, run_ids: Iterable[int], outcome: str, error: str) -> int:
+        """Give runs back (drain, shutdown) without using an attempt."""
+        completions = [Completion(run_id=rid, task_id=0, outcome=outcome, error=error) for rid in run_ids]
+        return sum(1 for f in self.finish(completions) if f.accepted)
+
+    def reclaim_expired(self, now: datetime | None = None) -> list[int]:
+        """Any dispatcher may close runs whose lease expired and requeue their tasks."""
+        now = now or utcnow()
+        query = select(runs.c.id, runs.c.task_id, runs.c.stop_requested, runs.c.dispatcher).where(
+            runs.c.finished_at.is_(None), runs.c.lease_expires_at < now
+        )
+        if self.db.is_postgres:
+            query = query.with_for_update(skip_locked=True)
+        reclaimed = []
+        with self.db.write() as conn:
+            for row in conn.execute(query).all():
+                outcome = "cancelled" if row.stop_requested else "lost"
+                conn.execute(
+                    update(runs)
+                    .where(runs.c.id == row.id, runs.c.finished_at.is_(None))
+                    .values(
+                        finished_at=now,
+                        outcome=outcome,
+                        error=f"lease expired: dispatcher {row.dispatcher} stopped heartbeating",
+                    )
+                )
+                task = Task.from_row(conn.execute(select(tasks).where(tasks.c.id == row.task_id)).one())
+                if task.status == "active" and task.current_run_id == row.id:
+                    conn.execute(
+                        update(tasks).where(tasks.c.id == task.id).values(status="ready", updated_at=now)
+                    )
+                    requeued = Task.from_row(conn.execute(select(tasks).where(tasks.c.id == task.id)).one())
+                    self.board.record(
+                        conn,
+                        self.dispatcher_id,
+                        "requeued",
+                        f"back to ready without using an attempt: {row.dispatcher} stopped heartbeating",
+                        task=requeued,
+                        data={"run": row.id, "outcome": "lost"},
+                        now=now,
+                    )
+                reclaimed.append(row.id)
+            if reclaimed:
+                self.board.signal(conn, "dispatch")
+        return reclaimed
+
+    def parent_results(self, task_id: int) -> list[tuple[int, str, str]]:
+        """(id, title, result) of each parent, for the runner's context."""
+        with self.db.read() as conn:
+            rows = conn.execute(
+                select(tasks.c.id, tasks.c.title, tasks.c.result)
+                .join(task_links, task_links.c.parent_id == tasks.c.id)
+                .where(task_links.c.child_id == task_id)
+                .order_by(tasks.c.id)
+            )
+            return [(r.id, r.title, r.result or "") for r in rows]
+
+
+def set_gateway_state(conn: Connection, name: str, now: datetime, **values: Any) -> None:
+    """Upsert one gateway's shared state (portable: update, then insert if missing)."""
+    changed = conn.execute(
+        update(gateway_state).where(gateway_state.c.name == name).values(**values)
+    ).rowcount
+    if not changed:
+        conn.execute(insert(gateway_state).values(name=name, **values))
+
+
+def record_limit(
+    conn: Connection, gateway: str, now: datetime, limit: int, in_flight: int, reason: str
+) -> None:
+    conn.execute(
+        insert(gateway_limit_history).values(
+            gateway=gateway, at=now, current_limit=limit, in_flight=in_flight, reason=reason
+        )
+    )
+
+
+def _seconds(ms: float | None) -> str:
+    return "-" if ms is None else f"{ms / 1000:.1f}s"
+
+
+def _describe(done: Completion) -> str:
+    label = {
+        "timed_out": "timed out",
+        "gateway_down": "gateway down",
+        "backpressure": "gateway busy",
+        "released": "released on shutdown",
+        "lost": "dispatcher lost",
+    }.get(done.outcome, done.outcome)
+    return f"{label}: {done.error}" if done.error else label

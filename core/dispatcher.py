@@ -1,0 +1,369 @@
+"""The dispatcher: claim, run, heartbeat, finish. One per ``serve`` process.
+
+The loop is short on purpose:
+
+* claim as many tasks as the caps allow (``ClaimKernel.claim``), start a worker each;
+* sleep until something may have changed (an add, promote, finish or cap change in
+  this process, another process's commit, or the poll interval as a safety net);
+* a heartbeat renews our leases, stops workers whose task was cancelled or blocked,
+  and reclaims runs whose dispatcher died;
+* workers report completions to a queue that one flusher writes in batches (group
+  commit), fenced by run id.
+
+All database work runs in threads so the event loop never blocks on it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import secrets
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from sqlalchemy import insert, update
+from sqlalchemy.exc import DBAPIError
+
+from core.board import Board
+from core.claims import Claim, ClaimKernel, Completion, Finished
+from core.clock import utcnow
+from core.runners import GatewayBusy, GatewayDown, Job, Runner, TaskFailed
+from core.schema import dispatchers
+
+log = logging.getLogger("lanewarden.dispatcher")
+T = TypeVar("T")
+
+DEFAULT_TIMEOUT_SECONDS = 600.0
+STOP_REASONS = ("cancelled", "blocked", "moved", "reclaimed")
+
+
+def new_dispatcher_id() -> str:
+    return f"{socket.gethostname()[:40]}:{os.getpid()}:{secrets.token_hex(2)}"
+
+
+def default_runners() -> dict[str, Runner]:
+    from core.runners.command import CommandRunner
+    from core.runners.llm import LLMRunner
+    from core.runners.noop import NoopRunner
+
+    return {"llm": LLMRunner(), "command": CommandRunner(), "noop": NoopRunner()}
+
+
+@dataclass
+class DispatchObserver:
+    """Hooks for metrics; the default does nothing."""
+
+    def claimed(self, claim: Claim) -> None: ...
+
+    def finished(self, completion: Completion, result: Finished, gateway: str | None) -> None: ...
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        board: Board,
+        *,
+        dispatcher_id: str | None = None,
+        runners: dict[str, Runner] | None = None,
+        workspace_root: Path | None = None,
+        observer: DispatchObserver | None = None,
+    ) -> None:
+        self.board = board
+        self.config = board.config
+        self.id = dispatcher_id or new_dispatcher_id()
+        self.kernel = ClaimKernel(board, self.id)
+        self.runners = runners or default_runners()
+        self.workspace_root = workspace_root
+        self.observer = observer or DispatchObserver()
+        self.workers: dict[int, asyncio.Task[None]] = {}
+        self._gateway_of: dict[int, str | None] = {}
+        self._stop_reasons: dict[int, str] = {}
+        self._completions: asyncio.Queue[Completion] = asyncio.Queue()
+        self._unflushed = 0
+        self._flushed = asyncio.Condition()
+        self._wake = asyncio.Event()
+        self._check_stops = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.draining = False
+        self._closing = False
+        self._tasks: list[asyncio.Task[Any]] = []
+        board.subscribe(self.wake)
+
+    # ---------------------------------------------------------------- wakeups
+
+    def wake(self, topic: str = "dispatch") -> None:
+        """Thread-safe: something may be dispatchable (or must stop) now."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        event = self._check_stops if topic == "stop" else self._wake
+        try:
+            loop.call_soon_threadsafe(event.set)
+        except RuntimeError:  # loop closing
+            pass
+
+    # ------------------------------------------------------------- life cycle
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        await self._db(self._register)
+        self._tasks = [
+            asyncio.create_task(self._claim_loop(), name="claim-loop"),
+            asyncio.create_task(self._heartbeat_loop(), name="heartbeat-loop"),
+            asyncio.create_task(self._stop_loop(), name="stop-loop"),
+            asyncio.create_task(self._flush_loop(), name="flush-loop"),
+        ]
+        log.info(
+            "dispatcher %s started (%s)",
+            self.id,
+            "continuous" if self.config.kanban.dispatcher.enabled else "windowed: released tasks only",
+        )
+
+    async def drain(self, timeout: float | None = None) -> None:
+        """Stop claiming; let running work finish for ``timeout``; release the rest to ready."""
+        if self._closing:
+            return
+        self._closing = True
+        self.draining = True
+        self._wake.set()
+        await self._db(self._set_state, "draining")
+        timeout = self.config.kanban.dispatcher.drain_timeout_seconds if timeout is None else timeout
+        running = list(self.workers.values())
+        if running:
+            log.info("draining: waiting up to %.0fs for %d running task(s)", timeout, len(running))
+            await asyncio.wait(running, timeout=timeout)
+        leftover = list(self.workers.items())
+        for run_id, worker in leftover:
+            self._stop_reasons[run_id] = "drain"
+            worker.cancel()
+        if leftover:
+            await asyncio.wait([w for _, w in leftover], timeout=10)
+            log.info("released %d task(s) back to ready", len(leftover))
+        await self._wait_flushed()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for runner in self.runners.values():
+            await runner.aclose()
+        await self._db(self._set_state, "stopped")
+
+    # ------------------------------------------------------------------ loops
+
+    async def _claim_loop(self) -> None:
+        cfg = self.config.kanban.dispatcher
+        batch = cfg.max_claims_per_transaction
+        failures = 0
+        while not self.draining:
+            self._wake.clear()
+            try:
+                claims = await self._db(self.kernel.claim, batch)
+                failures = 0
+            except DBAPIError as exc:
+                failures += 1
+                delay = min(30.0, 0.5 * 2**failures)
+                log.warning("claim failed (database unavailable?): %s; retrying in %.1fs", exc.orig, delay)
+                await asyncio.sleep(delay)
+                continue
+            for claim in claims:
+                self._start_worker(claim)
+            if len(claims) == batch:
+                continue  # more may be waiting right now
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout=cfg.poll_interval_seconds)
+            except TimeoutError:
+                pass
+
+    async def _heartbeat_loop(self) -> None:
+        interval = self.config.kanban.dispatcher.heartbeat_seconds
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                stops = await self._db(self.kernel.heartbeat, list(self.workers))
+                self._stop(stops)
+                reclaimed = await self._db(self.kernel.reclaim_expired)
+                if reclaimed:
+                    log.warning("reclaimed %d run(s) whose dispatcher stopped heartbeating", len(reclaimed))
+                await self._db(self._touch)
+            except DBAPIError as exc:
+                log.warning("heartbeat failed (database unavailable?): %s", exc.orig)
+
+    async def _stop_loop(self) -> None:
+        """Cancel and block reach a worker in this process at once, not at the next heartbeat."""
+        while True:
+            await self._check_stops.wait()
+            self._check_stops.clear()
+            if not self.workers:
+                continue
+            try:
+                self._stop(await self._db(self.kernel.stop_requests, list(self.workers)))
+            except DBAPIError as exc:
+                log.warning("stop check failed: %s", exc.orig)
+
+    def _stop(self, stops: dict[int, str]) -> None:
+        for run_id, reason in stops.items():
+            worker = self.workers.get(run_id)
+            if worker is not None and run_id not in self._stop_reasons:
+                log.info("stopping run %d: task %s", run_id, reason)
+                self._stop_reasons[run_id] = reason
+                worker.cancel()
+
+    async def _flush_loop(self) -> None:
+        failures = 0
+        while True:
+            first = await self._completions.get()
+            batch = [first]
+            while not self._completions.empty():
+                batch.append(self._completions.get_nowait())
+            while True:
+                try:
+                    results = await self._db(self.kernel.finish, batch)
+                    failures = 0
+                    break
+                except DBAPIError as exc:
+                    failures += 1
+                    delay = min(30.0, 0.5 * 2**failures)
+                    log.warning(
+                        "could not record %d completion(s): %s; retrying in %.1fs",
+                        len(batch),
+                        exc.orig,
+                        delay,
+                    )
+                    await asyncio.sleep(delay)
+            for completion, result in zip(batch, results, strict=True):
+                gateway = self._gateway_of.pop(completion.run_id, None)
+                self.observer.finished(completion, result, gateway)
+                if not result.accepted:
+                    log.info(
+                        "run %d of #%d not recorded: %s", completion.run_id, completion.task_id, result.note
+                    )
+            async with self._flushed:
+                self._unflushed -= len(batch)
+                self._flushed.notify_all()
+            self._wake.set()  # slots were freed
+
+    async def _wait_flushed(self) -> None:
+        async with self._flushed:
+            await self._flushed.wait_for(lambda: self._unflushed == 0)
+
+    # ---------------------------------------------------------------- workers
+
+    def _start_worker(self, claim: Claim) -> None:
+        self.observer.claimed(claim)
+        self._gateway_of[claim.run_id] = claim.gateway
+        worker = asyncio.create_task(self._work(claim), name=f"run-{claim.run_id}")
+        self.workers[claim.run_id] = worker
+
+    async def _work(self, claim: Claim) -> None:
+        started_at = utcnow()
+        t0 = time.monotonic()
+        completion: Completion | None = None
+        try:
+            completion = await self._execute(claim, started_at, t0)
+        except asyncio.CancelledError:
+            reason = self._stop_reasons.pop(claim.run_id, "shutdown")
+            latency = (time.monotonic() - t0) * 1000
+            if reason == "drain" or reason == "shutdown":
+                completion = Completion(
+                    claim.run_id,
+                    claim.task_id,
+                    "released",
+                    started_at=started_at,
+                    error=f"released by {self.id} on shutdown",
+                    latency_ms=latency,
+                )
+            elif reason != "reclaimed":
+                await asyncio.shield(
+                    self._db(self.kernel.close_stopped, claim.run_id, reason, latency_ms=latency)
+                )
+        finally:
+            self.workers.pop(claim.run_id, None)
+            if completion is not None:
+                self._unflushed += 1
+                self._completions.put_nowait(completion)
+            else:
+                self._gateway_of.pop(claim.run_id, None)
+                self._wake.set()
+
+    async def _execute(self, claim: Claim, started_at: Any, t0: float) -> Completion:
+        def done(outcome: str, **kw: Any) -> Completion:
+            return Completion(
+                claim.run_id,
+                claim.task_id,
+                outcome,
+                started_at=started_at,
+                latency_ms=(time.monotonic() - t0) * 1000,
+                **kw,
+            )
+
+        profile = self.config.profiles.get(claim.profile)
+        if profile is None:
+            return done("failed", error=f"profile {claim.profile!r} is not configured", retryable=False)
+        gateway = self.config.gateways.get(profile.gateway) if profile.gateway else None
+        runner = self.runners.get(profile.runner)
+        if runner is None:
+            return done("failed", error=f"no runner {profile.runner!r}", retryable=False)
+        parents = (
+            [] if profile.runner == "noop" else await self._db(self.kernel.parent_results, claim.task_id)
+        )
+        job = Job(claim, claim.profile, profile, gateway, parents, self.workspace_root)
+        timeout = profile.timeout_seconds or (gateway.timeout_seconds if gateway else DEFAULT_TIMEOUT_SECONDS)
+        try:
+            async with asyncio.timeout(timeout):
+                output = await runner.run(job)
+        except TimeoutError as exc:
+            detail = str(exc) or f"no result after {timeout:g}s"
+            return done("timed_out", error=detail)
+        except TaskFailed as exc:
+            return done("failed", error=str(exc), retryable=exc.retryable)
+        except GatewayDown as exc:
+            return done("gateway_down", error=str(exc))
+        except GatewayBusy as exc:
+            return done("backpressure", error=str(exc), retry_after=exc.retry_after)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a bug in a runner must not take the dispatcher down
+            log.exception("runner %s crashed on #%d", profile.runner, claim.task_id)
+            return done("failed", error=f"runner crashed: {type(exc).__name__}: {exc}")
+        return done(
+            "succeeded",
+            result=output.text,
+            ttft_ms=output.ttft_ms,
+            prompt_tokens=output.prompt_tokens,
+            completion_tokens=output.completion_tokens,
+        )
+
+    # ----------------------------------------------------------------- helpers
+
+    async def _db(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        return await asyncio.to_thread(fn, *args, **kwargs)
+
+    def _register(self) -> None:
+        now = utcnow()
+        with self.board.db.write() as conn:
+            conn.execute(
+                insert(dispatchers).values(
+                    id=self.id,
+                    host=socket.gethostname()[:128],
+                    pid=os.getpid(),
+                    started_at=now,
+                    heartbeat_at=now,
+                    state="running",
+                )
+            )
+
+    def _touch(self) -> None:
+        with self.board.db.write() as conn:
+            conn.execute(update(dispatchers).where(dispatchers.c.id == self.id).values(heartbeat_at=utcnow()))
+
+    def _set_state(self, state: str) -> None:
+        with self.board.db.write() as conn:
+            conn.execute(
+                update(dispatchers)
+                .where(dispatchers.c.id == self.id)
+                .values(state=state, heartbeat_at=utcnow())
+            )

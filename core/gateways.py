@@ -1,0 +1,147 @@
+"""Gateway health: one probe per server kind, and the shared view every process claims by.
+
+Probes: Ollama ``/api/tags``, OpenAI-style and LiteLLM ``{base_url}/models``,
+llama.cpp ``/health`` (503 while the model loads), vLLM ``/health`` (empty 200).
+A gateway that goes down stops new claims on it (its tasks wait, nothing fails);
+when it comes back its window restarts at 1 and grows by one per success (slow
+start) instead of bursting to the cap.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+
+import httpx
+from sqlalchemy import select
+from sqlalchemy.exc import DBAPIError
+
+from core.claims import record_limit, set_gateway_state
+from core.clock import utcnow
+from core.config import GatewayConfig
+from core.db import Database
+from core.schema import gateway_state
+
+log = logging.getLogger("lanewarden.gateways")
+PROBE_TIMEOUT = httpx.Timeout(5.0)
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayHealth:
+    name: str
+    healthy: bool
+    detail: str
+    latency_ms: float | None = None
+
+
+def server_root(base_url: str) -> str:
+    """``http://h:8000/v1`` -> ``http://h:8000`` (health and metrics live at the root)."""
+    return base_url[: -len("/v1")] if base_url.endswith("/v1") else base_url
+
+
+def probe_url(gateway: GatewayConfig) -> str:
+    root = server_root(gateway.base_url)
+    if gateway.kind == "ollama":
+        return f"{root}/api/tags"
+    if gateway.kind in ("llamacpp", "vllm"):
+        return f"{root}/health"
+    return f"{gateway.base_url}/models"
+
+
+async def probe(name: str, gateway: GatewayConfig, client: httpx.AsyncClient) -> GatewayHealth:
+    url = probe_url(gateway)
+    headers = {}
+    key = gateway.api_key()
+    if key:
+        headers["Authorization"] = f"Bearer {key}"
+    started = time.monotonic()
+    try:
+        response = await client.get(url, headers=headers, timeout=PROBE_TIMEOUT)
+    except httpx.HTTPError as exc:
+        return GatewayHealth(name, False, f"{url}: {type(exc).__name__} {exc}".strip())
+    latency = (time.monotonic() - started) * 1000
+    if response.status_code == 200:
+        return GatewayHealth(name, True, f"{url}: 200", latency)
+    from core.runners.llm import error_message
+
+    return GatewayHealth(
+        name, False, f"{url}: HTTP {response.status_code} {error_message(response.content)}", latency
+    )
+
+
+def record_health(db: Database, health: GatewayHealth, now: datetime | None = None) -> bool:
+    """Store a probe result; returns True when the gateway changed state.
+
+    Coming back (down -> up) restarts the window at 1: slow start. Only the transition
+    writes the window, so several processes probing the same gateway agree.
+    """
+    now = now or utcnow()
+    with db.write() as conn:
+        row = conn.execute(select(gateway_state).where(gateway_state.c.name == health.name)).first()
+        previous = None if row is None else row.healthy
+        if previous is health.healthy:
+            set_gateway_state(conn, health.name, now, checked_at=now)
+            return False
+        values: dict[str, object] = {"healthy": health.healthy, "checked_at": now, "changed_at": now}
+        if health.healthy:
+            values["last_error"] = None
+            if previous is False:
+                values["current_limit"] = 1
+                values["backoff_until"] = None
+                record_limit(conn, health.name, now, 1, 0, "recovered")
+        else:
+            values["last_error"] = health.detail
+        set_gateway_state(conn, health.name, now, **values)
+        return True
+
+
+class GatewayMonitor:
+    """Probes every configured gateway on its interval and records transitions.
+
+    Every process may run one: only state changes write the window, so they agree.
+    ``on_change(name, healthy)`` lets the dispatcher claim at once when one returns.
+    """
+
+    def __init__(
+        self,
+        db: Database,
+        gateways: dict[str, GatewayConfig],
+        on_change: Callable[[str, bool], None] | None = None,
+    ) -> None:
+        self.db = db
+        self.gateways = gateways
+        self.on_change = on_change
+        self.last: dict[str, GatewayHealth] = {}
+
+    async def run(self) -> None:
+        if not self.gateways:
+            return
+        async with httpx.AsyncClient() as client:
+            await asyncio.gather(*(self._watch(name, gw, client) for name, gw in self.gateways.items()))
+
+    async def check_all(self) -> dict[str, GatewayHealth]:
+        async with httpx.AsyncClient() as client:
+            results = await asyncio.gather(*(probe(n, g, client) for n, g in self.gateways.items()))
+        return {h.name: h for h in results}
+
+    async def _watch(self, name: str, gateway: GatewayConfig, client: httpx.AsyncClient) -> None:
+        while True:
+            health = await probe(name, gateway, client)
+            self.last[name] = health
+            try:
+                changed = await asyncio.to_thread(record_health, self.db, health)
+            except DBAPIError as exc:
+                log.warning("could not record health of %s: %s", name, exc.orig)
+                changed = False
+            if changed:
+                level = logging.INFO if health.healthy else logging.WARNING
+                log.log(
+                    level, "gateway %s is %s (%s)", name, "up" if health.healthy else "DOWN", health.detail
+                )
+                if self.on_change is not None:
+                    self.on_change(name, health.healthy)
+            await asyncio.sleep(gateway.probe_interval_seconds)

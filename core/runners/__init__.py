@@ -1,0 +1,71 @@
+"""Runners do the work of one run: an LLM call, an agent command line, or nothing.
+
+A runner returns ``RunOutput`` or raises one of the exceptions below, which the
+dispatcher maps to run outcomes. Timeouts and stop requests reach a runner as
+cancellation; a runner must then abort its HTTP call or kill its process group.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from core.claims import Claim
+from core.config import GatewayConfig, ProfileConfig
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    claim: Claim
+    profile_name: str
+    profile: ProfileConfig
+    gateway: GatewayConfig | None
+    parents: list[tuple[int, str, str]] = field(default_factory=list)
+    workspace_root: Path | None = None
+
+    def prompt(self) -> str:
+        """The task as the agent sees it: title, body, and its parents' results."""
+        task = self.claim.task
+        parts = [task.title]
+        if task.body:
+            parts.append(task.body)
+        if self.parents:
+            parts.append("Results of the tasks this one depends on:")
+            for pid, title, result in self.parents:
+                parts.append(f"--- #{pid} {title} ---\n{result}")
+        return "\n\n".join(parts)
+
+
+@dataclass(frozen=True, slots=True)
+class RunOutput:
+    text: str
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    ttft_ms: float | None = None
+
+
+class TaskFailed(Exception):
+    """The task itself failed: counts against max_attempts."""
+
+    def __init__(self, message: str, *, retryable: bool = True) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+
+
+class GatewayDown(Exception):
+    """The gateway could not be reached: the task waits, no attempt is used."""
+
+
+class GatewayBusy(Exception):
+    """429/503 from the gateway: backpressure, not a task failure."""
+
+    def __init__(self, message: str, retry_after: float | None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class Runner(Protocol):
+    async def run(self, job: Job) -> RunOutput: ...
+
+    async def aclose(self) -> None: ...

@@ -1,0 +1,92 @@
+"""Wake-ups from other processes: PostgreSQL LISTEN/NOTIFY, or SQLite's data_version.
+
+Inside one process the board wakes the dispatcher directly after each commit. Other
+processes' commits arrive here: on PostgreSQL as NOTIFY on channel ``lanewarden``
+(sent inside the committing transaction, delivered at commit); on SQLite by watching
+``PRAGMA data_version``, which changes whenever another connection commits. Either
+way the poll interval stays a safety net only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+import threading
+from collections.abc import Callable
+
+from sqlalchemy.engine import make_url
+
+log = logging.getLogger("lanewarden.wakeup")
+Wake = Callable[[str], None]
+CHANNEL = "lanewarden"
+
+
+class SqliteChangeWatcher:
+    """A thread that polls ``PRAGMA data_version`` on its own connection."""
+
+    def __init__(self, url: str, wake: Wake, interval: float = 0.05) -> None:
+        self.path = make_url(url).database or ""
+        self.wake = wake
+        self.interval = interval
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        if not self.path or self.path == ":memory:":
+            return
+        self._thread = threading.Thread(target=self._run, name="sqlite-watcher", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _run(self) -> None:
+        conn = sqlite3.connect(self.path, timeout=30, check_same_thread=False)
+        try:
+            version = conn.execute("PRAGMA data_version").fetchone()[0]
+            while not self._stop.wait(self.interval):
+                try:
+                    current = conn.execute("PRAGMA data_version").fetchone()[0]
+                except sqlite3.Error as exc:
+                    log.debug("data_version poll failed: %s", exc)
+                    continue
+                if current != version:
+                    version = current
+                    self.wake("dispatch")
+                    self.wake("stop")
+        finally:
+            conn.close()
+
+
+class PostgresListener:
+    """LISTEN on a dedicated connection; reconnects (with backoff) after the server restarts."""
+
+    def __init__(self, url: str, wake: Wake) -> None:
+        parsed = make_url(url)
+        self.conninfo = parsed.set(drivername="postgresql").render_as_string(hide_password=False)
+        self.wake = wake
+        self.connected = asyncio.Event()
+
+    async def run(self) -> None:
+        import psycopg
+
+        delay = 0.5
+        while True:
+            try:
+                async with await psycopg.AsyncConnection.connect(self.conninfo, autocommit=True) as conn:
+                    await conn.execute(f"LISTEN {CHANNEL}")
+                    self.connected.set()
+                    delay = 0.5
+                    # anything may have happened while we were away
+                    self.wake("dispatch")
+                    self.wake("stop")
+                    async for note in conn.notifies():
+                        self.wake(note.payload or "dispatch")
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self.connected.clear()
+                log.warning("LISTEN connection lost (%s); reconnecting in %.1fs", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(10.0, delay * 2)
