@@ -120,6 +120,8 @@ class ProfileConfig(_Section):
     timeout_seconds: float | None = Field(None, gt=0, le=86_400)
     max_runtime_seconds: float | None = Field(None, gt=0, le=7 * 86_400)
     max_tokens: int | None = Field(None, ge=1, le=1_000_000)
+    # extra fields for the chat completions body: temperature, top_p, logit_bias, ...
+    request_params: dict[str, Any] = {}
 
     @field_validator("command", mode="before")
     @classmethod

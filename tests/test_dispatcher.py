@@ -323,3 +323,26 @@ async def test_drain_releases_running_work_without_using_attempts(board_url: str
         assert run_rows(board, tid)[-1].outcome == "released"
     board.db.dispose()
 
+
+
+async def test_llm_prompt_carries_system_prompt_body_and_parent_results(board_url: str, gateways) -> None:
+    gw = gateways()
+    config = dispatch_config(board_url, gateways={"g": {"base_url": gw.base_url}},
+                             profiles={"p": {"gateway": "g", "model": "m", "system_prompt": "Be terse.",
+                                             "request_params": {"temperature": 0.1}}})
+    board = new_board(config)
+    from core.board import NewTask
+
+    parent = board.add(NewTask(title="[task 1] Ingest logs"), "test")
+    child = board.add(NewTask(title="[task 2] Report", body="One page.", parents=[parent.id]), "test")
+    async with running(board):
+        await wait_for(lambda: all_in(board, "done"), what="both done")
+    first, second = gw.requests
+    assert first.task_id == 1 and second.task_id == 2  # the child waited for its parent
+    system, user = second.messages
+    assert system == {"role": "system", "content": "Be terse."}
+    assert "One page." in user["content"]
+    assert f"#{parent.id} [task 1] Ingest logs" in user["content"]
+    assert board.get(parent.id).result.strip() in user["content"]
+    assert board.get(child.id).result == "tok0 tok1 tok2 tok3 "
+    board.db.dispose()

@@ -32,6 +32,8 @@ class StreamedAnswer:
     usage: dict[str, Any] | None = None
     finish_reason: str | None = None
     first_token_at: float | None = None
+    # tokens seen as content deltas: the count when a server sends no usage (llama-cpp-python)
+    content_chunks: int = 0
 
     @property
     def text(self) -> str:
@@ -51,6 +53,8 @@ class StreamedAnswer:
             raise TaskFailed(f"the gateway failed mid-stream: {message}")
         for choice in chunk.get("choices") or []:
             delta = choice.get("delta") or {}
+            if delta.get("content") is not None and "role" not in delta:
+                self.content_chunks += 1
             piece = delta.get("content") or delta.get("reasoning_content")
             if piece:
                 if self.first_token_at is None:
@@ -129,6 +133,7 @@ class LLMRunner:
             messages.append({"role": "system", "content": job.profile.system_prompt})
         messages.append({"role": "user", "content": job.prompt()})
         payload: dict[str, Any] = {
+            **job.profile.request_params,
             "model": job.profile.model,
             "messages": messages,
             "stream": True,
@@ -169,7 +174,7 @@ class LLMRunner:
         return RunOutput(
             text=text,
             prompt_tokens=usage.get("prompt_tokens"),
-            completion_tokens=usage.get("completion_tokens"),
+            completion_tokens=usage.get("completion_tokens", answer.content_chunks or None),
             ttft_ms=ttft,
         )
 

@@ -30,6 +30,7 @@ class Request:
     model: str
     started: float
     in_flight_at_start: int
+    messages: list[dict] = field(default_factory=list)
     ended: float | None = None
 
 
@@ -144,7 +145,8 @@ class FakeGateway:
             self.peak = max(self.peak, self.in_flight)
             self.model_in_flight[model] += 1
             self.model_peak[model] = max(self.model_peak[model], self.model_in_flight[model])
-            record = Request(int(match.group(1)) if match else None, model, time.monotonic(), self.in_flight)
+            record = Request(int(match.group(1)) if match else None, model, time.monotonic(), self.in_flight,
+                             body.get("messages", []))
             self.requests.append(record)
         self.tracker.enter()
         try:
