@@ -18,10 +18,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from bot.chat import AdapterContext, build_adapters
+from bot.http import HttpEndpoint
 from core.board import Board, open_board
 from core.config import LanewardenConfig
 from core.dispatcher import Dispatcher
 from core.gateways import GatewayMonitor
+from core.leader import LeaderLease
+from core.outbox import OutboxDeliverer, OutboxSink
 from core.wakeup import PostgresListener, SqliteChangeWatcher
 
 log = logging.getLogger("lanewarden.serve")
@@ -52,6 +56,8 @@ class Service:
         self.bus = WakeBus()
         self.board: Board | None = None
         self.dispatcher: Dispatcher | None = None
+        self.http: HttpEndpoint | None = None
+        self.lease: LeaderLease | None = None
         self._background: list[asyncio.Task[Any]] = []
         self._cleanups: list[Callable[[], Any]] = []
 
@@ -96,7 +102,27 @@ class Service:
         )
         self.spawn(monitor.run(), "gateway-monitor")
 
-        if not self.headless and sys.stdin is not None and not _chat_tokens_present():
+        adapters = build_adapters(self.config)
+        if self.config.http.listen:
+            self.http = HttpEndpoint(
+                self.config.http.listen,
+                board.db,
+                dispatcher_id=dispatcher.id,
+                is_leader=lambda: self.lease is not None and self.lease.is_leader,
+            )
+        context = AdapterContext(self.config, board, self.http)
+        for adapter in adapters:
+            await adapter.start(context)
+            self._cleanups.append(adapter.stop)
+        if self.http is not None:
+            await self.http.start()
+            self._cleanups.append(self.http.stop)
+
+        self.lease = LeaderLease(board.db, dispatcher.id, self.config.scheduler.leader_lease_seconds)
+        self.duties = LeaderDuties(self, {a.name: a.sink for a in adapters})
+        self.spawn(self.lease.run(self.duties.start, self.duties.stop), "leader-lease")
+
+        if not self.headless and sys.stdin is not None and not adapters:
             self.spawn(self._console(board), "console")
 
         await self.stopping.wait()
@@ -105,6 +131,8 @@ class Service:
         for task in self._background:
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
+        if self.lease is not None:
+            await asyncio.to_thread(self.lease.release)
         for cleanup in self._cleanups:
             result = cleanup()
             if asyncio.iscoroutine(result):
@@ -126,8 +154,27 @@ class Service:
             self.request_stop()
 
 
-def _chat_tokens_present() -> bool:
-    return bool(os.environ.get("SLACK_BOT_TOKEN") or os.environ.get("DISCORD_TOKEN"))
+class LeaderDuties:
+    """What only the leader-lease holder runs: outbox delivery, scheduler windows, alert rules."""
+
+    def __init__(self, service: Service, sinks: dict[str, OutboxSink]) -> None:
+        self.service = service
+        self.sinks = sinks
+        self._tasks: list[asyncio.Task[Any]] = []
+
+    async def start(self) -> None:
+        service = self.service
+        assert service.board is not None and service.dispatcher is not None
+        if self.sinks:
+            deliverer = OutboxDeliverer(service.board, self.sinks, service.dispatcher.id)
+            service.bus.subscribe(deliverer.wake)
+            self._tasks.append(service.spawn(deliverer.run(), "outbox"))
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
 
 
 def configure_logging() -> None:

@@ -16,16 +16,29 @@ from core.dispatcher import Dispatcher
 from core.schema import runs, tasks
 from tests.conftest import make_config
 
-FAST = {"heartbeat_seconds": 0.2, "lease_seconds": 1.0, "poll_interval_seconds": 0.5,
-        "retry_backoff_seconds": 0.0, "drain_timeout_seconds": 5}
+FAST = {
+    "heartbeat_seconds": 0.2,
+    "lease_seconds": 1.0,
+    "poll_interval_seconds": 0.5,
+    "retry_backoff_seconds": 0.0,
+    "drain_timeout_seconds": 5,
+}
 
 
-def dispatch_config(url: str, *, gateways: dict[str, Any] | None = None, profiles: dict[str, Any] | None = None,
-                    dispatcher: dict[str, Any] | None = None, **extra: Any) -> LanewardenConfig:
+def dispatch_config(
+    url: str,
+    *,
+    gateways: dict[str, Any] | None = None,
+    profiles: dict[str, Any] | None = None,
+    dispatcher: dict[str, Any] | None = None,
+    **extra: Any,
+) -> LanewardenConfig:
     return make_config(
         url,
-        kanban={"dispatcher": {**FAST, "max_active_tasks": 4, **(dispatcher or {})},
-                "workers": {"profile": next(iter(profiles or {"default": None}))}},
+        kanban={
+            "dispatcher": {**FAST, "max_active_tasks": 4, **(dispatcher or {})},
+            "workers": {"profile": next(iter(profiles or {"default": None}))},
+        },
         gateways=gateways or {},
         profiles=profiles or {"default": {"runner": "noop"}},
         **extra,

@@ -41,16 +41,34 @@ def llama_server(tmp_path: Path, **model: int) -> Iterator[str]:
     port = free_port()
     log = (tmp_path / "llama-server.log").open("w")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf_path), "--host", "127.0.0.1",
-         "--port", str(port), "--n_ctx", "512", "--n_threads", "1", "--model_alias", "tiny"],
-        stdout=log, stderr=subprocess.STDOUT,
+        [
+            sys.executable,
+            "-m",
+            "llama_cpp.server",
+            "--model",
+            str(gguf_path),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--n_ctx",
+            "512",
+            "--n_threads",
+            "1",
+            "--model_alias",
+            "tiny",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     base = f"http://127.0.0.1:{port}/v1"
     try:
         deadline = time.monotonic() + 120
         while True:
             if proc.poll() is not None:
-                raise AssertionError(f"llama server exited: {(tmp_path / 'llama-server.log').read_text()[-2000:]}")
+                raise AssertionError(
+                    f"llama server exited: {(tmp_path / 'llama-server.log').read_text()[-2000:]}"
+                )
             try:
                 if httpx.get(f"{base}/models", timeout=2).status_code == 200:
                     break

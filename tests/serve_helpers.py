@@ -42,7 +42,10 @@ class ServeProcess:
         self.proc = subprocess.Popen(
             [*LANEWARDEN, "serve", "--headless", *extra],
             env={**env, "LANEWARDEN_CONFIG": str(config), "LANEWARDEN_LOG_LEVEL": "INFO"},
-            cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            cwd=ROOT,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
         )
 
     @property
@@ -65,7 +68,9 @@ class ServeProcess:
         return self.log_path.read_text()
 
 
-def wait_until(predicate, timeout: float = 120.0, what: str = "condition", procs: list[ServeProcess] = ()) -> Any:
+def wait_until(
+    predicate, timeout: float = 120.0, what: str = "condition", procs: list[ServeProcess] = ()
+) -> Any:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = predicate()

@@ -50,8 +50,10 @@ async def test_caps_hold_and_every_task_runs_once(board_url: str, gateways) -> N
     gw1, gw2 = gateways(delay=0.05), gateways(delay=0.05)
     config = dispatch_config(
         board_url,
-        gateways={"g1": {"base_url": gw1.base_url, "max_concurrency": 2},
-                  "g2": {"base_url": gw2.base_url, "max_concurrency": 1}},
+        gateways={
+            "g1": {"base_url": gw1.base_url, "max_concurrency": 2},
+            "g2": {"base_url": gw2.base_url, "max_concurrency": 1},
+        },
         profiles=llm_profiles(("p1", "g1", 2), ("p2", "g2", 2)),
         dispatcher={"max_active_tasks": 2},
     )
@@ -93,7 +95,9 @@ async def test_fencing_refuses_a_late_completion(board_url: str) -> None:
 
 
 async def test_task_errors_retry_then_fail(board_url: str, tmp_path: Path) -> None:
-    config = dispatch_config(board_url, profiles={"sh": {"runner": "command", "command": ["sh", "-c", "echo boom >&2; exit 3"]}})
+    config = dispatch_config(
+        board_url, profiles={"sh": {"runner": "command", "command": ["sh", "-c", "echo boom >&2; exit 3"]}}
+    )
     board = new_board(config)
     (tid,) = add_tasks(board, 1, max_attempts=2)
     async with running(board, workspace_root=tmp_path):
@@ -106,10 +110,13 @@ async def test_task_errors_retry_then_fail(board_url: str, tmp_path: Path) -> No
 
 
 async def test_missing_command_fails_clearly_and_dispatcher_survives(board_url: str, tmp_path: Path) -> None:
-    config = dispatch_config(board_url, profiles={
-        "broken": {"runner": "command", "command": ["/nonexistent/agent", "{prompt}"]},
-        "fine": {"runner": "noop"},
-    })
+    config = dispatch_config(
+        board_url,
+        profiles={
+            "broken": {"runner": "command", "command": ["/nonexistent/agent", "{prompt}"]},
+            "fine": {"runner": "noop"},
+        },
+    )
     board = new_board(config)
     (bad,) = add_tasks(board, 1, "broken")
     good = add_tasks(board, 3, "fine")
@@ -122,14 +129,22 @@ async def test_missing_command_fails_clearly_and_dispatcher_survives(board_url: 
     board.db.dispose()
 
 
-async def test_command_runner_env_workspace_and_placeholders(board_url: str, tmp_path: Path, gateways) -> None:
+async def test_command_runner_env_workspace_and_placeholders(
+    board_url: str, tmp_path: Path, gateways
+) -> None:
     gw = gateways()
     script = 'echo "$LANEWARDEN_TASK_ID|$OPENAI_BASE_URL|$OPENAI_MODEL|$OPENAI_API_KEY|$(pwd)|$1"'
     config = dispatch_config(
         board_url,
         gateways={"g": {"base_url": gw.base_url, "api_key_env": "LW_TEST_KEY"}},
-        profiles={"agent": {"runner": "command", "gateway": "g", "model": "m1",
-                            "command": ["sh", "-c", script, "sh", "{task_id}:{prompt}"]}},
+        profiles={
+            "agent": {
+                "runner": "command",
+                "gateway": "g",
+                "model": "m1",
+                "command": ["sh", "-c", script, "sh", "{task_id}:{prompt}"],
+            }
+        },
     )
     os.environ["LW_TEST_KEY"] = "sekret"
     try:
@@ -146,12 +161,16 @@ async def test_command_runner_env_workspace_and_placeholders(board_url: str, tmp
 
 async def test_cancel_kills_the_process_group(board_url: str, tmp_path: Path) -> None:
     marker = tmp_path / "pids"
-    script = f'sleep 300 & echo $! > {marker}.child; echo $$ > {marker}.shell; wait'
-    config = dispatch_config(board_url, profiles={"slow": {"runner": "command", "command": ["sh", "-c", script]}})
+    script = f"sleep 300 & echo $! > {marker}.child; echo $$ > {marker}.shell; wait"
+    config = dispatch_config(
+        board_url, profiles={"slow": {"runner": "command", "command": ["sh", "-c", script]}}
+    )
     board = new_board(config)
     (tid,) = add_tasks(board, 1)
     async with running(board, workspace_root=tmp_path) as dispatcher:
-        await wait_for(lambda: Path(f"{marker}.child").exists() and Path(f"{marker}.shell").exists(), what="started")
+        await wait_for(
+            lambda: Path(f"{marker}.child").exists() and Path(f"{marker}.shell").exists(), what="started"
+        )
         pids = [int(Path(f"{marker}.{k}").read_text()) for k in ("child", "shell")]
         assert all(_alive(p) for p in pids)
         board.cancel(tid, "test")
@@ -177,8 +196,9 @@ def _alive(pid: int) -> bool:
 
 async def test_block_stops_an_llm_call(board_url: str, gateways) -> None:
     gw = gateways(delay=30, tokens=30)
-    config = dispatch_config(board_url, gateways={"g": {"base_url": gw.base_url}},
-                             profiles=llm_profiles(("p", "g", 1)))
+    config = dispatch_config(
+        board_url, gateways={"g": {"base_url": gw.base_url}}, profiles=llm_profiles(("p", "g", 1))
+    )
     board = new_board(config)
     (tid,) = add_tasks(board, 1)
     async with running(board):
@@ -194,8 +214,14 @@ async def test_gateway_outage_waits_then_slow_starts(board_url: str, gateways) -
     gw = gateways(delay=0.2)
     config = dispatch_config(
         board_url,
-        gateways={"g": {"base_url": gw.base_url, "max_concurrency": 4, "kind": "llamacpp",
-                        "probe_interval_seconds": 0.2}},
+        gateways={
+            "g": {
+                "base_url": gw.base_url,
+                "max_concurrency": 4,
+                "kind": "llamacpp",
+                "probe_interval_seconds": 0.2,
+            }
+        },
         profiles=llm_profiles(("p", "g", 4)),
     )
     board = new_board(config)
@@ -227,8 +253,11 @@ async def test_gateway_outage_waits_then_slow_starts(board_url: str, gateways) -
 async def test_backpressure_honours_retry_after_without_using_attempts(board_url: str, gateways) -> None:
     gw = gateways(delay=0.05)
     gw.fail_next(429, retry_after="1")
-    config = dispatch_config(board_url, gateways={"g": {"base_url": gw.base_url, "max_concurrency": 2}},
-                             profiles=llm_profiles(("p", "g", 2)))
+    config = dispatch_config(
+        board_url,
+        gateways={"g": {"base_url": gw.base_url, "max_concurrency": 2}},
+        profiles=llm_profiles(("p", "g", 2)),
+    )
     board = new_board(config)
     (tid,) = add_tasks(board, 1, max_attempts=1)
     async with running(board):
@@ -242,8 +271,9 @@ async def test_backpressure_honours_retry_after_without_using_attempts(board_url
 
 
 async def test_unreachable_gateway_and_unknown_profile_wait_with_reasons(board_url: str) -> None:
-    config = dispatch_config(board_url, gateways={"g": {"base_url": "http://127.0.0.1:9/v1"}},
-                             profiles=llm_profiles(("p", "g", 1)))
+    config = dispatch_config(
+        board_url, gateways={"g": {"base_url": "http://127.0.0.1:9/v1"}}, profiles=llm_profiles(("p", "g", 1))
+    )
     board = new_board(config)
     (tid,) = add_tasks(board, 1)
     with board.db.write() as conn:  # a task written by a process with another config
@@ -260,8 +290,12 @@ async def test_unreachable_gateway_and_unknown_profile_wait_with_reasons(board_u
 
 async def test_windowed_mode_starts_only_released_tasks_within_caps(board_url: str, gateways) -> None:
     gw = gateways(delay=0.3)
-    config = dispatch_config(board_url, gateways={"g": {"base_url": gw.base_url, "max_concurrency": 1}},
-                             profiles=llm_profiles(("p", "g", 4)), dispatcher={"enabled": False})
+    config = dispatch_config(
+        board_url,
+        gateways={"g": {"base_url": gw.base_url, "max_concurrency": 1}},
+        profiles=llm_profiles(("p", "g", 4)),
+        dispatcher={"enabled": False},
+    )
     board = new_board(config)
     ids = add_tasks(board, 6)
     async with running(board):
@@ -278,8 +312,11 @@ async def test_windowed_mode_starts_only_released_tasks_within_caps(board_url: s
 
 async def test_live_cap_change_and_pause_apply_at_next_claim(board_url: str, gateways) -> None:
     gw = gateways(delay=0.1)
-    config = dispatch_config(board_url, gateways={"g": {"base_url": gw.base_url, "max_concurrency": 4}},
-                             profiles=llm_profiles(("p", "g", 4)))
+    config = dispatch_config(
+        board_url,
+        gateways={"g": {"base_url": gw.base_url, "max_concurrency": 4}},
+        profiles=llm_profiles(("p", "g", 4)),
+    )
     board = new_board(config)
     board.set_cap("gateway", "g", 1, "admin")
     board.pause("profile", "p", "admin")
@@ -324,12 +361,20 @@ async def test_drain_releases_running_work_without_using_attempts(board_url: str
     board.db.dispose()
 
 
-
 async def test_llm_prompt_carries_system_prompt_body_and_parent_results(board_url: str, gateways) -> None:
     gw = gateways()
-    config = dispatch_config(board_url, gateways={"g": {"base_url": gw.base_url}},
-                             profiles={"p": {"gateway": "g", "model": "m", "system_prompt": "Be terse.",
-                                             "request_params": {"temperature": 0.1}}})
+    config = dispatch_config(
+        board_url,
+        gateways={"g": {"base_url": gw.base_url}},
+        profiles={
+            "p": {
+                "gateway": "g",
+                "model": "m",
+                "system_prompt": "Be terse.",
+                "request_params": {"temperature": 0.1},
+            }
+        },
+    )
     board = new_board(config)
     from core.board import NewTask
 

@@ -16,12 +16,20 @@ async def test_twenty_tasks_with_cap_one_never_overlap(tmp_path: Path) -> None:
     with llama_server(tmp_path) as base_url:
         config = dispatch_config(
             f"sqlite:///{tmp_path / 'board.db'}",
-            gateways={"llama": {"base_url": base_url, "kind": "openai", "max_concurrency": 1,
-                                "timeout_seconds": 60}},
-            profiles={"writer": {"gateway": "llama", "model": "tiny", "system_prompt": "Be brief.",
-                                 "max_tokens": 12, "max_parallel": 4,
-                                 # a random model may pick end-of-sequence first; keep answers non-empty
-                                 "request_params": {"logit_bias": {"2": -100}}}},
+            gateways={
+                "llama": {"base_url": base_url, "kind": "openai", "max_concurrency": 1, "timeout_seconds": 60}
+            },
+            profiles={
+                "writer": {
+                    "gateway": "llama",
+                    "model": "tiny",
+                    "system_prompt": "Be brief.",
+                    "max_tokens": 12,
+                    "max_parallel": 4,
+                    # a random model may pick end-of-sequence first; keep answers non-empty
+                    "request_params": {"logit_bias": {"2": -100}},
+                }
+            },
             dispatcher={"max_active_tasks": 4},
         )
         board = new_board(config)
@@ -41,4 +49,3 @@ async def test_twenty_tasks_with_cap_one_never_overlap(tmp_path: Path) -> None:
         for before, after in zip(all_runs, all_runs[1:], strict=False):
             assert after.started_at >= before.finished_at, "two runs overlapped on a cap-1 gateway"
         board.db.dispose()
-

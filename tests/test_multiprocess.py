@@ -21,23 +21,39 @@ from tests.serve_helpers import ServeProcess, clean_env, wait_until, write_confi
 pytestmark = pytest.mark.slow
 
 
-def board_config(tmp_path: Path, url: str, gw1: FakeGateway, gw2: FakeGateway, *, caps=(3, 2, 2),
-                 lease: float = 2.0) -> Path:
+def board_config(
+    tmp_path: Path, url: str, gw1: FakeGateway, gw2: FakeGateway, *, caps=(3, 2, 2), lease: float = 2.0
+) -> Path:
     board_cap, profile_cap, gateway_cap = caps
-    return write_config(tmp_path / "lanewarden.toml", {
-        "board": {"url": url},
-        "kanban.dispatcher": {"max_active_tasks": board_cap, "heartbeat_seconds": lease / 4,
-                              "lease_seconds": lease, "poll_interval_seconds": 1.0,
-                              "drain_timeout_seconds": 5},
-        "kanban.workers": {"profile": "p1", "max_parallel_per_profile": profile_cap},
-        "gateways.g1": {"base_url": gw1.base_url, "max_concurrency": gateway_cap, "kind": "vllm",
-                        "probe_interval_seconds": 1.0},
-        "gateways.g2": {"base_url": gw2.base_url, "max_concurrency": gateway_cap, "kind": "vllm",
-                        "probe_interval_seconds": 1.0},
-        "profiles.p1": {"gateway": "g1", "model": "model-p1"},
-        "profiles.p2": {"gateway": "g2", "model": "model-p2"},
-        "http": {"listen": ""},
-    })
+    return write_config(
+        tmp_path / "lanewarden.toml",
+        {
+            "board": {"url": url},
+            "kanban.dispatcher": {
+                "max_active_tasks": board_cap,
+                "heartbeat_seconds": lease / 4,
+                "lease_seconds": lease,
+                "poll_interval_seconds": 1.0,
+                "drain_timeout_seconds": 5,
+            },
+            "kanban.workers": {"profile": "p1", "max_parallel_per_profile": profile_cap},
+            "gateways.g1": {
+                "base_url": gw1.base_url,
+                "max_concurrency": gateway_cap,
+                "kind": "vllm",
+                "probe_interval_seconds": 1.0,
+            },
+            "gateways.g2": {
+                "base_url": gw2.base_url,
+                "max_concurrency": gateway_cap,
+                "kind": "vllm",
+                "probe_interval_seconds": 1.0,
+            },
+            "profiles.p1": {"gateway": "g1", "model": "model-p1"},
+            "profiles.p2": {"gateway": "g2", "model": "model-p2"},
+            "http": {"listen": ""},
+        },
+    )
 
 
 def done_count(board) -> int:
@@ -45,8 +61,16 @@ def done_count(board) -> int:
         return sum(1 for r in conn.execute(select(tasks.c.status)) if r.status == "done")
 
 
-def run_many(tmp_path: Path, url: str, *, processes: int, tasks_total: int, kill: int = 0,
-             caps=(3, 2, 2), delay: float = 0.1) -> dict:
+def run_many(
+    tmp_path: Path,
+    url: str,
+    *,
+    processes: int,
+    tasks_total: int,
+    kill: int = 0,
+    caps=(3, 2, 2),
+    delay: float = 0.1,
+) -> dict:
     tracker = Tracker()
     gw1, gw2 = FakeGateway(delay=delay, tracker=tracker), FakeGateway(delay=delay, tracker=tracker)
     config_path = board_config(tmp_path, url, gw1, gw2, caps=caps)
@@ -65,7 +89,8 @@ def run_many(tmp_path: Path, url: str, *, processes: int, tasks_total: int, kill
             def victims():
                 with board.db.read() as conn:
                     rows = conn.execute(
-                        select(dispatchers.c.id, dispatchers.c.pid).join(runs, runs.c.dispatcher == dispatchers.c.id)
+                        select(dispatchers.c.id, dispatchers.c.pid)
+                        .join(runs, runs.c.dispatcher == dispatchers.c.id)
                         .where(runs.c.finished_at.is_(None))
                     ).all()
                 by_pid = {p.pid: p for p in procs}
@@ -87,8 +112,16 @@ def run_many(tmp_path: Path, url: str, *, processes: int, tasks_total: int, kill
         all_runs = conn.execute(select(runs)).all()
         all_tasks = conn.execute(select(tasks)).all()
     board.db.dispose()
-    return {"gw1": gw1, "gw2": gw2, "tracker": tracker, "runs": all_runs, "tasks": all_tasks, "keys": keys,
-            "killed": killed, "procs": procs}
+    return {
+        "gw1": gw1,
+        "gw2": gw2,
+        "tracker": tracker,
+        "runs": all_runs,
+        "tasks": all_tasks,
+        "keys": keys,
+        "killed": killed,
+        "procs": procs,
+    }
 
 
 def check_caps_and_once(result: dict, caps=(3, 2, 2)) -> None:
@@ -115,8 +148,9 @@ def test_three_processes_on_sqlite_hold_the_caps(tmp_path: Path) -> None:
 
 
 def test_kill_minus_nine_loses_nothing(tmp_path: Path) -> None:
-    result = run_many(tmp_path, f"sqlite:///{tmp_path / 'board.db'}", processes=3, tasks_total=40, kill=1,
-                      delay=0.4)
+    result = run_many(
+        tmp_path, f"sqlite:///{tmp_path / 'board.db'}", processes=3, tasks_total=40, kill=1, delay=0.4
+    )
     check_caps_and_once(result)
     lost = [r for r in result["runs"] if r.dispatcher in result["killed"] and r.outcome == "lost"]
     assert lost, "the killed process had running work that should have been reclaimed"

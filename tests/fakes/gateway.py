@@ -53,8 +53,9 @@ class Tracker:
 
 
 class FakeGateway:
-    def __init__(self, *, delay: float = 0.05, tokens: int = 4, tracker: Tracker | None = None,
-                 port: int = 0) -> None:
+    def __init__(
+        self, *, delay: float = 0.05, tokens: int = 4, tracker: Tracker | None = None, port: int = 0
+    ) -> None:
         self.delay = delay
         self.tokens = tokens
         self.tracker = tracker or Tracker()
@@ -124,8 +125,9 @@ class FakeGateway:
             self._runner = None
 
     async def _health(self, request: web.Request) -> web.Response:
-        return web.json_response({"status": "ok"} if self.health_status == 200 else {"error": "down"},
-                                 status=self.health_status)
+        return web.json_response(
+            {"status": "ok"} if self.health_status == 200 else {"error": "down"}, status=self.health_status
+        )
 
     async def _models(self, request: web.Request) -> web.Response:
         return web.json_response({"object": "list", "data": [{"id": "fake", "object": "model"}]})
@@ -135,8 +137,9 @@ class FakeGateway:
         with self._lock:
             if self.fail_queue:
                 status, headers = self.fail_queue.pop(0)
-                return web.json_response({"error": {"message": "busy", "code": status}}, status=status,
-                                         headers=headers)
+                return web.json_response(
+                    {"error": {"message": "busy", "code": status}}, status=status, headers=headers
+                )
         model = body.get("model", "?")
         prompt = json.dumps(body.get("messages", []))
         match = TASK_ID.search(prompt)
@@ -145,8 +148,13 @@ class FakeGateway:
             self.peak = max(self.peak, self.in_flight)
             self.model_in_flight[model] += 1
             self.model_peak[model] = max(self.model_peak[model], self.model_in_flight[model])
-            record = Request(int(match.group(1)) if match else None, model, time.monotonic(), self.in_flight,
-                             body.get("messages", []))
+            record = Request(
+                int(match.group(1)) if match else None,
+                model,
+                time.monotonic(),
+                self.in_flight,
+                body.get("messages", []),
+            )
             self.requests.append(record)
         self.tracker.enter()
         try:

@@ -18,8 +18,16 @@ CHAT_TEMPLATE = (
 )
 
 
-def write_tiny_llama(path: Path, *, n_embd: int = 64, n_layers: int = 2, n_head: int = 4, n_ff: int = 128,
-                     n_ctx: int = 512, seed: int = 0) -> Path:
+def write_tiny_llama(
+    path: Path,
+    *,
+    n_embd: int = 64,
+    n_layers: int = 2,
+    n_head: int = 4,
+    n_ff: int = 128,
+    n_ctx: int = 512,
+    seed: int = 0,
+) -> Path:
     import gguf
 
     rng = np.random.default_rng(seed)
@@ -28,9 +36,11 @@ def write_tiny_llama(path: Path, *, n_embd: int = 64, n_layers: int = 2, n_head:
     for byte in range(256):
         tokens.append(f"<0x{byte:02X}>".encode())
         types.append(gguf.TokenType.BYTE)
-    pieces = ["\u2581"] + [chr(c) for c in range(ord("a"), ord("z") + 1)] + [
-        "\u2581" + w for w in ("the", "task", "log", "report", "and", "of", "to", "in", "is", "it")
-    ]
+    pieces = (
+        ["\u2581"]
+        + [chr(c) for c in range(ord("a"), ord("z") + 1)]
+        + ["\u2581" + w for w in ("the", "task", "log", "report", "and", "of", "to", "in", "is", "it")]
+    )
     for piece in pieces:
         tokens.append(piece.encode())
         types.append(gguf.TokenType.NORMAL)

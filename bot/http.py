@@ -1,0 +1,79 @@
+"""The HTTP endpoint (aiohttp): /healthz, /metrics and, in Slack HTTP mode, /slack/events."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+from sqlalchemy import text
+
+from core.db import Database
+
+log = logging.getLogger("lanewarden.http")
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class HttpEndpoint:
+    def __init__(
+        self,
+        listen: str,
+        db: Database,
+        *,
+        dispatcher_id: str = "",
+        metrics: Callable[[], Awaitable[bytes]] | None = None,
+        is_leader: Callable[[], bool] | None = None,
+    ) -> None:
+        host, _, port = listen.rpartition(":")
+        self.host = host or "127.0.0.1"
+        self.port = int(port)
+        self.db = db
+        self.dispatcher_id = dispatcher_id
+        self.metrics = metrics
+        self.is_leader = is_leader or (lambda: False)
+        self.app = web.Application()
+        self.app.router.add_get("/healthz", self._healthz)
+        self.app.router.add_get("/metrics", self._metrics)
+        self._runner: web.AppRunner | None = None
+
+    def add_route(self, method: str, path: str, handler: Handler) -> None:
+        """Routes must be added before start()."""
+        self.app.router.add_route(method, path, handler)
+
+    async def start(self) -> int:
+        self._runner = web.AppRunner(self.app, handle_signals=False, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.host, self.port)
+        await site.start()
+        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        log.info("HTTP endpoint on http://%s:%d (/healthz, /metrics)", self.host, self.port)
+        return self.port
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    async def _healthz(self, request: web.Request) -> web.Response:
+        try:
+            await asyncio.wait_for(asyncio.to_thread(self._ping), timeout=5)
+            database = "ok"
+        except Exception as exc:  # any failure means the process cannot do its job
+            database = f"unavailable: {type(exc).__name__}"
+        body = {
+            "status": "ok" if database == "ok" else "degraded",
+            "database": database,
+            "dispatcher": self.dispatcher_id,
+            "leader": self.is_leader(),
+        }
+        return web.json_response(body, status=200 if database == "ok" else 503)
+
+    def _ping(self) -> None:
+        with self.db.read() as conn:
+            conn.execute(text("SELECT 1"))
+
+    async def _metrics(self, request: web.Request) -> web.Response:
+        if self.metrics is None:
+            return web.Response(status=404, text="metrics are not enabled\n")
+        body = await self.metrics()
+        return web.Response(body=body, headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
