@@ -55,7 +55,7 @@ def build_adapters(config: LanewardenConfig, env: dict[str, str] | None = None) 
                 f"slack.mode = {config.slack.mode!r} needs {needed} in the environment "
                 "besides SLACK_BOT_TOKEN"
             )
-        from bot.slack.adapter import SlackAdapter
+        from bot.slack_app.adapter import SlackAdapter
 
         adapters.append(SlackAdapter.from_env(config, env))
     if env.get("DISCORD_TOKEN"):

@@ -1,0 +1,123 @@
+"""``status --chart``: a PNG of the last hour per gateway, for posting to chat.
+
+Top panel per gateway: requests in flight (reconstructed from the runs' start and end
+times) against the dispatcher's limit (the slow start / adaptive window, from
+``gateway_limit_history``) and the cap. Bottom panel: request latency (and time to
+first token where the runner measured it).
+"""
+
+from __future__ import annotations
+
+import io
+from datetime import datetime, timedelta
+
+from sqlalchemy import select
+
+from core.board import Board
+from core.caps import Limits
+from core.clock import utcnow
+from core.schema import gateway_limit_history, runs
+
+WINDOW = timedelta(hours=1)
+
+
+def status_chart_png(board: Board, *, window: timedelta = WINDOW, now: datetime | None = None) -> bytes:
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display: render to memory
+    import matplotlib.pyplot as plt
+
+    now = now or utcnow()
+    since = now - window
+    names = sorted(board.config.gateways) or ["(no gateways)"]
+    with board.db.read() as conn:
+        limits = Limits.load(conn, board.config)
+        run_rows = conn.execute(
+            select(
+                runs.c.gateway,
+                runs.c.claimed_at,
+                runs.c.finished_at,
+                runs.c.latency_ms,
+                runs.c.ttft_ms,
+                runs.c.outcome,
+            ).where(
+                runs.c.gateway.is_not(None), (runs.c.finished_at.is_(None)) | (runs.c.finished_at > since)
+            )
+        ).all()
+        history = conn.execute(
+            select(gateway_limit_history)
+            .where(gateway_limit_history.c.at > since - timedelta(hours=6))
+            .order_by(gateway_limit_history.c.at)
+        ).all()
+    fig, axes = plt.subplots(2, len(names), figsize=(5.5 * len(names), 6), squeeze=False, sharex="col")
+    for col, name in enumerate(names):
+        top, bottom = axes[0][col], axes[1][col]
+        mine = [r for r in run_rows if r.gateway == name]
+        # in flight: +1 at each start, -1 at each end, as a step function over the window
+        changes = [(max(r.claimed_at, since), 1) for r in mine]
+        changes += [(r.finished_at, -1) for r in mine if r.finished_at is not None]
+        changes.sort()
+        level = sum(
+            1 for r in mine if r.claimed_at < since and (r.finished_at is None or r.finished_at > since)
+        )
+        xs, ys = [_minutes(since, now)], [level]
+        for at, delta in changes:
+            if at < since:
+                continue
+            level += delta if at > since or delta > 0 else 0
+            xs.append(_minutes(at, now))
+            ys.append(level)
+        xs.append(0.0)
+        ys.append(level)
+        top.step(xs, ys, where="post", label="in flight")
+        window_state = limits.gateways.get(name)
+        if window_state is not None:
+            top.axhline(window_state.cap, color="grey", linestyle=":", label=f"cap {window_state.cap}")
+            lim_x, lim_y = [_minutes(since, now)], [window_state.cap]
+            for h in history:
+                if h.gateway == name:
+                    if h.at < since:
+                        lim_y[0] = h.current_limit
+                    else:
+                        lim_x.append(_minutes(h.at, now))
+                        lim_y.append(h.current_limit)
+            lim_x.append(0.0)
+            lim_y.append(window_state.limit)
+            top.step(lim_x, lim_y, where="post", color="tab:red", label="limit")
+        top.set_title(f"gateway {name}")
+        top.set_ylabel("requests")
+        top.legend(loc="upper left", fontsize="small")
+        done = [
+            r
+            for r in mine
+            if r.finished_at is not None and r.latency_ms is not None and r.finished_at > since
+        ]
+        bottom.scatter(
+            [_minutes(r.finished_at, now) for r in done],
+            [r.latency_ms / 1000 for r in done],
+            s=8,
+            label="latency",
+        )
+        ttft = [r for r in done if r.ttft_ms is not None]
+        if ttft:
+            bottom.scatter(
+                [_minutes(r.finished_at, now) for r in ttft],
+                [r.ttft_ms / 1000 for r in ttft],
+                s=8,
+                marker="x",
+                label="time to first token",
+            )
+        bottom.set_ylabel("seconds")
+        bottom.set_xlabel("minutes ago")
+        bottom.set_xlim(-window.total_seconds() / 60, 0)
+        bottom.legend(loc="upper left", fontsize="small")
+    fig.suptitle(f"Lanewarden, last {int(window.total_seconds() // 60)} minutes (UTC {now:%H:%M})")
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=90)
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+def _minutes(at: datetime, now: datetime) -> float:
+    return (at - now).total_seconds() / 60
