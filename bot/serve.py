@@ -21,12 +21,16 @@ from typing import Any
 from bot.chat import AdapterContext, build_adapters
 from bot.http import HttpEndpoint
 from core.board import Board, open_board
+from core.clock import utcnow
 from core.config import LanewardenConfig
 from core.dispatcher import Dispatcher
 from core.gateways import GatewayMonitor
 from core.leader import LeaderLease
 from core.outbox import OutboxDeliverer, OutboxSink
 from core.wakeup import PostgresListener, SqliteChangeWatcher
+from core.windows import Window, WindowStore, host_timezone
+from scheduler.alerts import AlertEngine
+from scheduler.windows import WindowScheduler
 
 log = logging.getLogger("lanewarden.serve")
 
@@ -39,6 +43,10 @@ class WakeBus:
 
     def subscribe(self, fn: Callable[[str], None]) -> None:
         self._subscribers.append(fn)
+
+    def unsubscribe(self, fn: Callable[[str], None]) -> None:
+        if fn in self._subscribers:
+            self._subscribers.remove(fn)
 
     def publish(self, topic: str) -> None:
         for fn in list(self._subscribers):
@@ -83,6 +91,7 @@ class Service:
             loop.add_signal_handler(sig, self.request_stop)
         board = await asyncio.to_thread(open_board, self.config)
         self.board = board
+        await asyncio.to_thread(WindowStore(board).sync_config, list(self.config.scheduler.jobs))
         dispatcher = Dispatcher(board)
         self.dispatcher = dispatcher
         self.bus.subscribe(dispatcher.wake)
@@ -160,21 +169,68 @@ class LeaderDuties:
     def __init__(self, service: Service, sinks: dict[str, OutboxSink]) -> None:
         self.service = service
         self.sinks = sinks
+        self.windows: WindowScheduler | None = None
         self._tasks: list[asyncio.Task[Any]] = []
+        self._listeners: list[Callable[[str], None]] = []
 
     async def start(self) -> None:
         service = self.service
-        assert service.board is not None and service.dispatcher is not None
+        board, lease = service.board, service.lease
+        assert board is not None and service.dispatcher is not None and lease is not None
+        config = service.config
         if self.sinks:
-            deliverer = OutboxDeliverer(service.board, self.sinks, service.dispatcher.id)
-            service.bus.subscribe(deliverer.wake)
+            deliverer = OutboxDeliverer(board, self.sinks, service.dispatcher.id)
+            self._listen(deliverer.wake)
             self._tasks.append(service.spawn(deliverer.run(), "outbox"))
+        if config.scheduler.enabled:
+            self.windows = WindowScheduler(
+                board,
+                misfire_grace_seconds=config.scheduler.misfire_grace_seconds,
+                is_leader=lambda: lease.is_leader,
+                builtin=builtin_windows(config),
+            )
+            await self.windows.start()
+            windows = self.windows
+
+            def on_windows_change(topic: str) -> None:
+                if topic == "windows":
+                    service.spawn(windows.reconcile(), "windows-reconcile")
+
+            self._listen(on_windows_change)
+        engine = AlertEngine(board, config, is_leader=lambda: lease.is_leader)
+        self._tasks.append(service.spawn(engine.run(), "alerts"))
+
+    def _listen(self, fn: Callable[[str], None]) -> None:
+        self.service.bus.subscribe(fn)
+        self._listeners.append(fn)
 
     async def stop(self) -> None:
+        for fn in self._listeners:
+            self.service.bus.unsubscribe(fn)
+        self._listeners.clear()
+        if self.windows is not None:
+            await self.windows.stop()
+            self.windows = None
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
+
+
+def builtin_windows(config: LanewardenConfig) -> list[Window]:
+    if not config.alerts.digest_cron:
+        return []
+    return [
+        Window(
+            name="lanewarden-digest",
+            cron=config.alerts.digest_cron,
+            timezone=host_timezone(),
+            command="digest --post",
+            source="builtin",
+            created_by="lanewarden",
+            created_at=utcnow(),
+        )
+    ]
 
 
 def configure_logging() -> None:

@@ -156,20 +156,32 @@ class Board:
         with self.db.write() as conn:
             self.record(conn, actor, kind, message, data=data)
 
-    def notify(self, actor: str, topic: str, kind: str, message: str, data: dict[str, Any]) -> int:
-        """An alert or digest: an event plus outbox rows for its channels."""
+    def notify(
+        self,
+        actor: str,
+        topic: str,
+        kind: str,
+        message: str,
+        data: dict[str, Any],
+        *,
+        outbox_kind: str | None = None,
+    ) -> int:
+        """An alert or digest: an event plus outbox rows for its channels; returns the row count."""
         now = utcnow()
         with self.db.write() as conn:
             event_id = self.record(conn, actor, kind, message, data=data, now=now)
-            return fan_out_notice(
+            count = fan_out_notice(
                 conn,
                 self.config,
                 topic=topic,
-                kind=kind,
+                kind=outbox_kind or kind,
                 payload={"text": message, **data},
                 now=now,
                 event_id=event_id,
             )
+            if count:
+                self.signal(conn, "outbox")
+            return count
 
     # ------------------------------------------------------------------- reads
 

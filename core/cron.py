@@ -2,7 +2,8 @@
 
 ``minute hour day-of-month month day-of-week`` with the meanings of cron(5): day of
 week 0 or 7 is Sunday, names (``mon``, ``jan``) are accepted, and when both day fields
-are restricted a time matches if *either* does. APScheduler counts weekdays from
+are restricted a time matches if *either* does. A sixth, leading field for seconds
+(``*/10 * * * * *``) is accepted too, as in Quartz, for sub-minute windows. APScheduler counts weekdays from
 Monday and ANDs its fields, so scheduler/ builds its triggers from a ``CronSpec`` and
 never from the raw text.
 """
@@ -22,6 +23,7 @@ MACROS = {
     "@midnight": "0 0 * * *",
     "@hourly": "0 * * * *",
 }
+SECONDS_FIELD = ("second", 0, 59, {})
 FIELDS = (
     ("minute", 0, 59, {}),
     ("hour", 0, 23, {}),
@@ -45,6 +47,7 @@ WEEKDAY_NAMES = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
 @dataclass(frozen=True, slots=True)
 class CronSpec:
     expression: str
+    seconds: tuple[int, ...]
     minutes: tuple[int, ...]
     hours: tuple[int, ...]
     days: tuple[int, ...]
@@ -58,15 +61,20 @@ def parse_cron(expression: str) -> CronSpec:
     text = " ".join(expression.strip().split())
     text = MACROS.get(text.lower(), text)
     parts = text.split(" ")
-    if len(parts) != 5:
+    if len(parts) not in (5, 6):
         raise UsageError(
             f"cron {expression!r} has {len(parts)} fields; use 5: minute hour day-of-month month "
-            'day-of-week, e.g. "*/15 * * * *" or "0 22 * * 1-5"'
+            'day-of-week, e.g. "*/15 * * * *" or "0 22 * * 1-5" (or 6 with leading seconds)'
         )
+    seconds = [0]
+    if len(parts) == 6:
+        seconds = _field(parts[0], *SECONDS_FIELD, expression)
+        parts = parts[1:]
     values = [_field(part, *spec, expression) for part, spec in zip(parts, FIELDS, strict=True)]
     weekdays = tuple(sorted({d % 7 for d in values[4]}))
     return CronSpec(
         expression=text,
+        seconds=tuple(seconds),
         minutes=tuple(values[0]),
         hours=tuple(values[1]),
         days=tuple(values[2]),
