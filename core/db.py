@@ -94,7 +94,10 @@ def make_engine(url: str, *, echo: bool = False) -> Engine:
             pool_pre_ping=True,
             pool_size=8,
             max_overflow=8,
-            connect_args={"application_name": "lanewarden", "connect_timeout": 10},
+            # a URL's own ?application_name=... wins: operators tell their processes apart by it
+            connect_args={"connect_timeout": 10}
+            if "application_name" in parsed.query
+            else {"application_name": "lanewarden", "connect_timeout": 10},
         )
     raise ConfigError(f"board.url = {url!r}: only sqlite and postgresql boards are supported")
 

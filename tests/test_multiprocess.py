@@ -14,6 +14,8 @@ from sqlalchemy import select
 
 from core.board import NewTask, open_board
 from core.config import load_config
+from core.clock import utcnow
+from core.leader import current_leader
 from core.schema import dispatchers, runs, tasks
 from tests.fakes.gateway import FakeGateway, Tracker
 from tests.serve_helpers import ServeProcess, clean_env, wait_until, write_config
@@ -37,6 +39,7 @@ def board_config(
                 "drain_timeout_seconds": 5,
             },
             "kanban.workers": {"profile": "p1", "max_parallel_per_profile": profile_cap},
+            "scheduler": {"leader_lease_seconds": lease},
             "gateways.g1": {
                 "base_url": gw1.base_url,
                 "max_concurrency": gateway_cap,
@@ -68,12 +71,20 @@ def run_many(
     processes: int,
     tasks_total: int,
     kill: int = 0,
+    kill_leader: bool = False,
+    disrupt=None,
     caps=(3, 2, 2),
     delay: float = 0.1,
+    lease: float = 2.0,
 ) -> dict:
+    """Start ``processes`` serve processes on one board and run ``tasks_total`` tasks through them.
+
+    ``kill``: kill -9 that many processes while they hold running work (the leader among them
+    if ``kill_leader``). ``disrupt``: called once, a quarter of the way through (a database restart).
+    """
     tracker = Tracker()
     gw1, gw2 = FakeGateway(delay=delay, tracker=tracker), FakeGateway(delay=delay, tracker=tracker)
-    config_path = board_config(tmp_path, url, gw1, gw2, caps=caps)
+    config_path = board_config(tmp_path, url, gw1, gw2, caps=caps, lease=lease)
     config, _ = load_config(config_path)
     board = open_board(config)
     keys = {}
@@ -83,9 +94,10 @@ def run_many(
     env = clean_env(tmp_path / "home")
     procs = [ServeProcess(config_path, env, tmp_path / f"serve{n}.log") for n in range(processes)]
     killed: list[str] = []
+    killed_at = None
     try:
         if kill:
-            # kill -9 the processes that hold running work, mid-run
+
             def victims():
                 with board.db.read() as conn:
                     rows = conn.execute(
@@ -93,15 +105,25 @@ def run_many(
                         .join(runs, runs.c.dispatcher == dispatchers.c.id)
                         .where(runs.c.finished_at.is_(None))
                     ).all()
+                leader = current_leader(board.db)
                 by_pid = {p.pid: p for p in procs}
                 found = {r.id: by_pid[r.pid] for r in rows if r.pid in by_pid}
+                if kill_leader:
+                    if leader is None or leader.holder not in found:
+                        return None
+                    found = {leader.holder: found[leader.holder], **found}
                 return found if len(found) >= kill and done_count(board) >= tasks_total // 5 else None
 
             chosen = wait_until(victims, what="processes with running work", procs=procs)
+            killed_at = utcnow()
             for dispatcher_id, proc in list(chosen.items())[:kill]:
                 proc.kill()
                 killed.append(dispatcher_id)
-        wait_until(lambda: done_count(board) == tasks_total, timeout=240, what="every task done", procs=procs)
+        if disrupt is not None:
+            wait_until(lambda: done_count(board) >= tasks_total // 4, what="a quarter done", procs=procs)
+            disrupt()
+        wait_until(lambda: done_count(board) == tasks_total, timeout=300, what="every task done", procs=procs)
+        leader = wait_until(lambda: current_leader(board.db), what="a leader", procs=procs)
     finally:
         for p in procs:
             if p.proc.poll() is None:
@@ -120,7 +142,9 @@ def run_many(
         "tasks": all_tasks,
         "keys": keys,
         "killed": killed,
+        "killed_at": killed_at,
         "procs": procs,
+        "leader": leader,
     }
 
 
