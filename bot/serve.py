@@ -20,6 +20,7 @@ from typing import Any
 
 from bot.chat import AdapterContext, build_adapters
 from bot.http import HttpEndpoint
+from bot.metrics import Metrics
 from core.board import Board, open_board
 from core.clock import utcnow
 from core.config import LanewardenConfig
@@ -66,6 +67,8 @@ class Service:
         self.dispatcher: Dispatcher | None = None
         self.http: HttpEndpoint | None = None
         self.lease: LeaderLease | None = None
+        # /metrics; the scheduler reports through job_run/job_misfire/job_error
+        self.metrics: Metrics | None = None
         self._background: list[asyncio.Task[Any]] = []
         self._cleanups: list[Callable[[], Any]] = []
 
@@ -92,7 +95,10 @@ class Service:
         board = await asyncio.to_thread(open_board, self.config)
         self.board = board
         await asyncio.to_thread(WindowStore(board).sync_config, list(self.config.scheduler.jobs))
-        dispatcher = Dispatcher(board)
+        metrics = Metrics(board, is_leader=lambda: self.lease is not None and self.lease.is_leader)
+        self.metrics = metrics
+        dispatcher = Dispatcher(board, observer=metrics.observer)
+        metrics.attach_dispatcher(dispatcher)
         self.dispatcher = dispatcher
         self.bus.subscribe(dispatcher.wake)
         await dispatcher.start()
@@ -117,6 +123,7 @@ class Service:
                 self.config.http.listen,
                 board.db,
                 dispatcher_id=dispatcher.id,
+                metrics=metrics.scrape,
                 is_leader=lambda: self.lease is not None and self.lease.is_leader,
             )
         context = AdapterContext(self.config, board, self.http)
@@ -188,6 +195,7 @@ class LeaderDuties:
                 misfire_grace_seconds=config.scheduler.misfire_grace_seconds,
                 is_leader=lambda: lease.is_leader,
                 builtin=builtin_windows(config),
+                holder=service.dispatcher.id,
             )
             await self.windows.start()
             windows = self.windows

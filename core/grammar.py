@@ -386,3 +386,7 @@ def help_text(name: str | None = None) -> str:
     lines = ["commands (help COMMAND for its options):"]
     lines += [f"  {v.name:<{width}}  {v.summary}" for v in REGISTRY.values()]
     return "\n".join(lines)
+
+
+# the verbs register themselves on import; whoever parses must see all of them
+import core.commands  # noqa: E402, F401
