@@ -9,6 +9,7 @@ The keys of the Hermes Kanban guides (``[kanban.dispatcher]``, ``[kanban.workers
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -183,10 +184,43 @@ class HttpConfig(_Section):
 
 
 class SlackConfig(_Section):
+    """``mode``: socket (SLACK_APP_TOKEN, no public URL) or http (SLACK_SIGNING_SECRET,
+    Slack posts to ``events_path`` on the [http] endpoint). ``api_base`` points the Web
+    API client elsewhere (a proxy). Channels are ids (C0123ABCD), not names: cards and
+    the idempotency checks address channels by id."""
+
     mode: Literal["socket", "http"] = "socket"
     api_base: str | None = None
+    events_path: str = "/slack/events"
     alert_channel: str | None = None
     notify_channel: str | None = None
+
+    @field_validator("alert_channel", "notify_channel")
+    @classmethod
+    def _channel_id(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        if not re.fullmatch(r"[CGD][A-Z0-9]{2,}", value):
+            raise ValueError(
+                "must be a channel id such as C0123ABCD (in Slack: channel details > About), not a name"
+            )
+        return value
+
+    @field_validator("events_path")
+    @classmethod
+    def _path(cls, value: str) -> str:
+        if not re.fullmatch(r"/[A-Za-z0-9/_.-]*", value):
+            raise ValueError("must be a URL path such as /slack/events")
+        return value
+
+    @field_validator("api_base")
+    @classmethod
+    def _api_url(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must be an http:// or https:// URL such as https://slack.com/api/")
+        return value.rstrip("/") + "/"  # slack-sdk joins method names onto it
 
 
 class DiscordConfig(_Section):

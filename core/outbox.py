@@ -270,6 +270,18 @@ class OutboxDeliverer:
                             thread_ref=delivery.thread_ref,
                         )
                     )
+                elif exists.message_ref != delivery.message_ref:
+                    # the old card was deleted in the chat and the sink posted a new one:
+                    # later edits and thread replies must go to the new message
+                    conn.execute(
+                        update(cards)
+                        .where(
+                            cards.c.task_id == item.task_id,
+                            cards.c.adapter == item.adapter,
+                            cards.c.channel == item.channel,
+                        )
+                        .values(message_ref=delivery.message_ref, thread_ref=delivery.thread_ref)
+                    )
 
     def _retry(self, item: OutboxItem, delay: float, error: str, *, count: bool = True) -> None:
         with self.db.write() as conn:

@@ -1,0 +1,369 @@
+"""Slack in HTTP mode, end to end through the real aiohttp endpoint and slack-bolt.
+
+Slack's side is played by tests/fakes/slack_api.py: it signs requests like Slack,
+serves the Web API the app calls back (auth.test, files.*, views.publish) and the
+response_url the answers go to.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from bot.chat import AdapterContext
+from bot.http import HttpEndpoint
+from bot.slack_app.adapter import SlackAdapter
+from core.board import Board, NewTask, TaskFilter, open_board
+from core.errors import ConfigError
+from core.grammar import REGISTRY
+from core.schema import events
+from tests.conftest import make_config
+from tests.fakes.slack_api import (
+    BOT_TOKEN,
+    SIGNING_SECRET,
+    FakeSlack,
+    button_click,
+    form_body,
+    home_opened,
+    interactive_body,
+    post_signed,
+    slash_command,
+)
+from tests.helpers import snapshot
+
+ACCESS = {
+    "admins": ["slack:UADMIN", "slack-group:SADMINS"],
+    "operators": ["slack:UOPS"],
+    "viewers": ["slack:UVIEW"],
+    "default_role": "none",
+}
+
+
+@dataclass
+class HttpRig:
+    fake: FakeSlack
+    board: Board
+    adapter: SlackAdapter
+    url: str
+    _keys: int = 0
+
+    async def command(self, text: str, *, user: str = "UADMIN", channel: str = "C0001") -> dict[str, Any]:
+        """Run ``/kanban text`` as Slack would; return the answer posted to response_url."""
+        self._keys += 1
+        key = f"cmd{self._keys}"
+        fields = slash_command(text, user=user, channel=channel, response_url=self.fake.response_url(key))
+        status, body = await post_signed(self.url, form_body(fields))
+        assert status == 200, body
+        if body:  # answered in the ack itself (a command that does not parse)
+            return {"_key": key, "_in_ack": True, **json.loads(body)}
+        return await self.answer(key)
+
+    async def answer(self, key: str) -> dict[str, Any]:
+        found = await self.fake.wait_for(lambda: [r for r in self.fake.responses if r["_key"] == key])
+        return found[0]
+
+    async def click(self, action: str, task_id: int, *, user: str = "UADMIN", **kw: Any) -> dict[str, Any]:
+        self._keys += 1
+        key = f"btn{self._keys}"
+        payload = button_click(action, task_id, user=user, response_url=self.fake.response_url(key), **kw)
+        status, body = await post_signed(self.url, interactive_body(payload))
+        assert status == 200, body
+        return await self.answer(key)
+
+
+@pytest.fixture
+async def fake_slack() -> AsyncIterator[FakeSlack]:
+    fake = await FakeSlack().start()
+    yield fake
+    await fake.stop()
+
+
+@pytest.fixture
+async def rig(tmp_path: Path, fake_slack: FakeSlack) -> AsyncIterator[HttpRig]:
+    config = make_config(
+        f"sqlite:///{tmp_path / 'board.db'}",
+        slack={"mode": "http", "api_base": fake_slack.api_base},
+        access=ACCESS,
+    )
+    board = open_board(config)
+    http = HttpEndpoint("127.0.0.1:0", board.db)
+    adapter = SlackAdapter.from_env(
+        config, {"SLACK_BOT_TOKEN": BOT_TOKEN, "SLACK_SIGNING_SECRET": SIGNING_SECRET}
+    )
+    await adapter.start(AdapterContext(config, board, http))
+    port = await http.start()
+    yield HttpRig(fake_slack, board, adapter, f"http://127.0.0.1:{port}/slack/events")
+    await adapter.stop()
+    await http.stop()
+    board.db.dispose()
+
+
+def text_of(answer: dict[str, Any]) -> str:
+    """Everything a person would read in a message: its text and every block's text."""
+    parts = [answer.get("text", "")]
+    for block in answer.get("blocks", []):
+        if "text" in block and isinstance(block["text"], dict):
+            parts.append(block["text"]["text"])
+        for element in block.get("elements", []) + block.get("fields", []):
+            if isinstance(element.get("text"), str):
+                parts.append(element["text"])
+            elif isinstance(element.get("text"), dict):
+                parts.append(element["text"]["text"])
+    return "\n".join(parts)
+
+
+def command_events(board: Board) -> list[Any]:
+    with board.db.read() as conn:
+        return conn.execute(
+            select(events).where(events.c.kind.in_(("command", "denied"))).order_by(events.c.id)
+        ).all()
+
+
+def without_events(snap: dict[str, list[Any]]) -> dict[str, list[Any]]:
+    return {table: rows for table, rows in snap.items() if table != "events"}
+
+
+async def test_add_answers_in_channel_and_records_origin(rig: HttpRig) -> None:
+    answer = await rig.command("add Summarize the April logs --priority 5", channel="C0042")
+    assert answer["response_type"] == "in_channel"
+    assert "Summarize the April logs" in text_of(answer)
+    assert "<@UADMIN>" in text_of(answer)  # who did it: response_url messages have no author
+    [task] = rig.board.list_tasks(TaskFilter())
+    assert (task.title, task.priority, task.created_by, task.origin) == (
+        "Summarize the April logs",
+        5,
+        "slack:UADMIN",
+        "slack:C0042",
+    )
+
+
+# (verb, command text, words the answer must contain, answered in channel?)
+EVERY_VERB = [
+    ("add", "add First task --priority 3", "Created *#1", True),
+    ("add", "add --title 'Second task' --column backlog --parent 1", "Created *#2", True),
+    ("list", "list --all", "Second task", False),
+    ("show", "show 2", "Waits for", False),
+    ("promote", "promote 2", "promoted to ready", False),
+    ("promote-batch", "promote-batch --from ready --to active --max 1", "released: #1", True),
+    ("move", "move 2 backlog", "moved to backlog", False),
+    ("block", "block 2 waiting for data", "#2 blocked", False),
+    ("unblock", "unblock 2", "unblocked to backlog", False),
+    ("cancel", "cancel 2 not needed", "#2 cancelled", False),
+    ("retry", "retry 2", "ready for another try", False),
+    ("unlink", "unlink 1 2", "#2 no longer waits for #1", False),
+    ("link", "link --parent 1 --child 2", "#2 now waits for #1", False),
+    ("comment", "comment 1 the logs are in /srv/logs", "comment added to #1", False),
+    ("caps", "caps", "gateway gpu", False),
+    ("caps set", "caps set gateway gpu 1", "gateway gpu cap is now 1", True),
+    ("caps reset", "caps reset gateway gpu", "gateway gpu cap follows the config", True),
+    ("pause", "pause --profile researcher", "profile researcher paused", True),
+    ("resume", "resume --profile researcher", "profile researcher resumed", True),
+    ("status", "status", "Queue:", True),
+    (
+        "windows add",
+        'windows add night --cron "0 22 * * *" --timezone UTC '
+        '--command "promote-batch --from ready --to active --max 2"',
+        "window night",
+        True,
+    ),
+    ("windows list", "windows list", "night", False),
+    ("windows remove", "windows remove night", "window night removed", True),
+    ("subscribe", "subscribe alerts", "this channel now gets alerts", True),
+    ("unsubscribe", "unsubscribe alerts", "this channel no longer gets alerts", True),
+    ("digest", "digest --hours 2", "digest, last 2h", False),
+    ("help", "help add", "usage: add", False),
+]
+
+
+async def test_every_verb_as_a_signed_slash_command(rig: HttpRig) -> None:
+    assert {verb for verb, *_ in EVERY_VERB} == set(REGISTRY), "a verb has no Slack test"
+    for verb, text, expected, in_channel in EVERY_VERB:
+        answer = await rig.command(text)
+        shown = text_of(answer)
+        assert ":warning:" not in shown, f"{text!r} failed: {shown}"
+        assert expected in shown, f"{text!r} answered {shown!r}"
+        visibility = answer["response_type"]
+        assert visibility == ("in_channel" if in_channel else "ephemeral"), f"{verb}: {visibility}"
+
+    # the board really changed, and every command was audited with its Slack user and channel
+    first, second = rig.board.get(1), rig.board.get(2)
+    assert first.released and first.status == "ready"
+    assert second.status == "ready" and second.attempts == 0
+    assert rig.board.show(2).parents[0].id == 1
+    audited = command_events(rig.board)
+    assert len(audited) == len(EVERY_VERB)
+    assert {(e.kind, e.actor, e.data["channel"]) for e in audited} == {
+        ("command", "slack:UADMIN", "slack:C0001")
+    }
+    assert [e.data["verb"] for e in audited] == [verb for verb, *_ in EVERY_VERB]
+    assert audited[0].message == "/kanban add First task --priority 3"
+
+
+async def test_a_typo_is_answered_in_the_ack_and_changes_nothing(rig: HttpRig) -> None:
+    before = snapshot(rig.board)
+    answer = await rig.command("ad Summarize the logs")
+    assert answer["_in_ack"]
+    assert "Did you mean `add`?" in text_of(answer)
+    assert answer.get("response_type", "ephemeral") == "ephemeral"
+    assert snapshot(rig.board) == before
+
+
+async def test_errors_and_json_are_ephemeral(rig: HttpRig) -> None:
+    answer = await rig.command("show 99")
+    assert answer["response_type"] == "ephemeral"
+    assert "no task #99" in text_of(answer)
+
+    await rig.command("add Something")
+    answer = await rig.command("list --json")
+    assert answer["response_type"] == "ephemeral"
+    [section] = answer["blocks"]
+    body = section["text"]["text"]
+    assert body.startswith("```") and json.loads(body.strip("`"))[0]["title"] == "Something"
+
+
+async def test_user_text_cannot_ping_the_channel(rig: HttpRig) -> None:
+    answer = await rig.command("add <!channel> look at <https://evil.example|this>")
+    shown = text_of(answer)
+    assert "<!channel>" not in shown and "&lt;!channel&gt;" in shown
+    [task] = rig.board.list_tasks(TaskFilter())
+    assert task.title == "<!channel> look at https://evil.example"
+
+
+async def test_bad_signature_and_replayed_request_get_401_and_change_nothing(rig: HttpRig) -> None:
+    await rig.command("add Baseline")  # the app is up and answering
+    before = snapshot(rig.board)
+    calls_before = len(rig.fake.calls)
+    fields = slash_command("add Forged", response_url=rig.fake.response_url("forged"))
+    status, _ = await post_signed(rig.url, form_body(fields), secret="not-the-signing-secret")
+    assert status == 401
+    six_minutes_ago = int(time.time()) - 360
+    status, _ = await post_signed(rig.url, form_body(fields), timestamp=six_minutes_ago)
+    assert status == 401
+    status, _ = await post_signed(rig.url, form_body(fields), signature="v0=" + "0" * 64)
+    assert status == 401
+    assert snapshot(rig.board) == before
+    assert len(rig.fake.calls) == calls_before
+    assert not [r for r in rig.fake.responses if r["_key"] == "forged"]
+
+
+async def test_buttons_cancel_and_retry_a_task(rig: HttpRig) -> None:
+    task = rig.board.add(NewTask(title="Nightly ETL", origin="slack:C0001"), "slack:UOPS")
+
+    answer = await rig.click("cancel", task.id, user="UOPS")
+    assert answer["response_type"] == "ephemeral" and answer["replace_original"] is False
+    assert f"#{task.id} cancelled" in text_of(answer)
+    assert rig.board.get(task.id).status == "cancelled"
+
+    answer = await rig.click("retry", task.id, user="UOPS")
+    assert "ready for another try" in text_of(answer)
+    assert rig.board.get(task.id).status == "ready"
+
+    answer = await rig.click("promote", task.id, user="UOPS")
+    assert rig.board.get(task.id).released
+
+    answer = await rig.click("retry", task.id, user="UOPS")  # not failed: refused, said clearly
+    assert "only failed or cancelled tasks can be retried" in text_of(answer)
+
+    audited = [(e.kind, e.actor, e.message) for e in command_events(rig.board)]
+    assert audited[:2] == [
+        ("command", "slack:UOPS", f"button cancel {task.id}"),
+        ("command", "slack:UOPS", f"button retry {task.id}"),
+    ]
+
+
+async def test_a_viewer_cannot_click_cancel(rig: HttpRig) -> None:
+    task = rig.board.add(NewTask(title="Keep me", origin="slack:C0001"), "slack:UOPS")
+    before = snapshot(rig.board)
+    answer = await rig.click("cancel", task.id, user="UVIEW")
+    assert "needs the operator role" in text_of(answer)
+    assert rig.board.get(task.id).status == "ready"
+    assert without_events(snapshot(rig.board)) == without_events(before)
+
+
+async def test_a_viewer_cannot_change_caps_and_an_admin_can(rig: HttpRig) -> None:
+    rig.fake.usergroups = [{"id": "SADMINS", "handle": "gpu-admins", "users": ["UGROUPIE"]}]
+    before = snapshot(rig.board)
+    answer = await rig.command("caps set board 1", user="UVIEW", channel="C0009")
+    assert answer["response_type"] == "ephemeral"
+    assert "`caps set` needs the admin role; you are viewer" in text_of(answer)
+    assert without_events(snapshot(rig.board)) == without_events(before)
+    [denied] = command_events(rig.board)
+    assert (denied.kind, denied.actor, denied.data["channel"]) == ("denied", "slack:UVIEW", "slack:C0009")
+    assert denied.data["text"] == "/kanban caps set board 1"
+
+    # an operator is not enough either
+    answer = await rig.command("caps set board 1", user="UOPS")
+    assert "needs the admin role; you are operator" in text_of(answer)
+
+    # an admin by user id, and one by membership of an admin user group
+    answer = await rig.command("caps set board 1", user="UADMIN")
+    assert "board cap is now 1" in text_of(answer)
+    answer = await rig.command("caps set board 2", user="UGROUPIE")
+    assert "board cap is now 2" in text_of(answer)
+    limits, _ = rig.board.limits()
+    assert limits.board_cap == 2
+
+
+async def test_unknown_users_get_no_role_by_default_here(rig: HttpRig) -> None:
+    answer = await rig.command("list", user="USTRANGER")
+    assert "`list` needs the viewer role; you are none" in text_of(answer)
+
+
+async def test_status_chart_is_uploaded_to_the_channel(rig: HttpRig) -> None:
+    answer = await rig.command("status --chart", channel="C0007")
+    assert answer["response_type"] == "in_channel"
+    complete = await rig.fake.wait_for(lambda: rig.fake.calls_to("files.completeUploadExternal"))
+    assert complete[0].args["channel_id"] == "C0007"
+    [file_id] = rig.fake.uploads
+    assert rig.fake.uploads[file_id].startswith(b"\x89PNG\r\n\x1a\n")
+
+    rig.fake.closed_channels.add("C0008")  # the app was never invited there
+    await rig.command("status --chart", channel="C0008")
+    refused = await rig.fake.wait_for(
+        lambda: [r for r in rig.fake.responses if "could not post the chart" in r.get("text", "")]
+    )
+    assert "not_in_channel" in refused[0]["text"] and refused[0]["response_type"] == "ephemeral"
+
+
+async def test_app_home_shows_the_callers_tasks_and_the_queue(rig: HttpRig) -> None:
+    rig.board.add(NewTask(title="Mine to do"), "slack:UOPS")
+    rig.board.add(NewTask(title="Someone else's"), "slack:UADMIN")
+    status, _ = await post_signed(rig.url, json.dumps(home_opened("UOPS")), content_type="application/json")
+    assert status == 200
+    [publish] = await rig.fake.wait_for(lambda: rig.fake.calls_to("views.publish"))
+    assert publish.args["user_id"] == "UOPS"
+    home = text_of(publish.args["view"])
+    assert "Mine to do" in home and "Someone else" not in home
+    assert "*ready* 2" in home  # the queue shape counts everyone's tasks
+
+
+async def test_start_refuses_missing_tokens_and_a_refused_token(
+    tmp_path: Path, fake_slack: FakeSlack
+) -> None:
+    url = f"sqlite:///{tmp_path / 'board.db'}"
+    socket = make_config(url, slack={"api_base": fake_slack.api_base})
+    with pytest.raises(ConfigError, match="SLACK_APP_TOKEN"):
+        SlackAdapter.from_env(socket, {"SLACK_BOT_TOKEN": BOT_TOKEN})
+    http_mode = make_config(url, slack={"mode": "http", "api_base": fake_slack.api_base})
+    with pytest.raises(ConfigError, match="SLACK_SIGNING_SECRET"):
+        SlackAdapter.from_env(http_mode, {"SLACK_BOT_TOKEN": BOT_TOKEN})
+
+    board = open_board(http_mode)
+    try:
+        env = {"SLACK_BOT_TOKEN": BOT_TOKEN, "SLACK_SIGNING_SECRET": SIGNING_SECRET}
+        with pytest.raises(ConfigError, match=r"\[http\] listen"):
+            await SlackAdapter.from_env(http_mode, env).start(AdapterContext(http_mode, board, None))
+        env["SLACK_BOT_TOKEN"] = "xoxb-revoked"
+        with pytest.raises(ConfigError, match="invalid_auth"):
+            await SlackAdapter.from_env(http_mode, env).start(
+                AdapterContext(http_mode, board, HttpEndpoint("127.0.0.1:0", board.db))
+            )
+    finally:
+        board.db.dispose()
