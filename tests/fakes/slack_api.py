@@ -114,6 +114,12 @@ class FakeSlack:
         self._holds[method] = asyncio.Event()
         return self._holds[method]
 
+    def release(self, method: str) -> None:
+        """Answer the held calls of ``method`` (to whoever still listens) and stop holding."""
+        hold = self._holds.pop(method, None)
+        if hold is not None:
+            hold.set()
+
     def calls_to(self, method: str, **where: Any) -> list[Call]:
         return [
             c
