@@ -22,7 +22,7 @@ from core.clock import age, utcnow
 from core.config import LanewardenConfig
 from core.db import Database
 from core.errors import Conflict, NotFound, UsageError
-from core.notifications import fan_out_notice, fan_out_task_event
+from core.notifications import TaskNote, fan_out_notice, fan_out_task_events, parse_channel, task_channels
 from core.schema import (
     BODY_MAX,
     COMMENT_MAX,
@@ -53,6 +53,18 @@ MOVES: dict[str, frozenset[str]] = {
 }
 
 Listener = Callable[[str], None]
+
+_INSERT_EVENT = insert(events)
+_INSERT_EVENT_RETURNING = insert(events).returning(events.c.id, sort_by_parameter_order=True)
+
+
+@dataclass(frozen=True, slots=True)
+class EventEntry:
+    task: Task
+    actor: str
+    kind: str
+    message: str
+    data: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +142,7 @@ class Board:
         data: dict[str, Any] | None = None,
         now: datetime | None = None,
     ) -> int:
+        """Append one event (and its outbox rows); returns the event id."""
         now = now or utcnow()
         event_id = conn.execute(
             insert(events)
@@ -139,17 +152,36 @@ class Board:
             .returning(events.c.id)
         ).scalar_one()
         if task is not None:
-            fan_out_task_event(
-                conn,
-                self.config,
-                event_id=event_id,
-                kind=kind,
-                task_id=task.id,
-                origin=task.origin,
-                message=message,
-                now=now,
+            fan_out_task_events(
+                conn, self.config, [TaskNote(event_id, kind, task.id, task.origin, message)], now
             )
         return event_id
+
+    def record_many(self, conn: Connection, entries: Sequence[EventEntry], now: datetime) -> None:
+        """Append task events in one statement: the dispatcher's hot path."""
+        if not entries:
+            return
+        rows = [
+            {
+                "task_id": e.task.id,
+                "at": now,
+                "actor": e.actor,
+                "kind": e.kind,
+                "message": e.message,
+                "data": e.data,
+            }
+            for e in entries
+        ]
+        channels = task_channels(conn, self.config)
+        if not channels and not any(parse_channel(e.task.origin) for e in entries):
+            conn.execute(_INSERT_EVENT, rows)  # no chat channel cares: no ids needed
+            return
+        ids = conn.execute(_INSERT_EVENT_RETURNING, rows).scalars().all()
+        notes = [
+            TaskNote(i, e.kind, e.task.id, e.task.origin, e.message)
+            for i, e in zip(ids, entries, strict=True)
+        ]
+        fan_out_task_events(conn, self.config, notes, now, channels)
 
     def audit(self, actor: str, kind: str, message: str, data: dict[str, Any] | None = None) -> None:
         """An event that is not about one task: denied commands, caps, pauses, windows."""

@@ -23,13 +23,13 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, func, insert, select, text, update
+from sqlalchemy import Connection, bindparam, func, insert, select, text, update
 
-from core.board import Board, parents_pending
+from core.board import Board, EventEntry, parents_pending
 from core.caps import Limits, Usage, gateway_cap
 from core.clock import utcnow
 from core.db import CLAIM_LOCK
@@ -128,8 +128,8 @@ class ClaimKernel:
                     rows = self._candidates(conn, profile, room, now, windowed)
                     if rows:
                         heads[profile] = rows
-            claims: list[Claim] = []
-            while heads and len(claims) < max_claims and board_free > 0:
+            chosen: list[tuple[Any, str | None]] = []
+            while heads and len(chosen) < max_claims and board_free > 0:
                 profile = self._pick(heads)
                 row = heads[profile].pop(0)
                 gateway = self.config.profiles[profile].gateway
@@ -138,14 +138,14 @@ class ClaimKernel:
                 if profile_free[profile] <= 0 or (gateway is not None and gateway_free.get(gateway, 0) <= 0):
                     heads.pop(profile, None)
                     continue
-                claims.append(self._take(conn, row, gateway, now, lease))
+                chosen.append((row, gateway))
                 board_free -= 1
                 profile_free[profile] -= 1
                 if gateway is not None:
                     gateway_free[gateway] -= 1
                 self._turn += 1
                 self._served[profile] = self._turn
-            return claims
+            return self._take(conn, chosen, now, lease)
 
     def _free_slots(
         self, limits: Limits, usage: Usage, now: datetime
@@ -197,41 +197,61 @@ class ClaimKernel:
         )
 
     def _take(
-        self, conn: Connection, row: Any, gateway: str | None, now: datetime, lease: timedelta
-    ) -> Claim:
-        task = Task.from_row(row)
-        attempt = conn.execute(select(func.count()).where(runs.c.task_id == task.id)).scalar_one() + 1
-        run_id = conn.execute(
-            insert(runs)
-            .values(
-                task_id=task.id,
-                attempt=attempt,
-                dispatcher=self.dispatcher_id,
-                profile=task.profile,
-                gateway=gateway,
-                claimed_at=now,
-                ready_at=task.updated_at,
-                lease_expires_at=now + lease,
-            )
-            .returning(runs.c.id)
-        ).scalar_one()
+        self, conn: Connection, chosen: list[tuple[Any, str | None]], now: datetime, lease: timedelta
+    ) -> list[Claim]:
+        """Open a run for each chosen task and mark it active: a few statements for the whole batch."""
+        if not chosen:
+            return []
+        ids = [row.id for row, _ in chosen]
+        earlier = dict(
+            conn.execute(
+                select(runs.c.task_id, func.count()).where(runs.c.task_id.in_(ids)).group_by(runs.c.task_id)
+            ).all()
+        )
+        new_runs = [
+            {
+                "task_id": row.id,
+                "attempt": earlier.get(row.id, 0) + 1,
+                "dispatcher": self.dispatcher_id,
+                "profile": row.profile,
+                "gateway": gateway,
+                "claimed_at": now,
+                "ready_at": _ready_at(row),
+                "lease_expires_at": now + lease,
+            }
+            for row, gateway in chosen
+        ]
+        run_ids = conn.execute(_INSERT_RUN, new_runs).scalars().all()
         conn.execute(
-            update(tasks)
-            .where(tasks.c.id == task.id)
-            .values(status="active", current_run_id=run_id, released=False, started_at=now, updated_at=now)
+            _MARK_ACTIVE,
+            [
+                {"b_task": row.id, "b_run": rid, "b_now": now}
+                for (row, _), rid in zip(chosen, run_ids, strict=True)
+            ],
         )
-        active = Task.from_row(conn.execute(select(tasks).where(tasks.c.id == task.id)).one())
-        where = f" on {gateway}" if gateway else ""
-        self.board.record(
-            conn,
-            self.dispatcher_id,
-            "started",
-            f"attempt {attempt} started by {self.dispatcher_id}{where}",
-            task=active,
-            data={"run": run_id},
-            now=now,
-        )
-        return Claim(run_id, active, attempt, gateway, now, task.updated_at)
+        claims, entries = [], []
+        for (row, gateway), run_id, new_run in zip(chosen, run_ids, new_runs, strict=True):
+            task = replace(
+                Task.from_row(row),
+                status="active",
+                current_run_id=run_id,
+                released=False,
+                started_at=now,
+                updated_at=now,
+            )
+            where = f" on {gateway}" if gateway else ""
+            entries.append(
+                EventEntry(
+                    task,
+                    self.dispatcher_id,
+                    "started",
+                    f"attempt {new_run['attempt']} started by {self.dispatcher_id}{where}",
+                    {"run": run_id},
+                )
+            )
+            claims.append(Claim(run_id, task, new_run["attempt"], gateway, now, new_run["ready_at"]))
+        self.board.record_many(conn, entries, now)
+        return claims
 
     def _locked(self, query: Any) -> Any:
         """Row locks on PostgreSQL; SQLite's write transaction already excludes everyone."""
@@ -244,104 +264,115 @@ class ClaimKernel:
         if not completions:
             return []
         now = utcnow()
-        results = []
         with self.db.write() as conn:
-            for done in completions:
-                results.append(self._finish_one(conn, done, now))
-        return results
-
-    def _finish_one(self, conn: Connection, done: Completion, now: datetime) -> Finished:
-        run = conn.execute(
-            self._locked(
-                select(runs.c.id, runs.c.task_id, runs.c.gateway, runs.c.finished_at).where(
-                    runs.c.id == done.run_id, runs.c.dispatcher == self.dispatcher_id
+            query = (
+                select(
+                    runs.c.id.label("run_id"),
+                    runs.c.gateway,
+                    runs.c.finished_at.label("run_finished_at"),
+                    tasks,
+                )
+                .join(tasks, tasks.c.id == runs.c.task_id)
+                .where(
+                    runs.c.id.in_([c.run_id for c in completions]), runs.c.dispatcher == self.dispatcher_id
                 )
             )
-        ).first()
-        if run is None or run.finished_at is not None:
-            return Finished(done.run_id, done.task_id, False, note="run was already closed (reclaimed)")
-        task = Task.from_row(conn.execute(self._locked(select(tasks).where(tasks.c.id == run.task_id))).one())
-        owns_task = task.status == "active" and task.current_run_id == done.run_id
-        outcome = done.outcome if owns_task else "cancelled"
-        conn.execute(
-            update(runs)
-            .where(runs.c.id == done.run_id)
-            .values(
-                finished_at=now,
-                outcome=outcome,
-                started_at=done.started_at,
-                latency_ms=done.latency_ms,
-                ttft_ms=done.ttft_ms,
-                prompt_tokens=done.prompt_tokens,
-                completion_tokens=done.completion_tokens,
-                error=done.error,
-            )
-        )
-        if run.gateway is not None:
-            self._update_gateway_window(conn, run.gateway, done, now)
-        if not owns_task:
-            # cancelled, blocked or moved while running: the work is discarded
-            self.board.signal(conn, "dispatch")
-            return Finished(
-                done.run_id, task.id, False, task.status, note=f"task is {task.status}; result discarded"
-            )
-        status = self._apply_outcome(conn, task, done, now)
-        self.board.signal(conn, "dispatch")
-        return Finished(done.run_id, task.id, True, status)
+            found = {r.run_id: r for r in conn.execute(self._locked(query))}
+            results: list[Finished] = []
+            run_updates: list[dict[str, Any]] = []
+            task_updates: list[dict[str, Any]] = []
+            entries: list[EventEntry] = []
+            windows: dict[str, list[Completion]] = {}
+            for done in completions:
+                row = found.get(done.run_id)
+                if row is None or row.run_finished_at is not None:
+                    results.append(
+                        Finished(done.run_id, done.task_id, False, note="run was already closed (reclaimed)")
+                    )
+                    continue
+                task = Task.from_row(row)
+                owns_task = task.status == "active" and task.current_run_id == done.run_id
+                run_updates.append(_run_values(done, done.outcome if owns_task else "cancelled", now))
+                if row.gateway is not None:
+                    windows.setdefault(row.gateway, []).append(done)
+                if not owns_task:
+                    # cancelled, blocked or moved while running: the work is discarded
+                    results.append(
+                        Finished(
+                            done.run_id,
+                            task.id,
+                            False,
+                            task.status,
+                            note=f"task is {task.status}; result discarded",
+                        )
+                    )
+                    continue
+                values, kind, message = self._outcome(task, done, now)
+                task_updates.append(values)
+                updated = replace(
+                    task,
+                    **{k.removeprefix("b_"): v for k, v in values.items() if k not in ("b_task", "b_now")},
+                    updated_at=now,
+                )
+                entries.append(
+                    EventEntry(
+                        updated,
+                        self.dispatcher_id,
+                        kind,
+                        message,
+                        {"run": done.run_id, "outcome": done.outcome},
+                    )
+                )
+                results.append(Finished(done.run_id, task.id, True, values["b_status"]))
+            if run_updates:
+                conn.execute(_CLOSE_RUN, run_updates)
+            if task_updates:
+                conn.execute(_SET_OUTCOME, task_updates)
+            for gateway, finished in windows.items():
+                self._update_gateway_window(conn, gateway, finished, now)
+            self.board.record_many(conn, entries, now)
+            if run_updates:
+                self.board.signal(conn, "dispatch")
+        return results
 
-    def _apply_outcome(self, conn: Connection, task: Task, done: Completion, now: datetime) -> str:
-        base = {"updated_at": now}
+    def _outcome(self, task: Task, done: Completion, now: datetime) -> tuple[dict[str, Any], str, str]:
+        """The task's new values (as bind parameters), the event kind and its message."""
+        values = {
+            "b_task": task.id,
+            "b_now": now,
+            "b_status": "ready",
+            "b_result": task.result,
+            "b_error": task.error,
+            "b_attempts": task.attempts,
+            "b_not_before": task.not_before,
+            "b_finished_at": None,
+        }
         if done.outcome == "succeeded":
-            values = {
-                **base,
-                "status": "done",
-                "result": done.result,
-                "error": None,
-                "attempts": task.attempts + 1,
-                "finished_at": now,
-            }
-            kind, message = "succeeded", f"done in {_seconds(done.latency_ms)}"
-        elif done.outcome in TASK_ERRORS:
+            values.update(
+                b_status="done",
+                b_result=done.result,
+                b_error=None,
+                b_attempts=task.attempts + 1,
+                b_finished_at=now,
+            )
+            return values, "succeeded", f"done in {_seconds(done.latency_ms)}"
+        if done.outcome in TASK_ERRORS:
             attempts = task.attempts + 1
+            values.update(b_error=done.error, b_attempts=attempts)
             if done.retryable and attempts < task.max_attempts:
                 delay = self._backoff(attempts)
-                values = {
-                    **base,
-                    "status": "ready",
-                    "error": done.error,
-                    "attempts": attempts,
-                    "not_before": now + timedelta(seconds=delay),
-                }
-                kind = "retry_scheduled"
-                message = f"attempt {attempts}/{task.max_attempts} {_describe(done)}; retry in {delay:.0f}s"
-            else:
-                values = {
-                    **base,
-                    "status": "failed",
-                    "error": done.error,
-                    "attempts": attempts,
-                    "finished_at": now,
-                }
-                kind = "failed"
-                why = "" if done.retryable else " (not retryable)"
-                message = f"failed after {attempts} attempt(s){why}: {_describe(done)}"
-        elif done.outcome in INFRASTRUCTURE_OUTCOMES:
-            values = {**base, "status": "ready"}
-            kind, message = "requeued", f"back to ready without using an attempt: {_describe(done)}"
-        else:
-            raise ValueError(f"unexpected outcome {done.outcome!r}")
-        conn.execute(update(tasks).where(tasks.c.id == task.id).values(**values))
-        updated = Task.from_row(conn.execute(select(tasks).where(tasks.c.id == task.id)).one())
-        self.board.record(
-            conn,
-            self.dispatcher_id,
-            kind,
-            message,
-            task=updated,
-            data={"run": done.run_id, "outcome": done.outcome},
-            now=now,
-        )
-        return values["status"]
+                values.update(b_not_before=now + timedelta(seconds=delay))
+                return (
+                    values,
+                    "retry_scheduled",
+                    (f"attempt {attempts}/{task.max_attempts} {_describe(done)}; retry in {delay:.0f}s"),
+                )
+            values.update(b_status="failed", b_finished_at=now)
+            why = "" if done.retryable else " (not retryable)"
+            return values, "failed", f"failed after {attempts} attempt(s){why}: {_describe(done)}"
+        if done.outcome in INFRASTRUCTURE_OUTCOMES:
+            return values, "requeued", f"back to ready without using an attempt: {_describe(done)}"
+        raise ValueError(f"unexpected outcome {done.outcome!r}")
 
     def _backoff(self, attempts: int) -> float:
         cfg = self.config.kanban.dispatcher
@@ -350,37 +381,43 @@ class ClaimKernel:
 
     # -------------------------------------------------------- gateway windows
 
-    def _update_gateway_window(self, conn: Connection, gateway: str, done: Completion, now: datetime) -> None:
-        """Slow start after an outage, and shrinking on backpressure, in the shared window."""
+    def _update_gateway_window(
+        self, conn: Connection, gateway: str, finished: list[Completion], now: datetime
+    ) -> None:
+        """Slow start after an outage, and shrinking on backpressure, in the shared window.
+
+        Steady state (no window in force, no trouble) writes nothing."""
+        trouble = any(c.outcome in ("backpressure", "gateway_down") for c in finished)
         state = conn.execute(
             self._locked(select(gateway_state).where(gateway_state.c.name == gateway))
         ).first()
+        if not trouble and (state is None or state.current_limit is None):
+            return
         cap = gateway_cap(conn, self.config, gateway)
-        if done.outcome == "backpressure":
-            in_flight = Usage.load(conn).by_gateway.get(gateway, 0)
-            current = state.current_limit if state is not None and state.current_limit is not None else cap
-            shrunk = max(1, min(current, in_flight) // 2)
-            wait = done.retry_after if done.retry_after is not None else 1.0
-            set_gateway_state(
-                conn,
-                gateway,
-                now,
-                current_limit=shrunk,
-                backoff_until=now + timedelta(seconds=min(wait, 300)),
-                last_error=done.error,
-            )
-            record_limit(conn, gateway, now, shrunk, in_flight, "backpressure")
-        elif done.outcome == "gateway_down":
-            set_gateway_state(conn, gateway, now, healthy=False, last_error=done.error, changed_at=now)
-        elif done.outcome == "succeeded" and state is not None and state.current_limit is not None:
-            if state.current_limit < cap:
-                grown = state.current_limit + 1
-                set_gateway_state(conn, gateway, now, current_limit=grown)
-                record_limit(
-                    conn, gateway, now, grown, Usage.load(conn).by_gateway.get(gateway, 0), "slow_start"
+        limit = state.current_limit if state is not None else None
+        for done in finished:
+            if done.outcome == "backpressure":
+                in_flight = Usage.load(conn).by_gateway.get(gateway, 0)
+                limit = max(1, min(limit if limit is not None else cap, in_flight) // 2)
+                wait = done.retry_after if done.retry_after is not None else 1.0
+                set_gateway_state(
+                    conn,
+                    gateway,
+                    now,
+                    current_limit=limit,
+                    backoff_until=now + timedelta(seconds=min(wait, 300)),
+                    last_error=done.error,
                 )
-            else:
-                set_gateway_state(conn, gateway, now, current_limit=None)
+                record_limit(conn, gateway, now, limit, in_flight, "backpressure")
+            elif done.outcome == "gateway_down":
+                set_gateway_state(conn, gateway, now, healthy=False, last_error=done.error, changed_at=now)
+            elif done.outcome == "succeeded" and limit is not None:
+                limit = limit + 1 if limit < cap else None
+                set_gateway_state(conn, gateway, now, current_limit=limit)
+                if limit is not None:
+                    record_limit(
+                        conn, gateway, now, limit, Usage.load(conn).by_gateway.get(gateway, 0), "slow_start"
+                    )
 
     # ------------------------------------------------- leases and stop requests
 
@@ -505,6 +542,68 @@ def record_limit(
             gateway=gateway, at=now, current_limit=limit, in_flight=in_flight, reason=reason
         )
     )
+
+
+_INSERT_RUN = insert(runs).returning(runs.c.id, sort_by_parameter_order=True)
+_MARK_ACTIVE = (
+    update(tasks)
+    .where(tasks.c.id == bindparam("b_task"))
+    .values(
+        status="active",
+        current_run_id=bindparam("b_run"),
+        released=False,
+        started_at=bindparam("b_now"),
+        updated_at=bindparam("b_now"),
+    )
+)
+_CLOSE_RUN = (
+    update(runs)
+    .where(runs.c.id == bindparam("b_run"), runs.c.finished_at.is_(None))
+    .values(
+        finished_at=bindparam("b_now"),
+        outcome=bindparam("b_outcome"),
+        started_at=bindparam("b_started"),
+        latency_ms=bindparam("b_latency"),
+        ttft_ms=bindparam("b_ttft"),
+        prompt_tokens=bindparam("b_prompt"),
+        completion_tokens=bindparam("b_completion"),
+        error=bindparam("b_error"),
+    )
+)
+_SET_OUTCOME = (
+    update(tasks)
+    .where(tasks.c.id == bindparam("b_task"))
+    .values(
+        status=bindparam("b_status"),
+        result=bindparam("b_result"),
+        error=bindparam("b_error"),
+        attempts=bindparam("b_attempts"),
+        not_before=bindparam("b_not_before"),
+        finished_at=bindparam("b_finished_at"),
+        updated_at=bindparam("b_now"),
+    )
+)
+
+
+def _run_values(done: Completion, outcome: str, now: datetime) -> dict[str, Any]:
+    return {
+        "b_run": done.run_id,
+        "b_now": now,
+        "b_outcome": outcome,
+        "b_started": done.started_at,
+        "b_latency": done.latency_ms,
+        "b_ttft": done.ttft_ms,
+        "b_prompt": done.prompt_tokens,
+        "b_completion": done.completion_tokens,
+        "b_error": done.error,
+    }
+
+
+def _ready_at(row: Any) -> datetime:
+    """When the task became dispatchable: its last change, or its not_before if later."""
+    if row.not_before is not None and row.not_before > row.updated_at:
+        return row.not_before
+    return row.updated_at
 
 
 def _seconds(ms: float | None) -> str:

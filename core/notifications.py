@@ -8,6 +8,7 @@ is delivered, so pending card edits coalesce into the newest state for free.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -70,52 +71,68 @@ def subscribed_channels(conn: Connection, topic: str) -> set[tuple[str, str]]:
     return {(r.adapter, r.channel) for r in rows}
 
 
-def fan_out_task_event(
+@dataclass(frozen=True, slots=True)
+class TaskNote:
+    """A task event that may concern chat channels."""
+
+    event_id: int | None
+    kind: str
+    task_id: int
+    origin: str | None
+    message: str
+
+
+def task_channels(conn: Connection, config: LanewardenConfig) -> set[tuple[str, str]]:
+    """Channels that follow every task (subscriptions and the config's notify channels)."""
+    return subscribed_channels(conn, "tasks") | configured_channels(config, "tasks")
+
+
+def fan_out_task_events(
     conn: Connection,
     config: LanewardenConfig,
-    *,
-    event_id: int,
-    kind: str,
-    task_id: int,
-    origin: str | None,
-    message: str,
+    notes: list[TaskNote],
     now: datetime,
+    channels: set[tuple[str, str]] | None = None,
 ) -> None:
-    if kind not in CARD_EVENTS:
+    """Card and thread-update rows for each note, for every channel following its task."""
+    notes = [n for n in notes if n.kind in CARD_EVENTS]
+    if not notes:
         return
-    channels = subscribed_channels(conn, "tasks") | configured_channels(config, "tasks")
-    origin_channel = parse_channel(origin)
-    if origin_channel:
-        channels.add(origin_channel)
+    following = task_channels(conn, config) if channels is None else channels
     rows: list[dict[str, Any]] = []
-    for adapter, channel in sorted(channels):
-        key = f"card:{task_id}:{adapter}:{channel}"
-        rows.append(
-            _row(
-                adapter,
-                channel,
-                "card",
-                now,
-                task_id=task_id,
-                event_id=event_id,
-                key=key,
-                payload={"event": kind},
-            )
-        )
-        if kind != "created":
+    for note in notes:
+        targets = set(following)
+        origin_channel = parse_channel(note.origin)
+        if origin_channel:
+            targets.add(origin_channel)
+        for adapter, channel in sorted(targets):
+            key = f"card:{note.task_id}:{adapter}:{channel}"
             rows.append(
                 _row(
                     adapter,
                     channel,
-                    "update",
+                    "card",
                     now,
-                    task_id=task_id,
-                    event_id=event_id,
-                    payload={"event": kind, "text": message},
+                    task_id=note.task_id,
+                    event_id=note.event_id,
+                    key=key,
+                    payload={"event": note.kind},
                 )
             )
+            if note.kind != "created":
+                rows.append(
+                    _row(
+                        adapter,
+                        channel,
+                        "update",
+                        now,
+                        task_id=note.task_id,
+                        event_id=note.event_id,
+                        payload={"event": note.kind, "text": note.message},
+                    )
+                )
     if rows:
-        _supersede_pending_cards(conn, [r["coalesce_key"] for r in rows if r["coalesce_key"]])
+        _supersede_pending_cards(conn, sorted({r["coalesce_key"] for r in rows if r["coalesce_key"]}))
         conn.execute(insert(outbox), rows)
 
 
