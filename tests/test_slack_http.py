@@ -7,6 +7,7 @@ response_url the answers go to.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import AsyncIterator
@@ -17,13 +18,14 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from bot.chat import AdapterContext
+from bot.chat import AdapterContext, build_adapters
 from bot.http import HttpEndpoint
 from bot.slack_app.adapter import SlackAdapter
 from core.board import Board, NewTask, TaskFilter, open_board
 from core.errors import ConfigError
 from core.grammar import REGISTRY
-from core.schema import events
+from core.outbox import OutboxDeliverer
+from core.schema import events, outbox
 from tests.conftest import make_config
 from tests.fakes.slack_api import (
     BOT_TOKEN,
@@ -367,3 +369,48 @@ async def test_start_refuses_missing_tokens_and_a_refused_token(
             )
     finally:
         board.db.dispose()
+
+
+async def test_the_whole_story_command_card_button_card(rig: HttpRig) -> None:
+    """/kanban add in a channel -> its card appears there -> Cancel on the card -> the card
+    shows cancelled and its thread says who did it."""
+    await rig.command("add Rebuild the index", user="UOPS", channel="C0042")
+    leader = OutboxDeliverer(rig.board, {"slack": rig.adapter.sink}, "leader", per_channel_interval=0)
+
+    async def drain() -> None:
+        for _round in range(500):
+            if not [r for r in outbox_rows(rig.board) if r.state in ("pending", "sending")]:
+                return
+            await leader.deliver_due()
+            await asyncio.sleep(0.01)
+        raise AssertionError("the outbox did not drain")
+
+    await drain()
+    [card] = rig.fake.posts("C0042")
+    assert "Rebuild the index" in json.dumps(card["blocks"])
+    cancel = next(
+        e
+        for b in card["blocks"]
+        if b["type"] == "actions"
+        for e in b["elements"]
+        if e["action_id"].endswith("cancel")
+    )
+    await rig.click("cancel", int(cancel["value"]), user="UOPS", message_ts=card["ts"], channel="C0042")
+    await drain()
+    [edited] = [m for m in rig.fake.posts("C0042") if "thread_ts" not in m]
+    assert edited["ts"] == card["ts"] and ":heavy_multiplication_x: *cancelled*" in json.dumps(
+        edited["blocks"]
+    )
+    [reply] = [m for m in rig.fake.posts("C0042") if m.get("thread_ts") == card["ts"]]
+    assert reply["text"] == "#1 cancelled"
+
+
+def test_serve_builds_this_adapter_from_the_environment(tmp_path: Path) -> None:
+    config = make_config(f"sqlite:///{tmp_path / 'board.db'}")
+    [adapter] = build_adapters(config, {"SLACK_BOT_TOKEN": BOT_TOKEN, "SLACK_APP_TOKEN": "xapp-1"})
+    assert isinstance(adapter, SlackAdapter) and adapter.name == "slack" and adapter.sink.adapter == "slack"
+
+
+def outbox_rows(board: Board) -> list[Any]:
+    with board.db.read() as conn:
+        return conn.execute(select(outbox)).all()

@@ -37,6 +37,7 @@ from core.executor import Executor
 log = logging.getLogger("lanewarden.slack")
 
 DEFAULT_API_BASE = "https://slack.com/api/"
+WEB_API_TIMEOUT_SECONDS = 15
 AUTH_ERRORS = frozenset({"invalid_auth", "not_authed", "token_revoked", "token_expired", "account_inactive"})
 
 
@@ -61,6 +62,8 @@ class SlackAdapter:
             token=bot_token,
             base_url=config.slack.api_base or DEFAULT_API_BASE,
             retry_handlers=[],
+            # well inside the outbox's 60 s claim, so a hung call cannot outlive its claim
+            timeout=WEB_API_TIMEOUT_SECONDS,
             logger=logging.getLogger("lanewarden.slack.api"),
         )
         self._sink = SlackSink(self.client)
