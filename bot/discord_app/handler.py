@@ -194,8 +194,9 @@ class CommandHandler:
         done_part, _, typing = current.rpartition(",") if many else ("", "", current)
         prefix = f"{done_part.strip()}, " if done_part.strip() else ""
         tasks = await asyncio.to_thread(self._task_candidates, spec.name, typing.strip().lstrip("#"))
+        already = {part.strip().lstrip("#") for part in done_part.split(",")}
         choices = []
-        for task in tasks[:CHOICES_LIMIT]:
+        for task in [t for t in tasks if str(t.id) not in already][:CHOICES_LIMIT]:
             label = f"{prefix}#{task.id} · {task.title}"
             suffix = f" · {task.lane}"
             if len(label) + len(suffix) > 100:

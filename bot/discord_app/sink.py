@@ -7,13 +7,14 @@ retry:
 - Every new message carries the outbox row id as its ``nonce`` with ``enforce_nonce``,
   so Discord returns the existing message instead of posting a second one when a row
   is sent again (after a timeout, or after a crash between posting and recording).
-- A card is posted once per task and channel, then edited. Its thread has the card
+- A card is posted once per task and channel, then edited (a card someone deleted is
+  posted afresh, and the outbox records the new message). Its thread has the card
   message's id (Discord gives a thread started from a message that message's id); it
   is created on the first state change, so quiet tasks leave no empty threads.
 - A 429 that discord.py does not absorb itself (a wait above ``max_ratelimit_timeout``,
   or five in a row) becomes ``RateLimited`` with Discord's ``retry_after``; 5xx and
   network errors are transient; 403/404/400 are permanent (missing access, unknown
-  channel, deleted card), kept on the dead row with Discord's reason.
+  channel), kept on the dead row with Discord's reason.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from core.tasks import Task
 log = logging.getLogger("lanewarden.discord.outbox")
 
 UNKNOWN_CHANNEL = 10003
+UNKNOWN_MESSAGE = 10008
 THREAD_ALREADY_CREATED = 160004
 THREAD_ARCHIVE_MINUTES = 10080  # a week: a card's thread stays open while its task lives
 HISTORY_SCAN = 50  # recent messages searched for a card posted just before a crash
@@ -94,24 +96,31 @@ class DiscordSink:
             raise PermanentError(f"task #{item.task_id} no longer exists")
         channel = self.client.get_partial_messageable(int(item.channel))
         view = card_view(task)
-        if card is None:
-            message = await channel.send(
-                embed=task_embed(task),
-                view=view if view is not None else discord.utils.MISSING,
-                nonce=nonce_for(item),
-                allowed_mentions=NO_MENTIONS,
-            )
-            return Delivery(str(message.id), str(message.id))
-        await channel.get_partial_message(int(card.message_ref)).edit(
-            embed=task_embed(task), view=view, allowed_mentions=NO_MENTIONS
+        if card is not None:
+            try:
+                await channel.get_partial_message(int(card.message_ref)).edit(
+                    embed=task_embed(task), view=view, allowed_mentions=NO_MENTIONS
+                )
+                return Delivery(card.message_ref, card.thread_ref)
+            except discord.NotFound as exc:
+                if exc.code != UNKNOWN_MESSAGE:
+                    raise
+                # someone deleted the card: post a fresh one (the outbox records its new id)
+                log.info("outbox %d: the card of #%s was deleted; posting a new one", item.id, task.id)
+        message = await channel.send(
+            embed=task_embed(task),
+            view=view if view is not None else discord.utils.MISSING,
+            nonce=nonce_for(item),
+            allowed_mentions=NO_MENTIONS,
         )
-        return Delivery(card.message_ref, card.thread_ref)
+        return Delivery(str(message.id), str(message.id))
 
     async def _update(self, item: OutboxItem, task: Task | None, card: Card | None) -> Delivery:
         text = _text(item)
         if card is None:
-            # the card could not be posted (or was dropped): the change still reaches the channel
-            return await self._post(int(item.channel), text, item)
+            # the card could not be posted (or was dropped): say which task, in the channel
+            title = f" {task.title}" if task is not None else ""
+            return await self._post(int(item.channel), shorten(f"#{item.task_id}{title}: {text}", 2000), item)
         thread_id = int(card.thread_ref or card.message_ref)
         try:
             return await self._post(thread_id, text, item)

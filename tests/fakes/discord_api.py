@@ -809,7 +809,9 @@ class RunningBot:
         self, path: str, *, user: int = ADMIN, channel_id: int = CHANNEL, **values: Any
     ) -> InteractionLog:
         roles = (ADMIN_ROLE,) if user == ADMIN else ()
-        payload = self.fake.slash(path, user=user, roles=roles, channel_id=channel_id, guild_id=GUILD, **values)
+        payload = self.fake.slash(
+            path, user=user, roles=roles, channel_id=channel_id, guild_id=GUILD, **values
+        )
         return await self.fake.run(payload)
 
     async def complete(self, path: str, focused: str, *, user: int = ADMIN, **values: Any) -> list[str]:
