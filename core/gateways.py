@@ -129,6 +129,9 @@ class GatewayMonitor:
         return {h.name: h for h in results}
 
     async def _watch(self, name: str, gateway: GatewayConfig, client: httpx.AsyncClient) -> None:
+        from core.signals import SignalReader  # imported here: core.signals builds on this module
+
+        signals = SignalReader(name, gateway)
         while True:
             health = await probe(name, gateway, client)
             self.last[name] = health
@@ -144,4 +147,6 @@ class GatewayMonitor:
                 )
                 if self.on_change is not None:
                     self.on_change(name, health.healthy)
+            # what the server itself reports (its queue, KV cache, models); never raises
+            await signals.refresh(self.db, client, healthy=health.healthy)
             await asyncio.sleep(gateway.probe_interval_seconds)

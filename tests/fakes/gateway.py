@@ -4,6 +4,10 @@ It streams chat completions like vLLM does, and records every request (which tas
 which model, when it started and ended) and the peak number of requests in flight, per
 server, per model and across a group of servers (the board). It can be stopped and
 restarted on the same port (an outage), answer 429/503 on demand, or delay answers.
+``hold()`` keeps every new chat request waiting until ``release()``, so a test can look
+at a board with a known number of requests in flight. With ``server_metrics="vllm"``
+(or ``"llamacpp"``) it also serves that server's ``/metrics`` (and llama.cpp ``/slots``)
+reporting its real in-flight count as running and ``server_waiting`` as the queue.
 
 It runs its own event loop in a thread, so tests (and the ``serve`` subprocesses they
 start) talk to it over real HTTP.
@@ -54,8 +58,16 @@ class Tracker:
 
 class FakeGateway:
     def __init__(
-        self, *, delay: float = 0.05, tokens: int = 4, tracker: Tracker | None = None, port: int = 0
+        self,
+        *,
+        delay: float = 0.05,
+        tokens: int = 4,
+        tracker: Tracker | None = None,
+        port: int = 0,
+        server_metrics: str | None = None,
     ) -> None:
+        self.server_metrics = server_metrics
+        self.server_waiting = 0
         self.delay = delay
         self.tokens = tokens
         self.tracker = tracker or Tracker()
@@ -71,6 +83,8 @@ class FakeGateway:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._thread.start()
+        self._open = asyncio.Event()  # cleared by hold(): chat requests wait for release()
+        self._loop.call_soon_threadsafe(self._open.set)
         self._runner: web.AppRunner | None = None
         self.start()
 
@@ -97,6 +111,18 @@ class FakeGateway:
         with self._lock:
             self.fail_queue.extend([(status, headers)] * count)
 
+    def hold(self) -> None:
+        asyncio.run_coroutine_threadsafe(self._set_open(False), self._loop).result(10)
+
+    def release(self) -> None:
+        asyncio.run_coroutine_threadsafe(self._set_open(True), self._loop).result(10)
+
+    async def _set_open(self, value: bool) -> None:
+        if value:
+            self._open.set()
+        else:
+            self._open.clear()
+
     def task_counts(self) -> Counter[int]:
         with self._lock:
             return Counter(r.task_id for r in self.requests if r.ended is not None and r.task_id is not None)
@@ -113,6 +139,10 @@ class FakeGateway:
         app.router.add_get("/v1/models", self._models)
         app.router.add_get("/health", self._health)
         app.router.add_get("/api/tags", self._health)
+        if self.server_metrics is not None:
+            app.router.add_get("/metrics", self._server_metrics)
+        if self.server_metrics == "llamacpp":
+            app.router.add_get("/slots", self._slots)
         self._runner = web.AppRunner(app, handle_signals=False)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", self.port, reuse_address=True)
@@ -128,6 +158,25 @@ class FakeGateway:
         return web.json_response(
             {"status": "ok"} if self.health_status == 200 else {"error": "down"}, status=self.health_status
         )
+
+    async def _server_metrics(self, request: web.Request) -> web.Response:
+        with self._lock:
+            running, waiting = self.in_flight, self.server_waiting
+        if self.server_metrics == "llamacpp":
+            names = ("llamacpp:requests_processing", "llamacpp:requests_deferred")
+            labels = ""
+        else:
+            names = ("vllm:num_requests_running", "vllm:num_requests_waiting")
+            labels = '{engine="0",model_name="fake"}'
+        lines = []
+        for name, value in zip(names, (running, waiting), strict=True):
+            lines += [f"# HELP {name} fake", f"# TYPE {name} gauge", f"{name}{labels} {float(value)}"]
+        return web.Response(text="\n".join(lines) + "\n", content_type="text/plain")
+
+    async def _slots(self, request: web.Request) -> web.Response:
+        with self._lock:
+            busy = self.in_flight
+        return web.json_response([{"id": i, "n_ctx": 1024, "is_processing": i < busy} for i in range(4)])
 
     async def _models(self, request: web.Request) -> web.Response:
         return web.json_response({"object": "list", "data": [{"id": "fake", "object": "model"}]})
@@ -158,6 +207,7 @@ class FakeGateway:
             self.requests.append(record)
         self.tracker.enter()
         try:
+            await self._open.wait()
             response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
             await response.prepare(request)
             step = self.delay / max(1, self.tokens)
