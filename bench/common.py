@@ -33,8 +33,14 @@ def machine() -> dict[str, Any]:
         pg = ""
     import sqlite3
 
-    return {"python": sys.version.split()[0], "platform": platform.platform(), "cpus": os.cpu_count(),
-            "cpu": cpu, "sqlite": sqlite3.sqlite_version, "postgres_client": pg}
+    return {
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "cpus": os.cpu_count(),
+        "cpu": cpu,
+        "sqlite": sqlite3.sqlite_version,
+        "postgres_client": pg,
+    }
 
 
 def percentile(values: Sequence[float], q: float) -> float | None:
@@ -64,8 +70,12 @@ def _fmt(value: Any) -> str:
 def save(name: str, figures: dict[str, Any]) -> Path:
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{name}.json"
-    payload = {"benchmark": name, "at": datetime.now(UTC).isoformat(timespec="seconds"), "machine": machine(),
-               **figures}
+    payload = {
+        "benchmark": name,
+        "at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": machine(),
+        **figures,
+    }
     path.write_text(json.dumps(payload, indent=2, default=str) + "\n")
     print(f"\nsaved {path.relative_to(ROOT)}")
     return path
@@ -81,8 +91,10 @@ def fresh_pg_schema(prefix: str = "bench") -> tuple[str, str]:
     with psycopg.connect(PG_DSN, autocommit=True) as conn:
         conn.execute(f'CREATE SCHEMA "{schema}"')
     params = dict(p.split("=", 1) for p in PG_DSN.split())
-    url = (f"postgresql+psycopg://{params.get('user', 'postgres')}@{params.get('host', '127.0.0.1')}:"
-           f"{params.get('port', '5432')}/{params.get('dbname', 'test')}?options=-csearch_path%3D{schema}")
+    url = (
+        f"postgresql+psycopg://{params.get('user', 'postgres')}@{params.get('host', '127.0.0.1')}:"
+        f"{params.get('port', '5432')}/{params.get('dbname', 'test')}?options=-csearch_path%3D{schema}"
+    )
     return schema, url
 
 

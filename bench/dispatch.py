@@ -30,9 +30,14 @@ from core.schema import runs, tasks
 def config_for(url: str, active: int) -> dict:
     return {
         "board": {"url": url},
-        "kanban": {"dispatcher": {"max_active_tasks": active, "poll_interval_seconds": 5,
-                                  "max_claims_per_transaction": 64},
-                   "workers": {"profile": "noop", "max_parallel_per_profile": active}},
+        "kanban": {
+            "dispatcher": {
+                "max_active_tasks": active,
+                "poll_interval_seconds": 5,
+                "max_claims_per_transaction": 64,
+            },
+            "workers": {"profile": "noop", "max_parallel_per_profile": active},
+        },
         "profiles": {"noop": {"runner": "noop"}},
         "http": {"listen": None},
     }
@@ -42,11 +47,25 @@ async def throughput(url: str, count: int, active: int) -> dict:
     board = open_board(parse_config(config_for(url, active)))
     now = utcnow()
     with board.db.write() as conn:
-        conn.execute(insert(tasks), [
-            {"title": f"t{i}", "body": "", "profile": "noop", "priority": 0, "status": "ready", "released": False,
-             "attempts": 0, "max_attempts": 3, "created_by": "bench", "created_at": now, "updated_at": now}
-            for i in range(count)
-        ])
+        conn.execute(
+            insert(tasks),
+            [
+                {
+                    "title": f"t{i}",
+                    "body": "",
+                    "profile": "noop",
+                    "priority": 0,
+                    "status": "ready",
+                    "released": False,
+                    "attempts": 0,
+                    "max_attempts": 3,
+                    "created_by": "bench",
+                    "created_at": now,
+                    "updated_at": now,
+                }
+                for i in range(count)
+            ],
+        )
     dispatcher = Dispatcher(board)
     await dispatcher.start()
     while True:
@@ -81,9 +100,14 @@ async def delay(url: str, count: int, gap: float) -> dict:
     board.db.dispose()
     to_claim = [(r.claimed_at - r.ready_at).total_seconds() * 1000 for r in rows]
     to_start = [(r.started_at - r.ready_at).total_seconds() * 1000 for r in rows]
-    return {"tasks": count, "claim_p50_ms": percentile(to_claim, 50), "claim_p99_ms": percentile(to_claim, 99),
-            "start_p50_ms": percentile(to_start, 50), "start_p99_ms": percentile(to_start, 99),
-            "start_max_ms": max(to_start)}
+    return {
+        "tasks": count,
+        "claim_p50_ms": percentile(to_claim, 50),
+        "claim_p99_ms": percentile(to_claim, 99),
+        "start_p50_ms": percentile(to_start, 50),
+        "start_p99_ms": percentile(to_start, 99),
+        "start_max_ms": max(to_start),
+    }
 
 
 def main() -> dict:
@@ -95,12 +119,17 @@ def main() -> dict:
     work = Path(tempfile.mkdtemp(prefix="lw-dispatch-"))
     tp = asyncio.run(throughput(f"sqlite:///{work / 'tp.db'}", args.tasks, args.active))
     dl = asyncio.run(delay(f"sqlite:///{work / 'delay.db'}", args.delay_tasks, 0.01))
-    print(table(["measure", "value", "target"], [
-        ("lifecycles/s (no-op runner, SQLite, 1 process)", tp["lifecycles_per_second"], ">= 1,000"),
-        ("ready -> started p50 (ms)", dl["start_p50_ms"], ""),
-        ("ready -> started p99 (ms)", dl["start_p99_ms"], "<= 20"),
-        ("ready -> claimed p99 (ms)", dl["claim_p99_ms"], ""),
-    ]))
+    print(
+        table(
+            ["measure", "value", "target"],
+            [
+                ("lifecycles/s (no-op runner, SQLite, 1 process)", tp["lifecycles_per_second"], ">= 1,000"),
+                ("ready -> started p50 (ms)", dl["start_p50_ms"], ""),
+                ("ready -> started p99 (ms)", dl["start_p99_ms"], "<= 20"),
+                ("ready -> claimed p99 (ms)", dl["claim_p99_ms"], ""),
+            ],
+        )
+    )
     result = {"throughput": tp, "delay": dl, "active_cap": args.active}
     save("dispatch", result)
     return result

@@ -33,7 +33,15 @@ from core.board import Board, EventEntry, parents_pending
 from core.caps import Limits, Usage, gateway_cap
 from core.clock import utcnow
 from core.db import CLAIM_LOCK
-from core.schema import INFRASTRUCTURE_OUTCOMES, gateway_limit_history, gateway_state, runs, task_links, tasks
+from core.schema import (
+    INFRASTRUCTURE_OUTCOMES,
+    cap_overrides,
+    gateway_limit_history,
+    gateway_state,
+    runs,
+    task_links,
+    tasks,
+)
 from core.tasks import Task
 
 TASK_ERRORS = ("failed", "timed_out")
@@ -107,6 +115,8 @@ class ClaimKernel:
         now = now or utcnow()
         lease = timedelta(seconds=self.config.kanban.dispatcher.lease_seconds)
         windowed = not self.config.kanban.dispatcher.enabled
+        if not self._worth_claiming(windowed):
+            return []
         with self.db.write() as conn:
             if self.db.is_postgres:
                 conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": CLAIM_LOCK})
@@ -146,6 +156,28 @@ class ClaimKernel:
                 self._turn += 1
                 self._served[profile] = self._turn
             return self._take(conn, chosen, now, lease)
+
+    def _worth_claiming(self, windowed: bool) -> bool:
+        """A lock-free look before the serialised claim: is any slot free and any task ready?
+
+        Every process wakes on every finish; most of them would take the claim lock only to
+        find nothing. A stale "no" is harmless: whatever frees a slot or readies a task
+        commits a wake-up that brings us back here."""
+        ready = select(tasks.c.id).where(tasks.c.status == "ready")
+        if windowed:
+            ready = ready.where(tasks.c.released.is_(True))
+        with self.db.read() as conn:
+            active, waiting, board_cap = conn.execute(
+                select(
+                    select(func.count()).where(runs.c.finished_at.is_(None)).scalar_subquery(),
+                    select(ready.limit(1).exists()).scalar_subquery(),
+                    select(cap_overrides.c.value)
+                    .where(cap_overrides.c.scope == "board", cap_overrides.c.name == "")
+                    .scalar_subquery(),
+                )
+            ).one()
+        cap = board_cap if board_cap is not None else self.config.kanban.dispatcher.max_active_tasks
+        return bool(waiting) and active < cap
 
     def _free_slots(
         self, limits: Limits, usage: Usage, now: datetime

@@ -25,7 +25,7 @@ CHANNEL = "lanewarden"
 class SqliteChangeWatcher:
     """A thread that polls ``PRAGMA data_version`` on its own connection."""
 
-    def __init__(self, url: str, wake: Wake, interval: float = 0.05) -> None:
+    def __init__(self, url: str, wake: Wake, interval: float = 0.02) -> None:
         self.path = make_url(url).database or ""
         self.wake = wake
         self.interval = interval
