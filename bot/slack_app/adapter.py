@@ -103,10 +103,13 @@ class SlackAdapter:
                 f"and point the app's Request URLs at {self.config.slack.events_path}"
             )
         await self._check_token()
+        bolt_log = logging.getLogger("lanewarden.slack.bolt")
+        if not any(isinstance(f, _ExpectedBoltNotice) for f in bolt_log.filters):
+            bolt_log.addFilter(_ExpectedBoltNotice())
         self.app = AsyncApp(
             client=self.client,
             signing_secret=self._signing_secret or "",
-            logger=logging.getLogger("lanewarden.slack.bolt"),
+            logger=bolt_log,
             # ack first, work after: listeners run as tasks once they have acked
             process_before_response=False,
             # only HTTP requests carry signatures; Socket Mode is authenticated by its token
@@ -163,3 +166,12 @@ class SlackAdapter:
         if self._socket is not None:
             await self._socket.close_async()
             self._socket = None
+
+
+class _ExpectedBoltNotice(logging.Filter):
+    """AsyncApp also reads SLACK_BOT_TOKEN from the environment and warns that the
+    client we give it (the one with ``api_base`` and no SDK retries) wins. That is the
+    intent; the warning would only puzzle operators."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("As you gave `client` as well")
