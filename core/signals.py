@@ -410,10 +410,9 @@ class SignalReader:
         A down gateway's last figures would be stale (an alert on "queue 4" for a server
         that is gone), so they are cleared rather than kept.
         """
-        if self.gateway.kind == "openai":
-            return None  # nothing standard to read behind a generic OpenAI-compatible URL
         try:
-            if not healthy:
+            # a generic OpenAI-compatible URL has nothing standard to read
+            if not healthy or self.gateway.kind == "openai":
                 if not self._stored_empty:
                     await asyncio.to_thread(store_signals, db, self.name, None)
                     self._stored_empty = True

@@ -230,6 +230,18 @@ def test_caps_peaks_queue_and_outbox(board_url: str, tmp_path: Path, lw_env: dic
                     last_error="channel_not_found",
                 )
             )
+            for minutes in (30, 2):  # a delivery stalled for half an hour, and a fresh one
+                conn.execute(
+                    insert(outbox).values(
+                        adapter="discord",
+                        channel="42",
+                        kind="message",
+                        payload={"text": "y"},
+                        created_at=now - timedelta(minutes=minutes),
+                        state="pending",
+                        next_attempt_at=now,
+                    )
+                )
         board.db.dispose()
         code, output = run_doctor(config, lw_env)
         assert code == 1, output
@@ -239,8 +251,9 @@ def test_caps_peaks_queue_and_outbox(board_url: str, tmp_path: Path, lw_env: dic
         assert "peak 3 concurrent of max_active_tasks 4" in lines_of(output, "ok", "caps board")[0], output
         queue = "\n".join(lines_of(output, "WARN", "queue"))
         assert "retired (1 ready)" in queue, output
-        dead = lines_of(output, "WARN", "outbox")
-        assert len(dead) == 1 and "slack: 1" in dead[0] and "channel_not_found" in dead[0], output
+        dead, stalled = lines_of(output, "WARN", "outbox")
+        assert "slack: 1" in dead and "channel_not_found" in dead, output
+        assert "2 notification(s) undelivered, the oldest for 30m" in stalled, output
     finally:
         gateway.close()
 
@@ -255,3 +268,23 @@ def test_database_not_migrated(board_url: str, tmp_path: Path, lw_env: dict[str,
     database = lines_of(output, "FAIL", "database")
     assert len(database) == 1 and "lanewarden db upgrade" in database[0], output
     assert not (tmp_path / "board.db").exists(), "doctor created an empty board"
+
+
+def test_database_unreachable_still_checks_the_gateways(tmp_path: Path, lw_env: dict[str, str]) -> None:
+    gateway = FakeGateway()
+    try:
+        config = write_config(
+            tmp_path / "lanewarden.toml",
+            board_sections(
+                f"postgresql+psycopg://nobody@127.0.0.1:{closed_port()}/board",
+                {"g": {"base_url": gateway.base_url}},
+            ),
+        )
+        code, output = run_doctor(config, lw_env)
+        assert code == 2, output
+        database = lines_of(output, "FAIL", "database")
+        assert len(database) == 1 and "unreachable" in database[0], output
+        assert lines_of(output, "ok", "gateway g"), output
+        assert not lines_of(output, "ok", "queue"), output  # nothing claimed about a board it cannot read
+    finally:
+        gateway.close()
