@@ -373,7 +373,7 @@ async def test_start_refuses_missing_tokens_and_a_refused_token(
 
 async def test_the_whole_story_command_card_button_card(rig: HttpRig) -> None:
     """/kanban add in a channel -> its card appears there -> Cancel on the card -> the card
-    shows cancelled and its thread says who did it."""
+    shows cancelled and its thread says so."""
     await rig.command("add Rebuild the index", user="UOPS", channel="C0042")
     leader = OutboxDeliverer(rig.board, {"slack": rig.adapter.sink}, "leader", per_channel_interval=0)
 

@@ -230,12 +230,15 @@ async def test_alerts_and_their_resolutions_reach_the_alert_channel(board: Board
         {"key": "gw:gpu", "state": "resolved"},
         outbox_kind="alert",
     )
+    ex.execute(parse("digest --post"), slack_actor(channel=OPS))  # digests go there too
     await deliver_until(deliverer(board), lambda: not undelivered(board))
     alerts = [m["text"] for m in fake.posts(ALERTS)]
-    assert alerts == [
+    assert alerts[:2] == [
         "Alert: :rotating_light: gateway gpu down",
         "Resolved: :white_check_mark: resolved after 4m: gateway gpu down",
     ]
+    assert alerts[2].startswith("Lanewarden digest, last 24h")
+    assert fake.posts(ALERTS)[2]["blocks"][0]["type"] == "header"
     # the subscribed channel heard the alert, and after unsubscribing not the resolution
     assert [m["text"] for m in fake.posts(OPS)] == ["Alert: :rotating_light: gateway gpu down"]
 
