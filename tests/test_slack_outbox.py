@@ -91,7 +91,9 @@ def replies(fake: FakeSlack, channel: str, ts: str) -> list[dict[str, Any]]:
 async def test_a_card_is_posted_once_edited_in_place_and_changes_go_to_its_thread(
     board: Board, fake: FakeSlack
 ) -> None:
-    task = board.add(NewTask(title="Summarize logs", column="backlog", origin=f"slack:{OPS}"), "slack:UOPS")
+    task = board.add(
+        NewTask(title="Summarize logs & <traces>", column="backlog", origin=f"slack:{OPS}"), "slack:UOPS"
+    )
     d = deliverer(board)
     await deliver_until(d, lambda: not undelivered(board))
     [card] = top_level(fake, OPS)
@@ -111,6 +113,7 @@ async def test_a_card_is_posted_once_edited_in_place_and_changes_go_to_its_threa
     assert top_level(fake, OPS) == [card]  # still one message
     [edit] = fake.calls_to("chat.update")
     assert edit.args["ts"] == card["ts"] and card["edited"] == 1
+    assert edit.args["text"].startswith(f"#{task.id} Summarize logs &amp; &lt;traces&gt;")
     assert ":no_entry: *blocked*" in str(card["blocks"])
     thread = [m["text"] for m in replies(fake, OPS, card["ts"])]
     assert thread == [

@@ -72,8 +72,7 @@ class SlackSink:
     # ------------------------------------------------------------------ deliver
 
     async def deliver(self, item: OutboxItem, task: Task | None, card: Card | None) -> Delivery:
-        editing = item.kind == "card" and card is not None
-        if item.attempts > 0 and item.state != "sending" and not editing:
+        if item.attempts > 0 and item.state != "sending":
             # an earlier attempt failed in a way Slack may still have acted on
             found = await self.find_delivered(item, card)
             if found is not None:
@@ -99,7 +98,7 @@ class SlackSink:
                     self.client.chat_update,
                     channel=item.channel,
                     ts=card.message_ref,
-                    text=text,
+                    text=escape(truncate(text, 3000)),
                     blocks=blocks,
                 )
                 return Delivery(card.message_ref, card.thread_ref or card.message_ref)
@@ -143,8 +142,8 @@ class SlackSink:
     # ------------------------------------------------------------------ find_delivered
 
     async def find_delivered(self, item: OutboxItem, card: Card | None) -> Delivery | None:
-        if item.kind == "card" and card is not None:
-            return None  # an edit is safe to repeat, and repeating it shows the newest state
+        # A card row that edits finds nothing here and simply edits again (an edit is safe to
+        # repeat and shows the newest state); one that replaced a deleted card finds the new one.
         thread = (card.thread_ref or card.message_ref) if (item.kind == "update" and card) else None
         try:
             ts = await self._search(item, thread)
