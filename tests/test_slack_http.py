@@ -345,6 +345,10 @@ async def test_app_home_shows_the_callers_tasks_and_the_queue(rig: HttpRig) -> N
     assert "Mine to do" in home and "Someone else" not in home
     assert "*ready* 2" in home  # the queue shape counts everyone's tasks
 
+    await post_signed(rig.url, json.dumps(home_opened("USTRANGER")), content_type="application/json")
+    [stranger] = await rig.fake.wait_for(lambda: rig.fake.calls_to("views.publish", user_id="USTRANGER"))
+    assert "no Lanewarden role" in text_of(stranger.args["view"]) and "Mine to do" not in str(stranger.args)
+
 
 async def test_start_refuses_missing_tokens_and_a_refused_token(
     tmp_path: Path, fake_slack: FakeSlack

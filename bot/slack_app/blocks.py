@@ -373,7 +373,7 @@ def _channel_ref(ref: str) -> str:
 # ------------------------------------------------------------------ App Home
 
 
-def home_view(user_id: str, tasks: list[Task], report: StatusReport) -> dict[str, Any]:
+def home_view(tasks: list[Task], report: StatusReport) -> dict[str, Any]:
     """The caller's open tasks and the queue shape, refreshed each time Home opens."""
     blocks: list[dict[str, Any]] = [header("Lanewarden"), *status_blocks(report)[:2]]
     for gw in report.gateways:

@@ -30,7 +30,8 @@ from core.errors import LanewardenError, UsageError
 from core.executor import Executor
 from core.grammar import Command, parse, parse_task_id
 from core.results import Result, StatusShown
-from core.status import build_status
+from core.status import StatusReport, build_status
+from core.tasks import Task
 
 log = logging.getLogger("lanewarden.slack")
 
@@ -38,6 +39,7 @@ BUTTON_ACTIONS = re.compile("^" + re.escape(ACTION_PREFIX) + "(" + "|".join(BUTT
 # any slash command routed to this app: the manifest names it /kanban, a workspace may rename it
 ANY_COMMAND = re.compile(r"^/")
 INTERNAL_ERROR = "something went wrong inside Lanewarden (the details are in its log)"
+NO_ROLE = "You have no Lanewarden role yet. Ask an admin to add you under [access]."
 DATABASE_DOWN = "the board database is unavailable right now; try again in a moment"
 
 
@@ -164,32 +166,27 @@ class SlackListeners:
             await self.publish_home(event["user"])
 
     async def publish_home(self, user_id: str, notice: str | None = None) -> None:
-        actor = await self.identity.actor(user_id, None)
-        if not actor.allows("viewer"):
-            view = {
-                "type": "home",
-                "blocks": [
-                    section("You have no Lanewarden role yet. Ask an admin to add you under [access].")
-                ],
-            }
-        else:
-            try:
-                tasks, report = await asyncio.to_thread(self._home_data, actor.id)
-            except DBAPIError as exc:
-                log.warning("slack: App Home: database unavailable: %s", exc.orig)
-                tasks, report, notice = None, None, DATABASE_DOWN
-            if tasks is None or report is None:
-                view = {"type": "home", "blocks": [section(f":warning: {escape(notice or '')}")]}
-            else:
-                view = home_view(user_id, tasks, report)
-                if notice:
-                    view["blocks"].insert(0, section(f":warning: {escape(notice)}"))
+        """(Re)draw the user's Home tab; ``notice`` is shown on top (a refused button)."""
+        view = await self._home_view(user_id)
+        if notice:
+            view["blocks"].insert(0, section(f":warning: {escape(notice)}"))
         try:
             await self.client.views_publish(user_id=user_id, view=view)
         except SlackApiError as exc:
             log.warning("slack: views.publish failed: %s", slack_error_code(exc))
 
-    def _home_data(self, actor_id: str) -> tuple[list[Any], Any]:
+    async def _home_view(self, user_id: str) -> dict[str, Any]:
+        actor = await self.identity.actor(user_id, None)
+        if not actor.allows("viewer"):
+            return {"type": "home", "blocks": [section(NO_ROLE)]}
+        try:
+            tasks, report = await asyncio.to_thread(self._home_data, actor.id)
+        except DBAPIError as exc:
+            log.warning("slack: App Home: database unavailable: %s", exc.orig)
+            return {"type": "home", "blocks": [section(f":warning: {DATABASE_DOWN}")]}
+        return home_view(tasks, report)
+
+    def _home_data(self, actor_id: str) -> tuple[list[Task], StatusReport]:
         tasks = self.board.list_tasks(TaskFilter(created_by=actor_id, limit=15))
         return tasks, build_status(self.board.db, self.board.config)
 
