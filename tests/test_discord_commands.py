@@ -39,6 +39,7 @@ from tests.fakes.discord_api import (
     FakeDiscord,
     RunningBot,
     discord_sections,
+    running_bot,
 )
 from tests.helpers import snapshot
 
@@ -59,17 +60,8 @@ async def fake() -> AsyncIterator[FakeDiscord]:
 
 @pytest.fixture
 async def bot(board_url: str, fake: FakeDiscord) -> AsyncIterator[RunningBot]:
-    config = make_config(board_url, **discord_sections(fake))
-    board = open_board(config)
-    adapter = DiscordAdapter.from_env(config, {"DISCORD_TOKEN": TOKEN})
-    await adapter.start(AdapterContext(config, board, None))
-    await fake.wait_until(lambda: fake.connected.is_set())
-    try:
-        yield RunningBot(adapter, board, fake)
-    finally:
-        await adapter.stop()
-        board.db.dispose()
-        point_discord_at(DiscordConfig())
+    async with running_bot(make_config(board_url, **discord_sections(fake)), fake) as running:
+        yield running
 
 
 def kanban_command(fake: FakeDiscord) -> dict[str, Any]:

@@ -33,7 +33,8 @@ import json
 import math
 import re
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -828,3 +829,27 @@ class RunningBot:
         roles = (ADMIN_ROLE,) if user == ADMIN else ()
         payload = self.fake.click(message, custom_id, user=user, roles=roles, guild_id=GUILD)
         return await self.fake.run(payload)
+
+
+@asynccontextmanager
+async def running_bot(config: Any, fake: FakeDiscord, board: Any = None) -> AsyncIterator[RunningBot]:
+    """Lanewarden's Discord adapter, started as ``serve`` starts it, talking to ``fake``."""
+    from bot.chat import AdapterContext
+    from bot.discord_app.adapter import DiscordAdapter
+    from bot.discord_app.endpoints import point_discord_at
+    from core.board import open_board
+    from core.config import DiscordConfig
+
+    own_board = board is None
+    board = open_board(config) if own_board else board
+    adapter = DiscordAdapter.from_env(config, {"DISCORD_TOKEN": TOKEN})
+    try:
+        await adapter.start(AdapterContext(config, board, None))
+        await fake.wait_until(lambda: fake.connected.is_set())
+        yield RunningBot(adapter, board, fake)
+    finally:
+        await adapter.stop()
+        await fake.wait_until(lambda: not fake.connected.is_set())
+        if own_board:
+            board.db.dispose()
+        point_discord_at(DiscordConfig())
