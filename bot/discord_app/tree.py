@@ -33,7 +33,13 @@ ROOT_DESCRIPTION = "Lanewarden: the LLM-agent task board (tasks, caps, windows)"
 
 
 def build_kanban_group(handler: CommandHandler) -> app_commands.Group:
-    root = app_commands.Group(name=ROOT_NAME, description=ROOT_DESCRIPTION, guild_only=True)
+    # guild only: roles come from guild membership, and cards belong in team channels
+    root = app_commands.Group(
+        name=ROOT_NAME,
+        description=ROOT_DESCRIPTION,
+        guild_only=True,
+        allowed_contexts=app_commands.AppCommandContext(guild=True),
+    )
     for name, entry in command_layout().items():
         if isinstance(entry, dict):
             group = app_commands.Group(
