@@ -45,6 +45,7 @@ log = logging.getLogger("lanewarden.outbox")
 
 CLAIM_SECONDS = 60.0
 MAX_BACKOFF_SECONDS = 300.0
+PER_CHANNEL_ROUND = 10  # rows one channel may take in one delivery round
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,14 +154,26 @@ class OutboxDeliverer:
         adapters = list(self.sinks)
         if not adapters:
             return []
-        query = (
-            select(outbox)
+        # the oldest rows of *each* channel: a burst to one busy channel (about one message a
+        # second) must not hold back every other channel's rows, alerts included
+        channel_rank = (
+            func.row_number()
+            .over(partition_by=(outbox.c.adapter, outbox.c.channel), order_by=outbox.c.id)
+            .label("channel_rank")
+        )
+        ranked = (
+            select(outbox, channel_rank)
             .where(
                 outbox.c.adapter.in_(adapters),
                 ((outbox.c.state == "pending") & (outbox.c.next_attempt_at <= now))
                 | ((outbox.c.state == "sending") & (outbox.c.claim_expires_at < now)),
             )
-            .order_by(outbox.c.id)
+            .subquery()
+        )
+        query = (
+            select(ranked)
+            .where(ranked.c.channel_rank <= PER_CHANNEL_ROUND)
+            .order_by(ranked.c.id)
             .limit(self.batch)
         )
         with self.db.read() as conn:

@@ -289,3 +289,15 @@ async def test_a_channel_the_app_cannot_post_to_is_refused_for_good_with_the_rea
     [row] = rows(board)
     assert row.state == "dead" and "not_in_channel" in row.last_error and "/invite" in row.last_error
     assert fake.posts() == []
+
+
+async def test_a_busy_channel_does_not_hold_back_the_others(board: Board, fake: FakeSlack) -> None:
+    for n in range(60):  # a burst of cards to one channel: a minute of posting at Slack's pace
+        board.add(NewTask(title=f"Bulk {n}", origin=f"slack:{OPS}"), "cli:import")
+    board.notify(
+        "alerts", "alerts", "alert", ":rotating_light: gateway gpu down", {"key": "gw"}, outbox_kind="alert"
+    )
+    await deliver_until(deliverer(board, interval=0.02), lambda: not undelivered(board))
+    posted_to = [c.args["channel"] for c in fake.calls_to("chat.postMessage")]
+    assert len(posted_to) == 61
+    assert posted_to.index(ALERTS) < 15  # in the first round, not after the burst
