@@ -57,11 +57,14 @@ class Limits:
         gateways = {}
         for name, gw in config.gateways.items():
             state = states.get(name)
+            current_limit = None if state is None else state.current_limit
+            if gw.adaptive and (state is None or state.limiter is None):
+                current_limit = 1  # an adaptive gateway starts by measuring its no-load latency
             gateways[name] = GatewayWindow(
                 name=name,
                 cap=overrides.get(("gateway", name), gw.max_concurrency),
                 healthy=None if state is None else state.healthy,
-                current_limit=None if state is None else state.current_limit,
+                current_limit=current_limit,
                 backoff_until=None if state is None else state.backoff_until,
                 last_error=None if state is None else state.last_error,
             )

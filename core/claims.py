@@ -33,6 +33,7 @@ from core.board import Board, EventEntry, parents_pending
 from core.caps import Limits, Usage, gateway_cap
 from core.clock import utcnow
 from core.db import CLAIM_LOCK
+from core.limiter import AdaptiveLimiter, LimiterState, Sample
 from core.schema import (
     INFRASTRUCTURE_OUTCOMES,
     cap_overrides,
@@ -423,6 +424,10 @@ class ClaimKernel:
         state = conn.execute(
             self._locked(select(gateway_state).where(gateway_state.c.name == gateway))
         ).first()
+        settings = self.config.gateways.get(gateway)
+        if settings is not None and settings.adaptive:
+            self._adapt(conn, gateway, finished, now, state)
+            return
         if not trouble and (state is None or state.current_limit is None):
             return
         cap = gateway_cap(conn, self.config, gateway)
@@ -450,6 +455,39 @@ class ClaimKernel:
                     record_limit(
                         conn, gateway, now, limit, Usage.load(conn).by_gateway.get(gateway, 0), "slow_start"
                     )
+
+    def _adapt(
+        self, conn: Connection, gateway: str, finished: list[Completion], now: datetime, state: Any
+    ) -> None:
+        """Feed the adaptive limiter (core/limiter.py) and publish its limit to every process."""
+        settings = self.config.gateways[gateway]
+        limiter = AdaptiveLimiter(
+            gateway_cap(conn, self.config, gateway),
+            tolerance=settings.adaptive_tolerance,
+            probe_interval=settings.adaptive_probe_interval_seconds,
+        )
+        clock = now.timestamp()
+        current = LimiterState.from_json(state.limiter if state is not None else None) or limiter.start(clock)
+        before = state.current_limit if state is not None and state.current_limit is not None else 1
+        in_flight = Usage.load(conn).by_gateway.get(gateway, 0)
+        values: dict[str, Any] = {}
+        for done in finished:
+            if done.outcome == "gateway_down":
+                values.update(healthy=False, last_error=done.error, changed_at=now)
+                continue
+            if done.outcome == "backpressure":
+                wait = done.retry_after if done.retry_after is not None else 1.0
+                values.update(backoff_until=now + timedelta(seconds=min(wait, 300)), last_error=done.error)
+            sample = Sample(
+                done.outcome, in_flight + 1, clock, done.ttft_ms, done.latency_ms, done.completion_tokens
+            )
+            current = limiter.update(current, sample)
+        set_gateway_state(
+            conn, gateway, now, limiter=current.to_json(), current_limit=current.current_limit, **values
+        )
+        if current.current_limit != before:
+            reason = "probe" if current.probing else "adaptive"
+            record_limit(conn, gateway, now, current.current_limit, in_flight, reason)
 
     # ------------------------------------------------- leases and stop requests
 

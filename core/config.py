@@ -95,6 +95,11 @@ class GatewayConfig(_Section):
     max_concurrency: int = Field(1, ge=1, le=10_000)
     timeout_seconds: float = Field(600.0, gt=0, le=86_400)
     adaptive: bool = False
+    # adaptive only: time per token beyond this multiple of its no-load value makes the
+    # limiter step down at once (a safety net; throughput is what it climbs on), and how
+    # often the no-load baseline is measured again
+    adaptive_tolerance: float = Field(2.0, gt=1, le=10)
+    adaptive_probe_interval_seconds: float = Field(120.0, ge=5, le=86_400)
     probe_interval_seconds: float = Field(10.0, gt=0, le=3600)
 
     @field_validator("base_url")

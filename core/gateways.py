@@ -24,6 +24,7 @@ from core.claims import record_limit, set_gateway_state
 from core.clock import utcnow
 from core.config import GatewayConfig
 from core.db import Database
+from core.limiter import AdaptiveLimiter
 from core.schema import gateway_state
 
 log = logging.getLogger("lanewarden.gateways")
@@ -73,7 +74,9 @@ async def probe(name: str, gateway: GatewayConfig, client: httpx.AsyncClient) ->
     )
 
 
-def record_health(db: Database, health: GatewayHealth, now: datetime | None = None) -> bool:
+def record_health(
+    db: Database, health: GatewayHealth, now: datetime | None = None, *, adaptive: bool = False
+) -> bool:
     """Store a probe result; returns True when the gateway changed state.
 
     Coming back (down -> up) restarts the window at 1: slow start. Only the transition
@@ -92,6 +95,8 @@ def record_health(db: Database, health: GatewayHealth, now: datetime | None = No
             if previous is False:
                 values["current_limit"] = 1
                 values["backoff_until"] = None
+                if adaptive:  # the server may have come back different: measure it again
+                    values["limiter"] = AdaptiveLimiter(1).start(now.timestamp()).to_json()
                 record_limit(conn, health.name, now, 1, 0, "recovered")
         else:
             values["last_error"] = health.detail
@@ -136,7 +141,7 @@ class GatewayMonitor:
             health = await probe(name, gateway, client)
             self.last[name] = health
             try:
-                changed = await asyncio.to_thread(record_health, self.db, health)
+                changed = await asyncio.to_thread(record_health, self.db, health, adaptive=gateway.adaptive)
             except DBAPIError as exc:
                 log.warning("could not record health of %s: %s", name, exc.orig)
                 changed = False
