@@ -156,6 +156,10 @@ def _operator_command(args: list[str], config_path: str | None) -> int:
 
     from core.config import load_config
 
+    if opts.op == "doctor":  # before loading: a bad config is one of the things it reports
+        from bot.doctor import doctor
+
+        return doctor(config_path)
     config, found = load_config(config_path)
     if opts.op == "db":
         from core.db import Database, current_revision, upgrade
@@ -176,10 +180,6 @@ def _operator_command(args: list[str], config_path: str | None) -> int:
         from bot.serve import serve
 
         return serve(config, found, headless=opts.headless, demo=opts.demo)
-    if opts.op == "doctor":
-        from bot.doctor import doctor
-
-        return doctor(config_path)
     if opts.op == "discord":
         from bot.discord_app import sync_commands
 
