@@ -426,6 +426,32 @@ async def test_the_token_never_reaches_the_logs(
     assert all(TOKEN not in record.getMessage() for record in caplog.records)
 
 
+async def test_only_one_process_holds_the_gateway_and_another_takes_over(
+    board_url: str, fake: FakeDiscord
+) -> None:
+    # two serve processes share a board: Discord would send each interaction to both
+    config = make_config(board_url, scheduler={"leader_lease_seconds": 1}, **discord_sections(fake))
+    board = open_board(config)
+    first = DiscordAdapter.from_env(config, {"DISCORD_TOKEN": TOKEN})
+    second = DiscordAdapter.from_env(config, {"DISCORD_TOKEN": TOKEN})
+    try:
+        await first.start(AdapterContext(config, board, None))
+        await fake.wait_until(lambda: fake.connected.is_set())
+        await second.start(AdapterContext(config, board, None))
+        await asyncio.sleep(0.6)  # two lease attempts of the second process (every ttl/4)
+        assert fake.identifies == 1 and first.holds_gateway and not second.holds_gateway
+        await first.stop()
+        await fake.wait_until(lambda: fake.identifies == 2 and fake.connected.is_set())
+        assert second.holds_gateway
+        log = await fake.run(fake.slash("list", user=VIEWER, channel_id=CHANNEL, guild_id=GUILD))
+        assert log.types == [4]
+    finally:
+        await first.stop()
+        await second.stop()
+        board.db.dispose()
+        point_discord_at(DiscordConfig())
+
+
 def test_unset_endpoints_point_back_at_discord() -> None:
     from discord.gateway import DiscordWebSocket
     from discord.http import Route

@@ -126,6 +126,7 @@ class FakeDiscord:
         self.commands: dict[int | None, list[dict[str, Any]]] = {}  # guild id (None: global) -> commands
         self.interactions: dict[int, InteractionLog] = {}
         self.identify: dict[str, Any] | None = None
+        self.identifies = 0  # gateway sessions opened (one per IDENTIFY)
         self.gateway_queries: list[dict[str, str]] = []
         self.heartbeats = 0
         self.connected = asyncio.Event()
@@ -243,6 +244,7 @@ class FakeDiscord:
                     await ws.send_json({"op": 11, "d": None, "s": None, "t": None})
                 elif frame["op"] == 2:
                     self.identify = frame["d"]
+                    self.identifies += 1
                     self._ws = ws
                     await self._send_dispatch("READY", self._ready())
                     self.connected.set()
