@@ -255,7 +255,8 @@ async def test_answers_are_private_unless_asked_public(bot: RunningBot) -> None:
 async def test_help_lists_every_verb_from_the_grammar(bot: RunningBot) -> None:
     log = await bot.slash("help", user=VIEWER)
     assert log.ephemeral
-    assert log.answer["content"] == f"```\n{help_text()}\n```"
+    assert log.answer["embeds"][0]["description"] == f"```\n{help_text()}\n```"
+    assert "`caps` alone is `/kanban caps show`" in log.text
 
 
 # ----------------------------------------------------------------- access

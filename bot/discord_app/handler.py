@@ -101,7 +101,12 @@ class CommandHandler:
         if not getattr(command, "chart", False):
             await asyncio.wait({work}, timeout=self.defer_after)
         if not work.done():
-            await responder.defer()
+            try:
+                await responder.defer()
+            except discord.HTTPException as exc:
+                # Discord gave up on the interaction (10062): the command still finishes,
+                # its card and thread updates tell the channel what happened
+                log.warning("could not defer %s for %s: %s", spec.name, actor.id, exc.text)
         try:
             reply = await work
         except LanewardenError as exc:
@@ -264,9 +269,10 @@ class Responder:
     async def send(self, reply: Reply) -> None:
         try:
             await self._send(reply)
-        except discord.NotFound as exc:
-            # 10062 Unknown interaction: Discord gave up on it (answered too late)
-            log.warning("could not answer interaction %s: %s", self.interaction.id, exc.text)
+        except discord.HTTPException as exc:
+            # 10062 Unknown interaction (answered too late), 40060 already acknowledged:
+            # nobody is waiting for this answer any more
+            log.warning("could not answer interaction %s: %s %s", self.interaction.id, exc.status, exc.text)
 
     async def _send(self, reply: Reply) -> None:
         interaction = self.interaction

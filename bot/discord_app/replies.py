@@ -15,7 +15,7 @@ from functools import singledispatch
 import discord
 
 from bot.discord_app.cards import task_embed
-from bot.discord_app.options import shorten
+from bot.discord_app.options import GROUP_DEFAULT_NAME, PUBLIC_OPTION, command_layout, shorten
 from bot.render import render_text, status_text
 from core.clock import age, utcnow
 from core.results import (
@@ -163,6 +163,28 @@ def _(result: StatusShown) -> Reply:
 
 @_reply.register
 def _(result: HelpShown) -> Reply:
-    reply = text_reply(result.text, code=True, filename="help.txt")
+    # an embed holds twice what a message does: the full list of verbs fits
+    block = f"```\n{result.text}\n```"
+    if len(block) <= EMBED_DESCRIPTION_LIMIT:
+        reply = Reply(content=discord_usage(), embeds=[discord.Embed(description=block)])
+    else:
+        reply = text_reply(result.text, filename="help.txt")
     reply.always_ephemeral = True
     return reply
+
+
+def discord_usage() -> str:
+    """How the grammar's help reads in Discord, generated from the same layout as /kanban."""
+    bare = [
+        f"`{sub_spec.name}` alone is `/kanban {head} {sub}`"
+        for head, entry in command_layout().items()
+        if isinstance(entry, dict)
+        for sub, sub_spec in entry.items()
+        if sub == GROUP_DEFAULT_NAME
+    ]
+    return (
+        "In Discord: `/kanban <command>` with options named as the flags above "
+        "(`--max-attempts` is `max-attempts`)"
+        + "".join(f"; {b}" for b in bare)
+        + f"; read commands take `{PUBLIC_OPTION}: True` to answer in the channel."
+    )
