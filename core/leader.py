@@ -54,6 +54,11 @@ class LeaderLease:
         self._valid_until = 0.0  # monotonic; we act only before this
 
     @property
+    def _role(self) -> str:
+        # other leases (the Discord gateway's) share this code: say which one changed hands
+        return "the leader" if self.name == LEADER else f"the {self.name} lease holder"
+
+    @property
     def is_leader(self) -> bool:
         return self.term is not None and time.monotonic() < self._valid_until
 
@@ -92,7 +97,7 @@ class LeaderLease:
             self._lose()
             return False
         if self.term != term:
-            log.info("%s is now the leader (term %d)", self.holder, term)
+            log.info("%s is now %s (term %d)", self.holder, self._role, term)
         self.term = term
         # keep a margin: act only for 2/3 of the TTL after we asked, never past the expiry
         self._valid_until = asked + self.ttl * 2 / 3
@@ -111,7 +116,7 @@ class LeaderLease:
 
     def _lose(self) -> None:
         if self.term is not None:
-            log.warning("%s lost the leader lease (term %d)", self.holder, self.term)
+            log.warning("%s lost the %s lease (term %d)", self.holder, self.name, self.term)
         self.term = None
         self._valid_until = 0.0
 
