@@ -310,6 +310,15 @@ async def test_bad_input_gets_one_private_line_and_changes_nothing(bot: RunningB
     assert describe_caps(*bot.board.limits())["board"]["cap"] == 4
 
 
+async def test_a_stale_registration_is_answered_privately(bot: RunningBot, fake: FakeDiscord) -> None:
+    # Discord still shows a subcommand this version no longer has (sync not run after an upgrade)
+    kanban = kanban_command(fake)
+    kanban["options"].append({"name": "frobnicate", "type": 1, "description": "gone", "options": []})
+    log = await bot.slash("frobnicate", user=VIEWER)
+    assert log.types == [4] and log.ephemeral
+    assert "out of date" in log.text and "lanewarden discord sync" in log.text
+
+
 # ------------------------------------------------------- defer and follow-up
 
 

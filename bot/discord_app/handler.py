@@ -22,11 +22,13 @@ from typing import Any
 
 import discord
 from discord import app_commands
+from sqlalchemy.exc import DBAPIError
 
 from bot.discord_app.access import actor_for
 from bot.discord_app.buttons import confirm_cancel_view
 from bot.discord_app.options import PUBLIC_OPTION, to_argv
 from bot.discord_app.replies import NO_MENTIONS, Reply, error_reply, reply_for
+from core.access import Actor
 from core.board import Board, TaskFilter
 from core.config import LanewardenConfig
 from core.errors import LanewardenError
@@ -40,6 +42,7 @@ log = logging.getLogger("lanewarden.discord")
 
 DEFER_AFTER_SECONDS = 1.5  # leaves half of Discord's 3 s for the network and the defer itself
 INTERNAL_ERROR = "something went wrong on Lanewarden's side; the details are in its log"
+DATABASE_DOWN = "the board database is unavailable right now; try again shortly"
 CHOICES_LIMIT = 25  # Discord shows at most 25 suggestions
 CANDIDATES_SCANNED = 200
 
@@ -112,13 +115,17 @@ class CommandHandler:
         except LanewardenError as exc:
             await responder.error(str(exc))
             return
+        except DBAPIError as exc:
+            log.warning("%s for %s: the board database is unavailable: %s", spec.name, actor.id, exc.orig)
+            await responder.error(DATABASE_DOWN)
+            return
         except Exception:
             log.exception("%s failed for %s", spec.name, actor.id)
             await responder.error(INTERNAL_ERROR)
             return
         await responder.send(reply)
 
-    async def _work(self, command: Command, actor: Any, source: str) -> Reply:
+    async def _work(self, command: Command, actor: Actor, source: str) -> Reply:
         executor = self._executor()
         result = await asyncio.to_thread(executor.execute, command, actor, source_text=source)
         chart = None
