@@ -258,3 +258,29 @@ async def test_digests_and_alerts_reach_their_channels(bot: RunningBot, fake: Fa
     alerts = [m["content"] for m in fake.channel_messages(ALERTS)]
     assert alerts[0] == "gateway gpu is DOWN" and alerts[1].startswith("Lanewarden digest, last 24h")
     assert fake.channel_messages(NOTIFY)[0]["content"].startswith("Lanewarden digest, last 24h")
+
+
+async def test_without_history_access_the_nonce_still_prevents_a_second_card(
+    bot: RunningBot, fake: FakeDiscord
+) -> None:
+    engine = deliverer(bot)
+    task_id = add_task(bot, "Careful")
+    [card_row] = [r for r in rows(bot) if r.channel == str(CHANNEL)]
+    await bot.adapter.sink.deliver(_item(card_row), bot.board.get(task_id), None)
+    _crash_while_sending(bot, card_row.id)
+    fake.fail("GET", rf"/channels/{CHANNEL}/messages", 403, 50001, "Missing Access")
+    await deliver_all(engine)
+    [card] = fake.channel_messages(CHANNEL)
+    assert card_ref(bot, task_id, CHANNEL) == card["id"]
+    assert [c.status for c in fake.requests("POST", rf"/channels/{CHANNEL}/messages")] == [200, 200]
+
+
+async def test_a_channel_that_is_not_a_discord_id_is_refused_for_good(
+    bot: RunningBot, fake: FakeDiscord
+) -> None:
+    Executor(bot.board).execute(Subscribe(topic="alerts", channel="discord:general"), OPS)
+    bot.board.notify("alerts", "alerts", "alert", "gateway gpu is DOWN", {})
+    await deliver_all(deliverer(bot))
+    [bad] = [r for r in rows(bot) if r.channel == "general"]
+    assert bad.state == "dead" and "not a Discord channel id" in bad.last_error
+    assert [m["content"] for m in fake.channel_messages(ALERTS)] == ["gateway gpu is DOWN"]

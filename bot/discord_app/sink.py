@@ -51,12 +51,13 @@ class DiscordSink:
         self.client = client
 
     async def deliver(self, item: OutboxItem, task: Task | None, card: Card | None) -> Delivery:
+        channel_id(item)  # a malformed channel can never be delivered: fail it at once
         try:
             if item.kind == "card":
                 return await self._card(item, task, card)
             if item.kind == "update":
                 return await self._update(item, task, card)
-            return await self._post(int(item.channel), _text(item), item)
+            return await self._post(channel_id(item), _text(item), item)
         except discord.HTTPException as exc:
             raise _translate(exc) from exc
         except discord.RateLimited as exc:
@@ -76,13 +77,18 @@ class DiscordSink:
             return None
         me = self.client.user
         marker = card_marker(item.task_id)
-        channel = self.client.get_partial_messageable(int(item.channel))
+        channel = self.client.get_partial_messageable(channel_id(item))
         try:
             async for message in channel.history(limit=HISTORY_SCAN):
                 if me is not None and message.author.id != me.id:
                     continue
                 if any((e.footer.text or "").startswith(marker) for e in message.embeds):
                     return Delivery(str(message.id), str(message.id))
+        except discord.Forbidden:
+            # no Read Message History permission: the search is only a safety net, so
+            # post (the nonce still covers a retry within Discord's nonce window)
+            log.warning("outbox %d: cannot read the history of %s to check for a card", item.id, item.channel)
+            return None
         except discord.HTTPException as exc:
             raise _translate(exc) from exc
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
@@ -94,7 +100,7 @@ class DiscordSink:
     async def _card(self, item: OutboxItem, task: Task | None, card: Card | None) -> Delivery:
         if task is None:
             raise PermanentError(f"task #{item.task_id} no longer exists")
-        channel = self.client.get_partial_messageable(int(item.channel))
+        channel = self.client.get_partial_messageable(channel_id(item))
         view = card_view(task)
         if card is not None:
             try:
@@ -120,7 +126,7 @@ class DiscordSink:
         if card is None:
             # the card could not be posted (or was dropped): say which task, in the channel
             title = f" {task.title}" if task is not None else ""
-            return await self._post(int(item.channel), shorten(f"#{item.task_id}{title}: {text}", 2000), item)
+            return await self._post(channel_id(item), shorten(f"#{item.task_id}{title}: {text}", 2000), item)
         thread_id = int(card.thread_ref or card.message_ref)
         try:
             return await self._post(thread_id, text, item)
@@ -128,10 +134,10 @@ class DiscordSink:
             if exc.code != UNKNOWN_CHANNEL:
                 raise
         # first state change of this card: open its thread, then post there
-        if await self._open_thread(int(item.channel), int(card.message_ref), task, item):
+        if await self._open_thread(channel_id(item), int(card.message_ref), task, item):
             return await self._post(thread_id, text, item)
         # no thread possible here (the card sits in a thread itself): reply to the card
-        return await self._post(int(item.channel), text, item, reply_to=int(card.message_ref))
+        return await self._post(channel_id(item), text, item, reply_to=int(card.message_ref))
 
     async def _open_thread(
         self, channel_id: int, message_id: int, task: Task | None, item: OutboxItem
@@ -165,6 +171,13 @@ class DiscordSink:
             content=text, nonce=nonce_for(item), allowed_mentions=NO_MENTIONS, **extra
         )
         return Delivery(str(message.id))
+
+
+def channel_id(item: OutboxItem) -> int:
+    try:
+        return int(item.channel)
+    except ValueError:
+        raise PermanentError(f"{item.channel!r} is not a Discord channel id (use discord:<number>)") from None
 
 
 def _text(item: OutboxItem) -> str:
