@@ -15,7 +15,7 @@ from typing import Any, Optional
 import discord
 from discord import app_commands
 
-from bot.discord_app.handler import INTERNAL_ERROR, CommandHandler, Responder
+from bot.discord_app.handler import INTERNAL_ERROR, CommandHandler
 from bot.discord_app.options import (
     DESCRIPTION_LIMIT,
     OptionSpec,
@@ -23,6 +23,7 @@ from bot.discord_app.options import (
     option_specs,
     shorten,
 )
+from bot.discord_app.responder import Responder
 from core.errors import LanewardenError
 from core.grammar import Verb
 
@@ -99,7 +100,7 @@ def _completer(handler: CommandHandler, spec: Verb, option: OptionSpec) -> Any:
     many = next((p.type == "ids" for p in spec.params if p.name == option.param_name), False)
 
     async def complete(interaction: discord.Interaction[Any], current: str) -> list[app_commands.Choice[str]]:
-        return await handler.suggest(kind, spec, interaction, current, many=many)
+        return await handler.suggestions(kind, spec, interaction, current, many=many)
 
     return complete
 
