@@ -22,6 +22,9 @@ MAX_RATELIMIT_WAIT_SECONDS = 30.0
 
 class LanewardenClient(discord.Client):
     def __init__(self, handler: CommandHandler, **options: Any) -> None:
+        # Lanewarden never joins voice: skip discord.py's start-up warnings about voice libraries
+        discord.VoiceClient.warn_nacl = False
+        discord.VoiceClient.warn_dave = False
         # Interactions need no intent at all; the (unprivileged) guilds intent keeps
         # discord.py's guild and channel state consistent.
         super().__init__(
