@@ -145,6 +145,12 @@ def _operator_command(args: list[str], config_path: str | None) -> int:
     sim.add_argument("--token-ms", type=float, default=20.0, help="per-token time at or below the knee")
     sim.add_argument("--max-queue", type=int, default=64, help="requests beyond this get 503")
     sim.add_argument("--seed", type=int, default=0)
+    sim.add_argument("--max-batch", type=int, help="running requests at most (default 2 x knee)")
+    sim.add_argument("--overload-exponent", type=float, help="step time ~ (n/knee)^this past the knee (1.5)")
+    sim.add_argument("--request-timeout", type=float, help="seconds after which the server gives up")
+    sim.add_argument("--output-tokens", help="answer length N or MIN-MAX tokens (default 32-256)")
+    sim.add_argument("--retry-after", type=int, help="seconds sent in Retry-After with 503 (default 1)")
+    sim.add_argument("--model", help="the model name /v1/models reports (default sim-7b)")
 
     opts = parser.parse_args(args)
     if opts.op == "init":

@@ -14,7 +14,7 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,9 @@ from scheduler.alerts import AlertEngine
 from scheduler.windows import WindowScheduler
 
 log = logging.getLogger("lanewarden.serve")
+# started before the dispatcher, stopped after the drain (the demo's simulated gateway);
+# starting returns the coroutine function that stops it
+Companion = Callable[[], Awaitable[Callable[[], Awaitable[None]]]]
 
 
 class WakeBus:
@@ -56,9 +59,15 @@ class WakeBus:
 
 class Service:
     def __init__(
-        self, config: LanewardenConfig, *, headless: bool = False, config_path: Path | None = None
+        self,
+        config: LanewardenConfig,
+        *,
+        headless: bool = False,
+        config_path: Path | None = None,
+        companions: Sequence[Companion] = (),
     ) -> None:
         self.config = config
+        self.companions = list(companions)
         self.headless = headless
         self.config_path = config_path
         self.stopping = asyncio.Event()
@@ -92,6 +101,8 @@ class Service:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.request_stop)
+        for start in self.companions:
+            self._cleanups.append(await start())
         board = await asyncio.to_thread(open_board, self.config)
         self.board = board
         await asyncio.to_thread(WindowStore(board).sync_config, list(self.config.scheduler.jobs))
@@ -255,8 +266,11 @@ def serve(
     config: LanewardenConfig, config_path: Path | None, *, headless: bool = False, demo: bool = False
 ) -> int:
     configure_logging()
+    companions: list[Companion] = []
     if demo:
-        from bot.demo import demo_config
+        from bot.demo import demo_companion, demo_config
 
         config = demo_config(config)
-    return asyncio.run(Service(config, headless=headless, config_path=config_path).run())
+        companions.append(demo_companion(config, headless=headless))
+    service = Service(config, headless=headless, config_path=config_path, companions=companions)
+    return asyncio.run(service.run())

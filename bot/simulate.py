@@ -1,0 +1,716 @@
+"""``lanewarden simulate-gateway``: a GPU inference server you can overload on a laptop.
+
+An OpenAI-compatible server (aiohttp, loopback) that behaves like vLLM closely enough
+to rehearse caps against it and to benchmark "uncapped" against "a fixed cap" against
+"adaptive": ``POST /v1/chat/completions`` (streamed like vLLM, or not), ``GET
+/v1/models``, ``GET /health`` and ``GET /metrics`` in vLLM's Prometheus format
+(``vllm:num_requests_running``, ``vllm:num_requests_waiting``,
+``vllm:kv_cache_usage_perc``, a TTFT histogram), so a gateway of kind ``vllm`` probes
+and reads it as it would a real one.
+
+The whole timing model is ``ServerModel`` (see docs/simulator.md):
+
+* **batching** (continuous batching, as vLLM): the engine runs decode steps; each
+  step gives one token to every running sequence and lasts
+  ``step_ms(n) = token_ms`` while ``n <= knee`` and
+  ``token_ms * (n / knee) ** overload_exponent`` beyond it (memory bandwidth and
+  KV-cache thrashing). Aggregate tokens/s, ``n / step_ms(n)``, rises up to the knee
+  and falls after it (for an exponent above 1) while every request gets slower. At
+  most ``max_batch`` sequences run (default ``2 * knee``); the rest wait in the
+  server's queue (``num_requests_waiting``; the wait shows up in TTFT), and a request
+  that would make that queue longer than ``max_queue`` gets 503 with ``Retry-After``.
+  New sequences join at step boundaries; a sequence's first token comes out of the
+  first step it is part of.
+* **serial** (one request at a time, as llama-cpp-python's server): the same engine
+  with a batch of one; every token takes ``token_ms``.
+* Optionally, ``request_timeout``: a request still unfinished that long after it
+  arrived is aborted (a server that gives up under overload): 408 before anything
+  was sent, an error event in the stream after.
+
+Output lengths are drawn from ``output_tokens`` (a range) by a generator seeded with
+``seed`` and the request's messages, so the same prompts give the same lengths
+whatever order they arrive in; a request's ``max_tokens`` caps its length
+(``finish_reason: "length"``), and vLLM's ``ignore_eos`` makes it exactly
+``max_tokens``. Timing is real (``asyncio.sleep``): one task drives every decode step,
+so an idle server costs nothing and a busy one a few wake-ups per step.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+import random
+import signal
+import sys
+import time
+import uuid
+from collections import deque
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+log = logging.getLogger("lanewarden.simulate")
+
+Profile = Literal["batching", "serial"]
+# vLLM's own TTFT buckets (vllm/v1/metrics/loggers.py), so quantiles read the same
+TTFT_BUCKETS = (
+    0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0,
+    2.5, 5.0, 7.5, 10.0, 20.0, 40.0, 80.0, 160.0, 640.0, 2560.0,
+)  # fmt: skip
+TPOT_BUCKETS = (0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0)
+E2E_BUCKETS = (0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 2.5, 5.0, 10.0, 15.0, 20.0, 30.0, 40.0, 50.0, 60.0, 120.0)
+KV_TOKENS_PER_SEQUENCE = 1024  # default KV-cache size: this many tokens per batch slot
+WORDS = (
+    "the", "queue", "holds", "while", "the", "batch", "decodes", "one", "token", "per", "step", "for",
+    "every", "running", "request", "and", "latency", "grows", "past", "the", "knee", "so", "a", "cap",
+    "that", "fits", "the", "server", "keeps", "throughput", "high",
+)  # fmt: skip
+
+
+# ---------------------------------------------------------------------- the model
+
+
+@dataclass(frozen=True, slots=True)
+class ServerModel:
+    """How the simulated server's speed depends on its load: the one place to read it."""
+
+    profile: Profile = "batching"
+    knee: int = 4  # running sequences a decode step can hold at full speed
+    token_ms: float = 20.0  # one decode step at or below the knee
+    overload_exponent: float = 1.5  # how much faster than linearly a step grows past the knee
+    max_batch: int | None = None  # running sequences at most; default 2 * knee (1 when serial)
+    max_queue: int = 64  # waiting requests at most; past it, 503
+    request_timeout: float | None = None  # seconds from arrival after which the server gives up
+    output_tokens: tuple[int, int] = (32, 256)  # natural answer length, drawn per request
+    retry_after_seconds: int = 1  # sent with 503
+    kv_cache_tokens: int | None = None  # KV-cache size; default max_batch * 1024 tokens
+
+    def __post_init__(self) -> None:
+        if self.knee < 1 or self.token_ms <= 0 or self.overload_exponent < 0:
+            raise ValueError("knee must be >= 1, token_ms > 0 and overload_exponent >= 0")
+        if self.max_batch is not None and self.max_batch < 1:
+            raise ValueError("max_batch must be >= 1")
+        if self.max_queue < 0:
+            raise ValueError("max_queue must be >= 0")
+        low, high = self.output_tokens
+        if not 1 <= low <= high:
+            raise ValueError("output_tokens must be a range 1 <= low <= high")
+
+    @property
+    def batch_limit(self) -> int:
+        if self.profile == "serial":
+            return 1
+        return self.max_batch if self.max_batch is not None else 2 * self.knee
+
+    @property
+    def kv_capacity(self) -> int:
+        return self.kv_cache_tokens or self.batch_limit * KV_TOKENS_PER_SEQUENCE
+
+    def step_ms(self, running: int) -> float:
+        """Duration of one decode step with ``running`` sequences in the batch."""
+        if self.profile == "serial" or running <= self.knee:
+            return self.token_ms
+        return self.token_ms * (running / self.knee) ** self.overload_exponent
+
+    def tokens_per_second(self, running: int) -> float:
+        """Aggregate decode throughput with ``running`` sequences (what the GPU delivers)."""
+        running = min(running, self.batch_limit)
+        return running * 1000.0 / self.step_ms(running) if running else 0.0
+
+    def describe(self) -> str:
+        """A table of the model, one row per concurrency, for the CLI and the docs."""
+        if self.profile == "serial":
+            head = f"serial: one request at a time, {self.token_ms:g} ms per token"
+        else:
+            head = (
+                f"batching: a decode step takes {self.token_ms:g} ms with up to {self.knee} running, "
+                f"x (n/{self.knee})^{self.overload_exponent:g} beyond; at most {self.batch_limit} run"
+            )
+        lines = [
+            head + f", {self.max_queue} may wait (then 503)",
+            f"{'in flight':>9}  {'step ms':>8}  {'tokens/s':>9}  {'per request':>11}",
+        ]
+        top = self.batch_limit + (2 if self.profile == "serial" else self.knee)
+        for n in range(1, top + 1):
+            running = min(n, self.batch_limit)
+            total = self.tokens_per_second(running)
+            queued = f"  ({n - running} queued)" if n > running else ""
+            lines.append(f"{n:>9}  {self.step_ms(running):>8.1f}  {total:>9.1f}  {total / n:>9.1f}/s{queued}")
+        return "\n".join(lines)
+
+
+# ----------------------------------------------------------------- the engine
+
+
+class ServerOverloaded(Exception):
+    """The server's queue is full: the request is refused with 503."""
+
+
+@dataclass(eq=False)
+class Generation:
+    """One request inside the engine, from arrival to its last token."""
+
+    prompt_tokens: int
+    target_tokens: int
+    arrived_at: float
+    id: str = field(default_factory=lambda: f"chatcmpl-{uuid.uuid4().hex[:24]}")
+    admitted_at: float | None = None
+    first_token_at: float | None = None
+    finished_at: float | None = None
+    generated: int = 0
+    error: str | None = None
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @property
+    def done(self) -> bool:
+        return self.finished_at is not None or self.error is not None
+
+
+class DecodeEngine:
+    """Runs decode steps for the running batch; admits waiting requests at step boundaries."""
+
+    def __init__(self, model: ServerModel, metrics: SimulatorMetrics) -> None:
+        self.model = model
+        self.metrics = metrics
+        self.waiting: deque[Generation] = deque()
+        self.running: list[Generation] = []
+        self._work = asyncio.Event()
+        # figures for tests and benchmarks
+        self.steps = 0
+        self.peak_running = 0
+        self.peak_waiting = 0
+        self.rejected = 0
+        self.timed_out = 0
+
+    def submit(self, generation: Generation) -> None:
+        would_wait = len(self.running) + len(self.waiting) + 1 - self.model.batch_limit
+        if would_wait > self.model.max_queue:
+            self.rejected += 1
+            raise ServerOverloaded(
+                f"the server is overloaded: {len(self.waiting)} requests waiting "
+                f"(max_queue {self.model.max_queue})"
+            )
+        self.waiting.append(generation)
+        self.peak_waiting = max(self.peak_waiting, len(self.waiting))
+        self._work.set()
+
+    def cancel(self, generation: Generation) -> None:
+        """The client went away: free its slot or its place in the queue."""
+        if generation in self.running:
+            self.running.remove(generation)
+        elif generation in self.waiting:
+            self.waiting.remove(generation)
+
+    def fail_all(self, reason: str) -> None:
+        for generation in [*self.running, *self.waiting]:
+            generation.error = reason
+            generation.changed.set()
+        self.running.clear()
+        self.waiting.clear()
+
+    def kv_cache_usage(self) -> float:
+        held = sum(g.prompt_tokens + g.generated for g in self.running)
+        return min(1.0, held / self.model.kv_capacity)
+
+    async def run(self) -> None:
+        while True:
+            if not self.running and not self.waiting:
+                self._work.clear()
+                await self._work.wait()
+            now = time.monotonic()
+            self._expire(now)
+            self._admit(now)
+            if not self.running:
+                continue
+            await asyncio.sleep(self.model.step_ms(len(self.running)) / 1000.0)
+            self._decode(time.monotonic())
+
+    def _admit(self, now: float) -> None:
+        while self.waiting and len(self.running) < self.model.batch_limit:
+            generation = self.waiting.popleft()
+            generation.admitted_at = now
+            self.running.append(generation)
+        self.peak_running = max(self.peak_running, len(self.running))
+
+    def _decode(self, now: float) -> None:
+        """The step just ended: every running sequence has one more token."""
+        self.steps += 1
+        finished = False
+        for generation in self.running:
+            generation.generated += 1
+            if generation.first_token_at is None:
+                generation.first_token_at = now
+                self.metrics.first_token(now - generation.arrived_at)
+            if generation.generated >= generation.target_tokens:
+                generation.finished_at = now
+                finished = True
+                self.metrics.finished(generation)
+            generation.changed.set()
+        if finished:
+            self.running = [g for g in self.running if g.finished_at is None]
+
+    def _expire(self, now: float) -> None:
+        timeout = self.model.request_timeout
+        if timeout is None:
+            return
+        for queue in (self.running, self.waiting):
+            for generation in [g for g in queue if now - g.arrived_at >= timeout]:
+                queue.remove(generation)
+                self.timed_out += 1
+                where = "in the queue" if generation.admitted_at is None else "while generating"
+                generation.error = f"request timed out after {timeout:g}s {where}"
+                generation.changed.set()
+
+
+# ---------------------------------------------------------------- metrics
+
+
+class SimulatorMetrics:
+    """vLLM's metric names, in a registry of this simulator's own (several may run in one process)."""
+
+    def __init__(self, model_name: str) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        labels = ("model_name", "engine")
+        values = (model_name, "0")
+        reg = self.registry
+        self.running = Gauge(
+            "vllm:num_requests_running",
+            "Number of requests in model execution batches.",
+            labels,
+            registry=reg,
+        )
+        self.waiting = Gauge(
+            "vllm:num_requests_waiting", "Number of requests waiting to be processed.", labels, registry=reg
+        )
+        self.kv = Gauge(
+            "vllm:kv_cache_usage_perc", "KV-cache usage. 1 means 100 percent usage.", labels, registry=reg
+        )
+        self.ttft = Histogram(
+            "vllm:time_to_first_token_seconds",
+            "Histogram of time to first token in seconds.",
+            labels,
+            buckets=TTFT_BUCKETS,
+            registry=reg,
+        ).labels(*values)
+        self.tpot = Histogram(
+            "vllm:time_per_output_token_seconds",
+            "Histogram of time per output token in seconds.",
+            labels,
+            buckets=TPOT_BUCKETS,
+            registry=reg,
+        ).labels(*values)
+        self.e2e = Histogram(
+            "vllm:e2e_request_latency_seconds",
+            "Histogram of e2e request latency in seconds.",
+            labels,
+            buckets=E2E_BUCKETS,
+            registry=reg,
+        ).labels(*values)
+        self.prompt_tokens = Counter(
+            "vllm:prompt_tokens", "Number of prefill tokens processed.", labels, registry=reg
+        ).labels(*values)
+        self.generation_tokens = Counter(
+            "vllm:generation_tokens", "Number of generation tokens processed.", labels, registry=reg
+        ).labels(*values)
+        self.success = Counter(
+            "vllm:request_success",
+            "Count of successfully processed requests.",
+            (*labels, "finished_reason"),
+            registry=reg,
+        )
+        self._values = values
+
+    def bind(self, engine: DecodeEngine) -> None:
+        self.running.labels(*self._values).set_function(lambda: len(engine.running))
+        self.waiting.labels(*self._values).set_function(lambda: len(engine.waiting))
+        self.kv.labels(*self._values).set_function(engine.kv_cache_usage)
+
+    def first_token(self, seconds: float) -> None:
+        self.ttft.observe(seconds)
+
+    def finished(self, generation: Generation) -> None:
+        assert generation.finished_at is not None and generation.first_token_at is not None
+        self.e2e.observe(generation.finished_at - generation.arrived_at)
+        if generation.generated > 1:
+            decode = generation.finished_at - generation.first_token_at
+            self.tpot.observe(decode / (generation.generated - 1))
+        self.prompt_tokens.inc(generation.prompt_tokens)
+        self.generation_tokens.inc(generation.generated)
+
+    def outcome(self, reason: str) -> None:
+        self.success.labels(*self._values, reason).inc()
+
+    def scrape(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+# ---------------------------------------------------------------- the server
+
+
+class BadRequest(Exception):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class ChatRequest:
+    model: str
+    stream: bool
+    include_usage: bool
+    prompt_tokens: int
+    output_tokens: int
+    finish_reason: str
+    words: tuple[str, ...]
+
+
+class GatewaySimulator:
+    """The simulator as an object: ``port = await sim.start()``, later ``await sim.stop()``."""
+
+    def __init__(
+        self,
+        model: ServerModel | None = None,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        seed: int = 0,
+        model_name: str = "sim-7b",
+    ) -> None:
+        self.model = model or ServerModel()
+        self.host = host
+        self.port = port
+        self.seed = seed
+        self.model_name = model_name
+        self.metrics = SimulatorMetrics(model_name)
+        self.engine = DecodeEngine(self.model, self.metrics)
+        self.metrics.bind(self.engine)
+        self.completed = 0
+        self._engine_task: asyncio.Task[None] | None = None
+        self._runner: web.AppRunner | None = None
+
+    @property
+    def root_url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def base_url(self) -> str:
+        """What a gateway's ``base_url`` should be."""
+        return f"{self.root_url}/v1"
+
+    async def start(self) -> int:
+        app = web.Application(client_max_size=8 * 1024 * 1024)
+        app.router.add_post("/v1/chat/completions", self._chat)
+        app.router.add_get("/v1/models", self._models)
+        app.router.add_get("/health", self._health)
+        app.router.add_get("/metrics", self._metrics)
+        # a client that hangs up (a cancelled task) frees its slot at once, as in vLLM
+        self._runner = web.AppRunner(
+            app, handle_signals=False, access_log=None, handler_cancellation=True, shutdown_timeout=2.0
+        )
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.host, self.port, reuse_address=True)
+        try:
+            await site.start()
+        except OSError:
+            await self._runner.cleanup()
+            self._runner = None
+            raise
+        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self._engine_task = asyncio.create_task(self.engine.run(), name="simulator-engine")
+        log.info("simulated %s gateway on %s (%s)", self.model.profile, self.base_url, self.model_name)
+        return self.port
+
+    async def stop(self) -> None:
+        self.engine.fail_all("the server is shutting down")
+        if self._engine_task is not None:
+            self._engine_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._engine_task
+            self._engine_task = None
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    # ------------------------------------------------------------ endpoints
+
+    async def _health(self, request: web.Request) -> web.Response:
+        return web.Response(status=200)  # vLLM answers an empty 200
+
+    async def _models(self, request: web.Request) -> web.Response:
+        entry = {
+            "id": self.model_name,
+            "object": "model",
+            "created": int(time.time()),
+            "owned_by": "lanewarden-simulator",
+            "max_model_len": self.model.kv_capacity,
+        }
+        return web.json_response({"object": "list", "data": [entry]})
+
+    async def _metrics(self, request: web.Request) -> web.Response:
+        return web.Response(body=self.metrics.scrape(), content_type="text/plain", charset="utf-8")
+
+    async def _chat(self, request: web.Request) -> web.StreamResponse:
+        arrived = time.monotonic()
+        try:
+            chat = self._parse(await request.read())
+        except BadRequest as exc:
+            return error_response(400, str(exc), "BadRequestError")
+        generation = Generation(chat.prompt_tokens, chat.output_tokens, arrived)
+        try:
+            self.engine.submit(generation)
+        except ServerOverloaded as exc:
+            return error_response(
+                503,
+                str(exc),
+                "ServiceUnavailableError",
+                headers={"Retry-After": str(self.model.retry_after_seconds)},
+            )
+        try:
+            if chat.stream:
+                return await self._stream(request, chat, generation)
+            return await self._complete(chat, generation)
+        finally:
+            if not generation.done:
+                self.engine.cancel(generation)
+
+    def _parse(self, raw: bytes) -> ChatRequest:
+        try:
+            body = json.loads(raw)
+        except ValueError:
+            raise BadRequest("the body is not JSON") from None
+        if not isinstance(body, dict):
+            raise BadRequest("the body must be a JSON object")
+        messages = body.get("messages")
+        if not isinstance(messages, list) or not messages:
+            raise BadRequest("'messages' must be a non-empty list")
+        limit = body.get("max_completion_tokens", body.get("max_tokens"))
+        if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 1):
+            raise BadRequest("'max_tokens' must be a positive integer")
+        text = json.dumps(messages, sort_keys=True, ensure_ascii=False)
+        # seeded by the prompt, not by arrival order: the same tasks get the same lengths under any cap
+        digest = hashlib.sha256(f"{self.seed}\0{text}".encode()).digest()
+        rng = random.Random(digest)
+        natural = rng.randint(*self.model.output_tokens)
+        if limit is not None and (body.get("ignore_eos") or limit < natural):
+            length, reason = limit, "length"
+        else:
+            length, reason = natural, "stop"
+        options = body.get("stream_options") or {}
+        return ChatRequest(
+            model=str(body.get("model") or self.model_name),
+            stream=bool(body.get("stream")),
+            include_usage=isinstance(options, dict) and bool(options.get("include_usage")),
+            prompt_tokens=max(1, len(text) // 4),  # about four characters per token
+            output_tokens=length,
+            finish_reason=reason,
+            words=tuple(rng.choice(WORDS) for _ in range(min(length, 64))),
+        )
+
+    async def _complete(self, chat: ChatRequest, generation: Generation) -> web.Response:
+        while not generation.done:
+            await generation.changed.wait()
+            generation.changed.clear()
+        if generation.error is not None:
+            self.metrics.outcome("abort")
+            return error_response(408, generation.error, "TimeoutError")
+        self.completed += 1
+        self.metrics.outcome(chat.finish_reason)
+        return web.json_response(
+            {
+                "id": generation.id,
+                "object": "chat.completion",
+                "created": int(time.time()),
+                "model": chat.model,
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": answer_text(chat, 0, chat.output_tokens)},
+                        "logprobs": None,
+                        "finish_reason": chat.finish_reason,
+                    }
+                ],
+                "usage": usage(chat),
+            }
+        )
+
+    async def _stream(
+        self, request: web.Request, chat: ChatRequest, generation: Generation
+    ) -> web.StreamResponse:
+        response = web.StreamResponse(
+            headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+        )
+        await response.prepare(request)  # vLLM sends the headers at once; tokens come when they come
+        chunk = ChunkWriter(generation.id, chat.model)
+        sent = 0
+        while True:
+            await generation.changed.wait()
+            generation.changed.clear()
+            frames: list[bytes] = []
+            if generation.error is not None:
+                self.metrics.outcome("abort")
+                error = {"message": generation.error, "type": "TimeoutError", "code": 408}
+                frames.append(sse({"error": error}))
+                frames.append(b"data: [DONE]\n\n")
+                await response.write(b"".join(frames))
+                break
+            produced = generation.generated
+            if sent == 0 and produced > 0:
+                frames.append(chunk.frame({"role": "assistant", "content": ""}))
+            for index in range(sent, produced):
+                last = index == chat.output_tokens - 1
+                frames.append(
+                    chunk.frame(
+                        {"content": answer_text(chat, index, index + 1)},
+                        chat.finish_reason if last else None,
+                    )
+                )
+            sent = produced
+            if generation.finished_at is not None:
+                if chat.include_usage:
+                    frames.append(sse({**chunk.head, "choices": [], "usage": usage(chat)}))
+                frames.append(b"data: [DONE]\n\n")
+            if frames:
+                # one write per wake-up, however many tokens it carries
+                await response.write(b"".join(frames))
+            if generation.finished_at is not None:
+                self.completed += 1
+                self.metrics.outcome(chat.finish_reason)
+                break
+        await response.write_eof()
+        return response
+
+
+class ChunkWriter:
+    """``chat.completion.chunk`` frames as vLLM writes them."""
+
+    def __init__(self, completion_id: str, model: str) -> None:
+        self.head = {
+            "id": completion_id,
+            "object": "chat.completion.chunk",
+            "created": int(time.time()),
+            "model": model,
+        }
+
+    def frame(self, delta: dict[str, Any], finish_reason: str | None = None) -> bytes:
+        choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
+        return sse({**self.head, "choices": [choice]})
+
+
+def sse(payload: dict[str, Any]) -> bytes:
+    return f"data: {json.dumps(payload, separators=(',', ':'))}\n\n".encode()
+
+
+def answer_text(chat: ChatRequest, start: int, end: int) -> str:
+    """Tokens ``start..end`` of the answer: one word (and a space) per token."""
+    words = chat.words
+    return "".join(words[i % len(words)] + " " for i in range(start, end))
+
+
+def usage(chat: ChatRequest) -> dict[str, int]:
+    return {
+        "prompt_tokens": chat.prompt_tokens,
+        "total_tokens": chat.prompt_tokens + chat.output_tokens,
+        "completion_tokens": chat.output_tokens,
+    }
+
+
+def error_response(
+    status: int, message: str, kind: str, headers: dict[str, str] | None = None
+) -> web.Response:
+    """OpenAI-style error body, as vLLM sends it."""
+    body = {"error": {"message": message, "type": kind, "param": None, "code": status}}
+    return web.json_response(body, status=status, headers=headers)
+
+
+# -------------------------------------------------------------------- the CLI
+
+
+def parse_token_range(text: str) -> tuple[int, int]:
+    """``128`` or ``32-256`` -> (low, high)."""
+    low, sep, high = text.partition("-")
+    try:
+        bounds = (int(low), int(high)) if sep else (int(low), int(low))
+    except ValueError:
+        raise ValueError(f"--output-tokens {text!r}: use N or MIN-MAX, e.g. 32-256") from None
+    return bounds
+
+
+def model_from_options(opts: argparse.Namespace) -> ServerModel:
+    model = ServerModel(
+        profile=opts.profile,
+        knee=opts.knee,
+        token_ms=opts.token_ms,
+        max_queue=opts.max_queue,
+    )
+    extra: dict[str, Any] = {}
+    for option, key in (
+        ("max_batch", "max_batch"),
+        ("overload_exponent", "overload_exponent"),
+        ("request_timeout", "request_timeout"),
+        ("retry_after", "retry_after_seconds"),
+    ):
+        value = getattr(opts, option, None)
+        if value is not None:
+            extra[key] = value
+    tokens = getattr(opts, "output_tokens", None)
+    if tokens is not None:
+        extra["output_tokens"] = parse_token_range(tokens)
+    return replace(model, **extra)
+
+
+def run_simulator(opts: argparse.Namespace) -> int:
+    """``lanewarden simulate-gateway``: print the base URL, serve until Ctrl-C or SIGTERM."""
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s: %(message)s")
+    try:
+        model = model_from_options(opts)  # ServerModel checks its own ranges
+    except ValueError as exc:
+        print(f"lanewarden: error: simulate-gateway: {exc}", file=sys.stderr)
+        return 2
+    simulator = GatewaySimulator(
+        model,
+        host=opts.host,
+        port=opts.port,
+        seed=opts.seed,
+        model_name=getattr(opts, "model", None) or "sim-7b",
+    )
+    try:
+        asyncio.run(_serve_until_stopped(simulator))
+    except OSError as exc:
+        print(f"lanewarden: error: cannot listen on {opts.host}:{opts.port}: {exc.strerror}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+async def _serve_until_stopped(simulator: GatewaySimulator) -> None:
+    await simulator.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    model = simulator.model
+    print(f"simulated vLLM gateway at {simulator.base_url} (model {simulator.model_name!r})")
+    print(model.describe())
+    print()
+    print("Point a gateway at it (kind vllm: /health, /metrics):")
+    print("  [gateways.sim]")
+    print(f'  base_url = "{simulator.base_url}"')
+    print('  kind = "vllm"')
+    print(f"  max_concurrency = {model.knee if model.profile == 'batching' else 1}")
+    print("Ctrl-C stops it.", flush=True)
+    try:
+        await stop.wait()
+    finally:
+        await simulator.stop()
+        engine = simulator.engine
+        print(
+            f"served {simulator.completed} request(s), refused {engine.rejected} with 503, "
+            f"timed out {engine.timed_out}; peak {engine.peak_running} running, "
+            f"{engine.peak_waiting} waiting",
+            flush=True,
+        )
