@@ -469,7 +469,8 @@ class ClaimKernel:
         clock = now.timestamp()
         current = LimiterState.from_json(state.limiter if state is not None else None) or limiter.start(clock)
         before = state.current_limit if state is not None and state.current_limit is not None else 1
-        in_flight = Usage.load(conn).by_gateway.get(gateway, 0)
+        # the concurrency these requests ran under: what is still open plus this batch itself
+        in_flight = Usage.load(conn).by_gateway.get(gateway, 0) + len(finished)
         values: dict[str, Any] = {}
         for done in finished:
             if done.outcome == "gateway_down":
@@ -478,9 +479,7 @@ class ClaimKernel:
             if done.outcome == "backpressure":
                 wait = done.retry_after if done.retry_after is not None else 1.0
                 values.update(backoff_until=now + timedelta(seconds=min(wait, 300)), last_error=done.error)
-            sample = Sample(
-                done.outcome, in_flight + 1, clock, done.ttft_ms, done.latency_ms, done.completion_tokens
-            )
+            sample = Sample(done.outcome, in_flight, clock, done.ttft_ms, done.latency_ms, done.completion_tokens)
             current = limiter.update(current, sample)
         set_gateway_state(
             conn, gateway, now, limiter=current.to_json(), current_limit=current.current_limit, **values
