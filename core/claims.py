@@ -472,14 +472,21 @@ class ClaimKernel:
         # the concurrency these requests ran under: what is still open plus this batch itself
         in_flight = Usage.load(conn).by_gateway.get(gateway, 0) + len(finished)
         values: dict[str, Any] = {}
-        for done in finished:
+        for done in sorted(finished, key=lambda c: _finished_at(c, clock)):
             if done.outcome == "gateway_down":
                 values.update(healthy=False, last_error=done.error, changed_at=now)
                 continue
             if done.outcome == "backpressure":
                 wait = done.retry_after if done.retry_after is not None else 1.0
                 values.update(backoff_until=now + timedelta(seconds=min(wait, 300)), last_error=done.error)
-            sample = Sample(done.outcome, in_flight, clock, done.ttft_ms, done.latency_ms, done.completion_tokens)
+            sample = Sample(
+                done.outcome,
+                in_flight,
+                _finished_at(done, clock),
+                done.ttft_ms,
+                done.latency_ms,
+                done.completion_tokens,
+            )
             current = limiter.update(current, sample)
         set_gateway_state(
             conn, gateway, now, limiter=current.to_json(), current_limit=current.current_limit, **values
@@ -666,6 +673,13 @@ def _run_values(done: Completion, outcome: str, now: datetime) -> dict[str, Any]
         "b_completion": done.completion_tokens,
         "b_error": done.error,
     }
+
+
+def _finished_at(done: Completion, default: float) -> float:
+    """When the worker saw the request end (the batch is written later, all at once)."""
+    if done.started_at is None or done.latency_ms is None:
+        return default
+    return done.started_at.timestamp() + done.latency_ms / 1000
 
 
 def _ready_at(row: Any) -> datetime:

@@ -12,7 +12,7 @@ no-load baseline):
   second for runners that cannot count tokens). End-to-end latency alone would
   mislead, since it grows with the length of the answers.
 * **How it moves.** It climbs one level at a time while the level just reached delivers
-  at least ``min_gain`` (5%) more than the one below. A level that delivers no more
+  at least ``min_gain`` (8%) more than the one below. A level that delivers no more
   (the knee: extra requests only queue or thrash) or less is left for the one below,
   and the controller holds there; every ``retry_after`` completions it tries the level
   above again, in case the server got faster or quieter.
@@ -36,6 +36,7 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 PROBE_SAMPLES = 3
+BIG_GAIN = 0.25  # a step up that paid this much: keep climbing on quick measurements
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +83,8 @@ class LimiterState:
     levels: dict[str, float] = field(default_factory=dict)
     ceiling: int | None = None  # a level found not to pay off; retried now and then
     since_retry: int = 0
+    # judging on one round instead of two, while each step still pays off handsomely
+    quick: bool = True
     last_probe_at: float = 0.0
 
     @property
@@ -104,7 +107,7 @@ class LimiterState:
 class AdaptiveLimiter:
     cap: int
     tolerance: float = 2.0
-    min_gain: float = 0.05
+    min_gain: float = 0.08
     probe_interval: float = 120.0
     retry_after: int = 30
     backoff: float = 0.5
@@ -116,8 +119,11 @@ class AdaptiveLimiter:
     def update(self, state: LimiterState, sample: Sample) -> LimiterState:
         if sample.outcome in ("timed_out", "backpressure"):
             shrunk = max(1, int(state.limit * self.backoff))
-            return self._move(replace(state, restore_limit=min(state.restore_limit, shrunk)), shrunk,
-                              ceiling=state.limit if shrunk < state.limit else state.ceiling)
+            return self._move(
+                replace(state, restore_limit=min(state.restore_limit, shrunk)),
+                shrunk,
+                ceiling=state.limit if shrunk < state.limit else state.ceiling,
+            )
         if sample.outcome != "succeeded":
             return state  # a task's own failure says nothing about the gateway's load
         if state.probing:
@@ -128,8 +134,13 @@ class AdaptiveLimiter:
             return self._move(state, state.limit - 1, ceiling=state.limit)
         if sample.in_flight < state.limit:
             # demand, not the gateway, is the limit right now: this round proves nothing
-            return replace(state, settle_left=max(state.settle_left, 1), window_start=None, window_work=0.0,
-                           window_count=0)
+            return replace(
+                state,
+                settle_left=max(state.settle_left, 1),
+                window_start=None,
+                window_work=0.0,
+                window_count=0,
+            )
         return self._measure(state, sample)
 
     # --------------------------------------------------------------- steps
@@ -140,12 +151,15 @@ class AdaptiveLimiter:
         if state.window_start is None:
             return replace(state, window_start=sample.at, window_work=0.0, window_count=0)
         work, count = state.window_work + sample.work, state.window_count + 1
-        needed = max(5, 2 * state.limit)  # two rounds: one round is too noisy to judge a level on
+        # two rounds near the knee, where one is too noisy to judge on; one while climbing fast
+        needed = max(3, state.limit) if state.quick else max(5, 2 * state.limit)
         elapsed = sample.at - state.window_start
         if count < needed or elapsed <= 0:
             return replace(state, window_work=work, window_count=count)
         levels = {**state.levels, str(state.limit): work / elapsed}
-        return self._decide(replace(state, levels=levels, window_start=sample.at, window_work=0.0, window_count=0))
+        return self._decide(
+            replace(state, levels=levels, window_start=sample.at, window_work=0.0, window_count=0)
+        )
 
     def _decide(self, state: LimiterState) -> LimiterState:
         limit = state.limit
@@ -155,21 +169,42 @@ class AdaptiveLimiter:
         paid_off = limit == 1 or below is None or here >= below * (1 + self.min_gain)
         if not paid_off:
             # no gain, or a loss: more requests here only queue. Step back and remember why.
-            return self._move(state, limit - 1, ceiling=limit)
-        blocked = state.ceiling is not None and limit + 1 >= state.ceiling and state.since_retry < self.retry_after
+            return self._move(replace(state, quick=False), limit - 1, ceiling=limit)
+        blocked = (
+            state.ceiling is not None and limit + 1 >= state.ceiling and state.since_retry < self.retry_after
+        )
         if limit >= self.cap or blocked:
             return replace(state, since_retry=state.since_retry + max(3, limit))
-        return self._move(state, limit + 1, ceiling=None if state.ceiling == limit + 1 else state.ceiling)
+        # quick only on the first climb: once a level has been found wanting, judge carefully
+        quick = state.quick and (below is None or here >= below * (1 + BIG_GAIN))
+        return self._move(
+            replace(state, quick=quick),
+            limit + 1,
+            ceiling=None if state.ceiling == limit + 1 else state.ceiling,
+        )
 
     def _move(self, state: LimiterState, level: int, *, ceiling: int | None) -> LimiterState:
         level = max(1, min(self.cap, level))
-        return replace(state, limit=level, ceiling=ceiling, since_retry=0, settle_left=level, window_start=None,
-                       window_work=0.0, window_count=0)
+        settle = (level + 1) // 2 if state.quick else level
+        return replace(
+            state,
+            limit=level,
+            ceiling=ceiling,
+            since_retry=0,
+            settle_left=settle,
+            window_start=None,
+            window_work=0.0,
+            window_count=0,
+        )
 
     def _too_slow(self, state: LimiterState, sample: Sample) -> bool:
         """Decoding far slower than at no load: the server is thrashing, step down now."""
         tpot = sample.tpot_ms
-        return tpot is not None and state.baseline_tpot is not None and tpot > self.tolerance * state.baseline_tpot
+        return (
+            tpot is not None
+            and state.baseline_tpot is not None
+            and tpot > self.tolerance * state.baseline_tpot
+        )
 
     def _probe(self, state: LimiterState, sample: Sample) -> LimiterState:
         if sample.in_flight > 1:
