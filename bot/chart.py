@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 from datetime import datetime, timedelta
+from pathlib import Path
 
 from sqlalchemy import select
 
@@ -121,3 +122,10 @@ def status_chart_png(board: Board, *, window: timedelta = WINDOW, now: datetime 
 
 def _minutes(at: datetime, now: datetime) -> float:
     return (at - now).total_seconds() / 60
+
+
+def write_status_chart(board: Board, directory: Path | None = None) -> Path:
+    """For the terminal front ends: the chart as a file, named by the time it was drawn."""
+    path = (directory or Path.cwd()) / f"lanewarden-status-{utcnow():%Y%m%d-%H%M%S}.png"
+    path.write_bytes(status_chart_png(board))
+    return path

@@ -88,7 +88,7 @@ def local_actor(kind: str = "cli"):  # -> Actor
 
 
 def _board_command(args: list[str], config_path: str | None) -> int:
-    from bot.render import render
+    from bot.render import render_with_files
     from core.board import open_board
     from core.config import load_config
     from core.executor import Executor
@@ -99,7 +99,7 @@ def _board_command(args: list[str], config_path: str | None) -> int:
     board = open_board(config)
     try:
         result = Executor(board).execute(command, local_actor(), source_text=" ".join(args))
-        output = render(result)
+        output = render_with_files(result, board)
         if output:
             print(output)
         if result.verb == "promote-batch":

@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 from typing import TextIO
 
-from bot.render import render
+from bot.render import render_with_files
 from core.access import Actor
 from core.errors import LanewardenError
 from core.executor import Executor
@@ -32,7 +32,9 @@ class Console:
         """One command in, its rendered answer (or one error line) out."""
         try:
             command = parse(tokenize(line))
-            return render(self.executor.execute(command, self.actor, source_text=line))
+            return render_with_files(
+                self.executor.execute(command, self.actor, source_text=line), self.executor.board
+            )
         except LanewardenError as exc:
             return f"error: {exc}"
 

@@ -6,6 +6,7 @@ import json
 from functools import singledispatch
 from typing import Any
 
+from core.board import Board
 from core.clock import age, format_seconds, utcnow
 from core.results import (
     BatchPromoted,
@@ -22,6 +23,16 @@ from core.results import (
 )
 from core.status import StatusReport
 from core.tasks import Task
+
+
+def render_with_files(result: Result, board: Board) -> str:
+    """``render``, plus what the terminal front ends write to disk (``status --chart``)."""
+    text = render(result)
+    if isinstance(result, StatusShown) and result.chart:
+        from bot.chart import write_status_chart
+
+        text += f"\nchart written to {write_status_chart(board)}"
+    return text
 
 
 def render(result: Result) -> str:

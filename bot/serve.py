@@ -76,6 +76,7 @@ class Service:
         self.dispatcher: Dispatcher | None = None
         self.http: HttpEndpoint | None = None
         self.lease: LeaderLease | None = None
+        self.duties: LeaderDuties | None = None
         # /metrics; the scheduler reports through job_run/job_misfire/job_error
         self.metrics: Metrics | None = None
         self._background: list[asyncio.Task[Any]] = []
@@ -147,12 +148,16 @@ class Service:
 
         self.lease = LeaderLease(board.db, dispatcher.id, self.config.scheduler.leader_lease_seconds)
         self.duties = LeaderDuties(self, {a.name: a.sink for a in adapters})
-        self.spawn(self.lease.run(self.duties.start, self.duties.stop), "leader-lease")
+        lease_task = self.spawn(self.lease.run(self.duties.start, self.duties.stop), "leader-lease")
 
         if not self.headless and sys.stdin is not None and not adapters:
             self.spawn(self._console(board), "console")
 
         await self.stopping.wait()
+        # leader duties first (the lease loop stops them on its way out): no window may
+        # release work into a process that is leaving
+        lease_task.cancel()
+        await asyncio.gather(lease_task, return_exceptions=True)
         log.info("stopping: draining the dispatcher")
         await dispatcher.drain()
         for task in self._background:

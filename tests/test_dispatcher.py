@@ -391,3 +391,17 @@ async def test_llm_prompt_carries_system_prompt_body_and_parent_results(board_ur
     assert board.get(parent.id).result.strip() in user["content"]
     assert board.get(child.id).result == "tok0 tok1 tok2 tok3 "
     board.db.dispose()
+
+
+async def test_a_server_side_timeout_is_a_timeout(board_url: str, gateways) -> None:
+    gw = gateways(delay=0.05)
+    gw.fail_next(408)
+    config = dispatch_config(board_url, gateways={"g": {"base_url": gw.base_url}},
+                             profiles=llm_profiles(("p", "g", 1)))
+    board = new_board(config)
+    (tid,) = add_tasks(board, 1, max_attempts=2)
+    async with running(board):
+        await wait_for(lambda: all_in(board, "done"), what="done on the second attempt")
+    assert [r.outcome for r in run_rows(board, tid)] == ["timed_out", "succeeded"]
+    assert "timed out the request" in run_rows(board, tid)[0].error
+    board.db.dispose()

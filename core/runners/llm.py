@@ -193,7 +193,10 @@ async def _raise_for_status(response: httpx.Response) -> None:
         raise GatewayBusy(message, retry_after_seconds(response.headers.get("retry-after")))
     if response.status_code in (502, 504):
         raise GatewayDown(message)
-    retryable = response.status_code >= 500 or response.status_code == 408
+    if response.status_code == 408:
+        # the server gave up on the request under load: a timeout, which the limiter must see
+        raise TimeoutError(f"the gateway timed out the request ({message})")
+    retryable = response.status_code >= 500
     raise TaskFailed(message, retryable=retryable)
 
 
