@@ -110,12 +110,13 @@ def main() -> dict:
     started = time.perf_counter()
     populate(board, args.tasks, args.ready)
     print(
-        f"  took {time.perf_counter() - started:.0f}s; size {os.path.getsize(workdir / 'board.db') / 1e6:.0f} MB"
+        f"  took {time.perf_counter() - started:.0f}s; "
+        f"size {os.path.getsize(workdir / 'board.db') / 1e6:.0f} MB"
     )
     executor = Executor(board)
     some_id = args.tasks - args.ready // 2  # a ready task: show explains why it waits
     operations = {
-        "list --status ready --limit 50": f"list --status ready --limit 50",
+        "list --status ready --limit 50": "list --status ready --limit 50",
         "counts per status (caps + status)": "status",
         f"show {some_id}": f"show {some_id}",
         "add": "add benchmark task --priority 3",

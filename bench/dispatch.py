@@ -14,7 +14,6 @@ import argparse
 import asyncio
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 from sqlalchemy import func, insert, select

@@ -462,7 +462,8 @@ async def amain(args: argparse.Namespace) -> dict[str, Any]:
                 (
                     name,
                     s["best_fixed"]["cap"] if s["best_fixed"] else None,
-                    f"{s.get('adaptive_throughput_vs_best', 0):.2f}, {s.get('adaptive_steady_throughput_vs_best', 0):.2f}",
+                    f"{s.get('adaptive_throughput_vs_best', 0):.2f}, "
+                    f"{s.get('adaptive_steady_throughput_vs_best', 0):.2f}",
                     f"{s.get('adaptive_p99_vs_best', 0):.2f}, {s.get('adaptive_steady_p99_vs_best', 0):.2f}",
                     s.get("best_fixed_throughput_vs_uncapped"),
                     s.get("uncapped_p99_vs_best_p99"),

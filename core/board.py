@@ -298,7 +298,7 @@ class Board:
         """Every reason the dispatcher will not start this task now, in plain words."""
         reasons: list[str] = []
         if task.status == "backlog":
-            reasons.append("in backlog: promote it to ready (promote --id %d --column ready)" % task.id)
+            reasons.append(f"in backlog: promote it to ready (promote --id {task.id} --column ready)")
         elif task.status == "blocked":
             reasons.append("blocked: unblock it to continue")
         if task.status not in ("backlog", "ready", "blocked"):

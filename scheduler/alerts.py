@@ -195,7 +195,8 @@ class AlertEngine:
                     Finding(
                         f"server_queue:{name}",
                         waiting >= cfg.server_queue,
-                        f"gateway {name} is queueing {waiting:g} request(s) server-side (threshold {cfg.server_queue}): "
+                        f"gateway {name} is queueing {waiting:g} request(s) server-side "
+                        f"(threshold {cfg.server_queue}): "
                         "lower its cap or enable adaptive",
                         clearly_absent=waiting < cfg.server_queue * CLEAR_RATIO,
                     )
@@ -222,7 +223,8 @@ class AlertEngine:
                 "oldest_ready",
                 waited > cfg.oldest_ready_seconds,
                 f"the oldest dispatchable task has waited {format_seconds(waited)} "
-                f"(threshold {format_seconds(cfg.oldest_ready_seconds)}): caps too low, a gateway paused or down?",
+                f"(threshold {format_seconds(cfg.oldest_ready_seconds)}): "
+                "caps too low, a gateway paused or down?",
                 clearly_absent=waited < cfg.oldest_ready_seconds * CLEAR_RATIO,
             )
         )
@@ -280,7 +282,8 @@ class AlertEngine:
         return Finding(
             key,
             flat and ratio >= cfg.latency_rise_ratio,
-            f"gateway {name}: median latency rose {ratio:.1f}x ({p50_before / 1000:.1f}s -> {p50_now / 1000:.1f}s) "
+            f"gateway {name}: median latency rose {ratio:.1f}x "
+            f"({p50_before / 1000:.1f}s -> {p50_now / 1000:.1f}s) "
             "at the same throughput: it is saturated, lower its cap",
             clearly_absent=ratio < cfg.latency_rise_ratio * CLEAR_RATIO or not flat,
         )

@@ -19,7 +19,7 @@ from tests.fakes.tiny_gguf import write_tiny_llama
 
 def require_llama() -> None:
     try:
-        import llama_cpp  # noqa: F401
+        import llama_cpp
         import llama_cpp.server  # noqa: F401
     except ImportError as exc:
         if IN_CI:

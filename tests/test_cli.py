@@ -191,8 +191,14 @@ def test_console_real_input_loop(cli_env: dict[str, str]) -> None:
 
 def test_status_chart_writes_a_png(cli_env: dict[str, str], tmp_path: Path) -> None:
     run(cli_env, "add", "something")
-    proc = subprocess.run([*LANEWARDEN, "status", "--chart"], env=cli_env, capture_output=True, text=True,
-                          timeout=120, cwd=tmp_path)
+    proc = subprocess.run(
+        [*LANEWARDEN, "status", "--chart"],
+        env=cli_env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, proc.stderr
     written = Path(proc.stdout.strip().splitlines()[-1].removeprefix("chart written to "))
     assert written.parent == tmp_path and written.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")

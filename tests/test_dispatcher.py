@@ -396,8 +396,9 @@ async def test_llm_prompt_carries_system_prompt_body_and_parent_results(board_ur
 async def test_a_server_side_timeout_is_a_timeout(board_url: str, gateways) -> None:
     gw = gateways(delay=0.05)
     gw.fail_next(408)
-    config = dispatch_config(board_url, gateways={"g": {"base_url": gw.base_url}},
-                             profiles=llm_profiles(("p", "g", 1)))
+    config = dispatch_config(
+        board_url, gateways={"g": {"base_url": gw.base_url}}, profiles=llm_profiles(("p", "g", 1))
+    )
     board = new_board(config)
     (tid,) = add_tasks(board, 1, max_attempts=2)
     async with running(board):

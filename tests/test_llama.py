@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import pytest
@@ -46,6 +47,6 @@ async def test_twenty_tasks_with_cap_one_never_overlap(tmp_path: Path) -> None:
             assert run.ttft_ms is not None and run.ttft_ms <= run.latency_ms
             all_runs.append(run)
         all_runs.sort(key=lambda r: r.started_at)
-        for before, after in zip(all_runs, all_runs[1:], strict=False):
+        for before, after in itertools.pairwise(all_runs):
             assert after.started_at >= before.finished_at, "two runs overlapped on a cap-1 gateway"
         board.db.dispose()

@@ -40,7 +40,8 @@ def test_constraints_are_enforced(board_url: str) -> None:
     with pytest.raises(IntegrityError), db.write() as conn:
         conn.execute(
             text(
-                "INSERT INTO tasks (title, body, profile, priority, status, released, attempts, max_attempts, "
+                "INSERT INTO tasks (title, body, profile, priority, status, released, attempts, max_attempts,"
+                " "
                 "created_by, created_at, updated_at) VALUES ('t', '', 'p', 0, 'nonsense', false, 0, 1, 'x', "
                 "'2026-01-01', '2026-01-01')"
             )

@@ -13,8 +13,8 @@ import pytest
 from sqlalchemy import select
 
 from core.board import NewTask, open_board
-from core.config import load_config
 from core.clock import utcnow
+from core.config import load_config
 from core.leader import current_leader
 from core.schema import dispatchers, runs, tasks
 from tests.fakes.gateway import FakeGateway, Tracker

@@ -125,7 +125,7 @@ def test_config_windows_sync_and_cannot_be_removed_from_chat(board: Board) -> No
         ]
     )
     assert store.get("n1").source == "config"
-    with pytest.raises(Conflict, match="comes from \\[\\[scheduler.jobs\\]\\]"):
+    with pytest.raises(Conflict, match=r"comes from \[\[scheduler.jobs\]\]"):
         store.remove("n1", "t")
     store.sync_config([])
     assert store.list() == []
