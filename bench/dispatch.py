@@ -16,11 +16,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-from sqlalchemy import func, insert, select
+from sqlalchemy import func, select
 
-from bench.common import percentile, save, table
+from bench.common import insert_ready_tasks, percentile, save, table
 from core.board import NewTask, open_board
-from core.clock import utcnow
 from core.config import parse_config
 from core.dispatcher import Dispatcher
 from core.schema import runs, tasks
@@ -44,27 +43,7 @@ def config_for(url: str, active: int) -> dict:
 
 async def throughput(url: str, count: int, active: int) -> dict:
     board = open_board(parse_config(config_for(url, active)))
-    now = utcnow()
-    with board.db.write() as conn:
-        conn.execute(
-            insert(tasks),
-            [
-                {
-                    "title": f"t{i}",
-                    "body": "",
-                    "profile": "noop",
-                    "priority": 0,
-                    "status": "ready",
-                    "released": False,
-                    "attempts": 0,
-                    "max_attempts": 3,
-                    "created_by": "bench",
-                    "created_at": now,
-                    "updated_at": now,
-                }
-                for i in range(count)
-            ],
-        )
+    insert_ready_tasks(board, count)
     dispatcher = Dispatcher(board)
     await dispatcher.start()
     while True:

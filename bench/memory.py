@@ -17,11 +17,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from sqlalchemy import func, insert, select
+from sqlalchemy import func, select
 
-from bench.common import ROOT, save, table
+from bench.common import ROOT, insert_ready_tasks, save, table
 from core.board import open_board
-from core.clock import utcnow
 from core.config import parse_config
 from core.schema import tasks
 
@@ -45,28 +44,7 @@ def main() -> dict:
             {"board": {"url": url}, "profiles": {"noop": {"runner": "noop"}}, "http": {"listen": None}}
         )
     )
-    now = utcnow()
-    for start in range(0, args.tasks, 20_000):
-        with board.db.write() as conn:
-            conn.execute(
-                insert(tasks),
-                [
-                    {
-                        "title": f"t{i}",
-                        "body": "",
-                        "profile": "noop",
-                        "priority": 0,
-                        "status": "ready",
-                        "released": False,
-                        "attempts": 0,
-                        "max_attempts": 3,
-                        "created_by": "bench",
-                        "created_at": now,
-                        "updated_at": now,
-                    }
-                    for i in range(start, min(args.tasks, start + 20_000))
-                ],
-            )
+    insert_ready_tasks(board, args.tasks)
     config = work / "lanewarden.toml"
     config.write_text(
         f'[board]\nurl = "{url}"\n[kanban.dispatcher]\nmax_active_tasks = 8\n'

@@ -17,11 +17,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from sqlalchemy import func, insert, select
+from sqlalchemy import func, select
 
-from bench.common import ROOT, drop_pg_schema, fresh_pg_schema, percentile, save, table
+from bench.common import ROOT, drop_pg_schema, fresh_pg_schema, insert_ready_tasks, percentile, save, table
 from core.board import NewTask, open_board
-from core.clock import utcnow
 from core.config import parse_config
 from core.schema import runs, tasks
 
@@ -96,27 +95,7 @@ def run_once(url: str, processes: int, count: int, delay_tasks: int) -> dict:
             {"board": {"url": url}, "profiles": {"noop": {"runner": "noop"}}, "http": {"listen": None}}
         )
     )
-    now = utcnow()
-    with board.db.write() as conn:
-        conn.execute(
-            insert(tasks),
-            [
-                {
-                    "title": f"t{i}",
-                    "body": "",
-                    "profile": "noop",
-                    "priority": 0,
-                    "status": "ready",
-                    "released": False,
-                    "attempts": 0,
-                    "max_attempts": 3,
-                    "created_by": "bench",
-                    "created_at": now,
-                    "updated_at": now,
-                }
-                for i in range(count)
-            ],
-        )
+    insert_ready_tasks(board, count)
     procs = start_fleet(url, processes, work)
     try:
         wait_done(board, count)

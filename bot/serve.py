@@ -14,6 +14,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -150,21 +151,23 @@ class Service:
         self.duties = LeaderDuties(self, {a.name: a.sink for a in adapters})
         lease_task = self.spawn(self.lease.run(self.duties.start, self.duties.stop), "leader-lease")
 
-        if not self.headless and sys.stdin is not None and not adapters:
-            self.spawn(self._console(board), "console")
+        if not self.headless and not adapters:
+            if sys.stdin is not None and sys.stdin.isatty():
+                self.spawn(self._console(board), "console")
+            else:  # under systemd or nohup: an empty stdin must not end the service
+                log.info("no terminal on stdin: running without the console")
 
         await self.stopping.wait()
         # leader duties first (the lease loop stops them on its way out): no window may
         # release work into a process that is leaving
         lease_task.cancel()
         await asyncio.gather(lease_task, return_exceptions=True)
+        await asyncio.to_thread(self.lease.release)  # a peer takes over now, not after the TTL
         log.info("stopping: draining the dispatcher")
         await dispatcher.drain()
         for task in self._background:
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
-        if self.lease is not None:
-            await asyncio.to_thread(self.lease.release)
         for cleanup in self._cleanups:
             result = cleanup()
             if asyncio.iscoroutine(result):
@@ -179,11 +182,18 @@ class Service:
         from core.executor import Executor
 
         console = Console(Executor(board), local_actor("console"))
-        try:
-            await asyncio.to_thread(console.run)
-        finally:
-            # leaving the console (quit, Ctrl-D) stops the service it belongs to
-            self.request_stop()
+        loop = asyncio.get_running_loop()
+
+        def read_eval_print() -> None:
+            try:
+                console.run()
+            finally:
+                # leaving the console (quit, Ctrl-D) stops the service it belongs to
+                loop.call_soon_threadsafe(self.request_stop)
+
+        # a daemon thread, not the executor: a thread blocked reading the terminal must not
+        # keep the process alive after SIGTERM
+        threading.Thread(target=read_eval_print, name="console", daemon=True).start()
 
 
 class LeaderDuties:
@@ -263,7 +273,7 @@ def configure_logging() -> None:
         level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     # keep third-party chatter (and anything that could echo a token) out of INFO logs
-    for noisy in ("httpx", "httpcore", "apscheduler.executors", "slack_bolt", "discord", "aiohttp.access"):
+    for noisy in ("httpx", "httpcore", "apscheduler", "slack_bolt", "discord", "aiohttp.access"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 

@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy import Connection, Exists, delete, exists, func, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
 
-from core.caps import SCOPES, Limits, Usage
+from core.caps import SCOPES, Limits, Usage, scope_label
 from core.clock import age, utcnow
 from core.config import LanewardenConfig
 from core.db import Database
@@ -661,7 +661,7 @@ class Board:
                         scope=scope, name=scope_name, value=value, set_by=actor, set_at=now
                     )
                 )
-            label = scope if scope == "board" else f"{scope} {scope_name}"
+            label = scope_label(scope, scope_name)
             self.record(
                 conn,
                 actor,
@@ -680,7 +680,7 @@ class Board:
                     cap_overrides.c.scope == scope, cap_overrides.c.name == scope_name
                 )
             )
-            label = scope if scope == "board" else f"{scope} {scope_name}"
+            label = scope_label(scope, scope_name)
             self.record(
                 conn,
                 actor,
@@ -702,7 +702,7 @@ class Board:
             conn.execute(
                 insert(pauses).values(scope=scope, name=scope_name, paused_by=actor, paused_at=utcnow())
             )
-            label = "board" if scope == "board" else f"{scope} {scope_name}"
+            label = scope_label(scope, scope_name)
             self.record(conn, actor, "paused", f"{label} paused", data={"scope": scope, "name": scope_name})
             return True
 
@@ -714,7 +714,7 @@ class Board:
             ).rowcount
             if not gone:
                 return False
-            label = "board" if scope == "board" else f"{scope} {scope_name}"
+            label = scope_label(scope, scope_name)
             self.record(conn, actor, "resumed", f"{label} resumed", data={"scope": scope, "name": scope_name})
             self.signal(conn, "dispatch")
             return True

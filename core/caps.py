@@ -100,6 +100,11 @@ class Usage:
         return cls(total, by_profile, by_gateway)
 
 
+def scope_label(scope: str, name: str | None) -> str:
+    """``board``, ``profile researcher``, ``gateway gpu1``: how people name a cap or pause."""
+    return "board" if scope == "board" else f"{scope} {name}"
+
+
 def gateway_cap(conn: Connection, config: LanewardenConfig, name: str) -> int:
     override = conn.execute(
         select(cap_overrides.c.value).where(cap_overrides.c.scope == "gateway", cap_overrides.c.name == name)

@@ -16,7 +16,7 @@ from sqlalchemy import delete, func, insert, select
 from core import commands as c
 from core.access import Actor
 from core.board import Board, NewTask, TaskFilter
-from core.caps import describe_caps
+from core.caps import describe_caps, scope_label
 from core.clock import parse_when, utcnow
 from core.errors import AccessDenied, Conflict, UsageError
 from core.grammar import Command, help_text
@@ -206,7 +206,7 @@ def _caps(ex: Executor, cmd: c.Caps, actor: Actor) -> Result:
 @handles(c.CapsSet)
 def _caps_set(ex: Executor, cmd: c.CapsSet, actor: Actor) -> Result:
     ex.board.set_cap(cmd.scope, cmd.name, cmd.value, actor.id)
-    label = cmd.scope if cmd.scope == "board" else f"{cmd.scope} {cmd.name}"
+    label = scope_label(cmd.scope, cmd.name)
     return Done(
         cmd, f"{label} cap is now {cmd.value}", {"scope": cmd.scope, "name": cmd.name, "value": cmd.value}
     )
@@ -215,7 +215,7 @@ def _caps_set(ex: Executor, cmd: c.CapsSet, actor: Actor) -> Result:
 @handles(c.CapsReset)
 def _caps_reset(ex: Executor, cmd: c.CapsReset, actor: Actor) -> Result:
     ex.board.reset_cap(cmd.scope, cmd.name, actor.id)
-    label = cmd.scope if cmd.scope == "board" else f"{cmd.scope} {cmd.name}"
+    label = scope_label(cmd.scope, cmd.name)
     return Done(cmd, f"{label} cap follows the config again", {"scope": cmd.scope, "name": cmd.name})
 
 
@@ -229,7 +229,7 @@ def _pause_target(cmd: c.Pause | c.Resume) -> tuple[str, str | None]:
 @handles(c.Pause)
 def _pause(ex: Executor, cmd: c.Pause, actor: Actor) -> Result:
     scope, name = _pause_target(cmd)
-    label = "board" if scope == "board" else f"{scope} {name}"
+    label = scope_label(scope, name)
     changed = ex.board.pause(scope, name, actor.id)
     text = (
         f"{label} paused: no new starts, running work goes on" if changed else f"{label} was already paused"
@@ -240,7 +240,7 @@ def _pause(ex: Executor, cmd: c.Pause, actor: Actor) -> Result:
 @handles(c.Resume)
 def _resume(ex: Executor, cmd: c.Resume, actor: Actor) -> Result:
     scope, name = _pause_target(cmd)
-    label = "board" if scope == "board" else f"{scope} {name}"
+    label = scope_label(scope, name)
     changed = ex.board.resume(scope, name, actor.id)
     return Done(
         cmd,

@@ -60,6 +60,20 @@ class OutboxItem:
     state: str
     created_at: datetime
 
+    @classmethod
+    def from_row(cls, row: Any) -> OutboxItem:
+        return cls(
+            row.id,
+            row.adapter,
+            row.channel,
+            row.kind,
+            row.task_id,
+            row.payload or {},
+            row.attempts,
+            row.state,
+            row.created_at,
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class Card:
@@ -177,7 +191,7 @@ class OutboxDeliverer:
             .limit(self.batch)
         )
         with self.db.read() as conn:
-            return [_item(r) for r in conn.execute(query)]
+            return [OutboxItem.from_row(r) for r in conn.execute(query)]
 
     async def _deliver_channel(self, key: tuple[str, str], queue: list[OutboxItem]) -> None:
         """One channel, in order, at most one message per interval."""
@@ -380,17 +394,3 @@ def cards_first(queue: list[OutboxItem]) -> list[OutboxItem]:
 
 def _backoff(attempts: int) -> float:
     return min(MAX_BACKOFF_SECONDS, 1.0 * 2**attempts) * random.uniform(0.8, 1.2)
-
-
-def _item(row: Any) -> OutboxItem:
-    return OutboxItem(
-        row.id,
-        row.adapter,
-        row.channel,
-        row.kind,
-        row.task_id,
-        row.payload or {},
-        row.attempts,
-        row.state,
-        row.created_at,
-    )

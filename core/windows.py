@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import Connection, delete, insert, select, update
 
 from core.clock import utcnow
 from core.config import NAME_PATTERN, JobConfig
@@ -100,17 +100,7 @@ class WindowStore:
         with self.db.write() as conn:
             if conn.execute(select(windows.c.name).where(windows.c.name == name)).first():
                 raise Conflict(f"a window named {name!r} exists; remove it first")
-            conn.execute(
-                insert(windows).values(
-                    name=name,
-                    cron=cron,
-                    timezone=zone,
-                    command=command,
-                    source="user",
-                    created_by=actor,
-                    created_at=now,
-                )
-            )
+            _insert(conn, name, cron, zone, command, "user", actor, now)
             self.board.record(
                 conn, actor, "window_added", f"window {name}: {cron} ({zone}) -> {command}", now=now
             )
@@ -136,17 +126,7 @@ class WindowStore:
             for name, (cron, zone, command) in wanted.items():
                 row = existing.get(name)
                 if row is None:
-                    conn.execute(
-                        insert(windows).values(
-                            name=name,
-                            cron=cron,
-                            timezone=zone,
-                            command=command,
-                            source="config",
-                            created_by=actor,
-                            created_at=now,
-                        )
-                    )
+                    _insert(conn, name, cron, zone, command, "config", actor, now)
                 elif (row.cron, row.timezone, row.command, row.source) != (cron, zone, command, "config"):
                     conn.execute(
                         update(windows)
@@ -157,3 +137,19 @@ class WindowStore:
                 if row.source == "config" and name not in wanted:
                     conn.execute(delete(windows).where(windows.c.name == name))
             self.board.signal(conn, "windows")
+
+
+def _insert(
+    conn: Connection, name: str, cron: str, zone: str, command: str, source: str, actor: str, now: datetime
+) -> None:
+    conn.execute(
+        insert(windows).values(
+            name=name,
+            cron=cron,
+            timezone=zone,
+            command=command,
+            source=source,
+            created_by=actor,
+            created_at=now,
+        )
+    )

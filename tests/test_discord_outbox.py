@@ -158,7 +158,7 @@ async def test_after_a_crash_mid_send_nothing_is_posted_twice(bot: RunningBot, f
 
     # the leader posted the card, then died before recording it
     [card_row] = [r for r in rows(bot) if r.channel == str(CHANNEL)]
-    await sink.deliver(_item(card_row), bot.board.get(task_id), None)
+    await sink.deliver(OutboxItem.from_row(card_row), bot.board.get(task_id), None)
     _crash_while_sending(bot, card_row.id)
     with bot.board.db.write() as conn:  # the other channel's card is not part of this story
         conn.execute(update(outbox).where(outbox.c.channel == str(NOTIFY)).values(state="delivered"))
@@ -171,26 +171,12 @@ async def test_after_a_crash_mid_send_nothing_is_posted_twice(bot: RunningBot, f
     # the same for a thread update: sent again with its nonce, Discord returns the first one
     bot.board.block(task_id, OPS.id, "disk full")
     [update_row] = [r for r in rows(bot) if r.kind == "update" and r.channel == str(CHANNEL)]
-    await sink.deliver(_item(update_row), bot.board.get(task_id), Card(card["id"], card["id"]))
+    await sink.deliver(OutboxItem.from_row(update_row), bot.board.get(task_id), Card(card["id"], card["id"]))
     _crash_while_sending(bot, update_row.id)
     await deliver_all(engine)
     assert [m["content"] for m in fake.channel_messages(int(card["id"]))] == ["blocked: disk full"]
     assert len(fake.requests("POST", rf"/channels/{card['id']}/messages")) == 3  # 404, post, re-post
     assert all(r.state in ("delivered", "superseded") for r in rows(bot) if r.channel == str(CHANNEL))
-
-
-def _item(row: Any) -> OutboxItem:
-    return OutboxItem(
-        row.id,
-        row.adapter,
-        row.channel,
-        row.kind,
-        row.task_id,
-        row.payload or {},
-        row.attempts,
-        row.state,
-        row.created_at,
-    )
 
 
 def _crash_while_sending(bot: RunningBot, row_id: int) -> None:
@@ -266,7 +252,7 @@ async def test_without_history_access_the_nonce_still_prevents_a_second_card(
     engine = deliverer(bot)
     task_id = add_task(bot, "Careful")
     [card_row] = [r for r in rows(bot) if r.channel == str(CHANNEL)]
-    await bot.adapter.sink.deliver(_item(card_row), bot.board.get(task_id), None)
+    await bot.adapter.sink.deliver(OutboxItem.from_row(card_row), bot.board.get(task_id), None)
     _crash_while_sending(bot, card_row.id)
     fake.fail("GET", rf"/channels/{CHANNEL}/messages", 403, 50001, "Missing Access")
     await deliver_all(engine)
