@@ -471,6 +471,12 @@ class ClaimKernel:
         before = state.current_limit if state is not None and state.current_limit is not None else 1
         # the concurrency these requests ran under: what is still open plus this batch itself
         in_flight = Usage.load(conn).by_gateway.get(gateway, 0) + len(finished)
+        # is more work waiting for this gateway? (in_flight alone cannot tell: a finished
+        # request's slot is refilled a moment after its completion is written)
+        profiles = [name for name, p in self.config.profiles.items() if p.gateway == gateway]
+        saturated = bool(profiles) and conn.execute(
+            select(tasks.c.id).where(tasks.c.status == "ready", tasks.c.profile.in_(profiles)).limit(1)
+        ).first() is not None
         values: dict[str, Any] = {}
         for done in sorted(finished, key=lambda c: _finished_at(c, clock)):
             if done.outcome == "gateway_down":
@@ -486,6 +492,7 @@ class ClaimKernel:
                 done.ttft_ms,
                 done.latency_ms,
                 done.completion_tokens,
+                saturated,
             )
             current = limiter.update(current, sample)
         set_gateway_state(

@@ -98,7 +98,7 @@ class GatewayConfig(_Section):
     # adaptive only: time per token beyond this multiple of its no-load value makes the
     # limiter step down at once (a safety net; throughput is what it climbs on), and how
     # often the no-load baseline is measured again
-    adaptive_tolerance: float = Field(2.0, gt=1, le=10)
+    adaptive_tolerance: float = Field(4.0, gt=1, le=20)
     adaptive_probe_interval_seconds: float = Field(120.0, ge=5, le=86_400)
     probe_interval_seconds: float = Field(10.0, gt=0, le=3600)
 

@@ -51,6 +51,8 @@ class Sample:
     ttft_ms: float | None = None
     latency_ms: float | None = None
     completion_tokens: int | None = None
+    # more work is waiting for this gateway: the limit, not demand, decides how busy it is
+    saturated: bool = True
 
     @property
     def tpot_ms(self) -> float | None:
@@ -109,7 +111,7 @@ class LimiterState:
 @dataclass(frozen=True, slots=True)
 class AdaptiveLimiter:
     cap: int
-    tolerance: float = 2.0
+    tolerance: float = 4.0
     min_gain: float = 0.08
     probe_interval: float = 120.0
     retry_after: int = 200  # completions; every visit above the knee costs latency, so not often
@@ -135,9 +137,10 @@ class AdaptiveLimiter:
             return replace(
                 state, probing=True, restore_limit=state.limit, probe_first=[], probe_tpot=[], probe_rate=[]
             )
-        if self._too_slow(state, sample) and state.limit > 1:
+        if state.settle_left == 0 and self._too_slow(state, sample) and state.limit > 1:
+            # (only on requests that ran at this limit: the settling ones still carry the last)
             return self._move(state, state.limit - 1, ceiling=state.limit)
-        if sample.in_flight < state.limit:
+        if not sample.saturated:
             # demand, not the gateway, is the limit right now: this round proves nothing
             return replace(
                 state,

@@ -45,7 +45,8 @@ def drive(
         tokens = 100
         latency = ttft + tpot * (tokens - 1)
         now += latency / 1000 / in_flight
-        state = limiter.update(state, Sample("succeeded", in_flight, now, ttft, latency, tokens))
+        waiting = demand > in_flight
+        state = limiter.update(state, Sample("succeeded", in_flight, now, ttft, latency, tokens, waiting))
         limits.append(state.current_limit)
     return state, limits
 
