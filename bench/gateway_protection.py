@@ -315,7 +315,8 @@ async def bench_server(server: Server, work: Path) -> list[dict[str, Any]]:
         result = await run_mode(server, mode, cap, work)
         results.append(result)
         print(
-            f"  {server.name:<16} {mode:<8} cap {cap:<3} {result['throughput_tasks_per_s']:.2f} tasks/s {result['tokens_per_s']:.0f} tok/s  "
+            f"  {server.name:<16} {mode:<8} cap {cap:<3} {result['throughput_tasks_per_s']:.2f} tasks/s "
+            f"{result['tokens_per_s']:.0f} tok/s  "
             f"p99 {result['p99_s'] or 0:.1f}s  timeouts {result['timeouts']}  "
             f"({time.monotonic() - started:.0f}s)",
             flush=True,
