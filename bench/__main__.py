@@ -16,6 +16,7 @@ BENCHMARKS = {
     "board_scale": "list, counts, show and add on a board of 1,000,000 tasks",
     "memory": "serve's RSS with 100,000 ready tasks",
     "gateway_protection": "uncapped vs best fixed cap vs adaptive on llama.cpp and the simulator",
+    "report": "write BENCHMARKS.md from the latest results",
 }
 
 
@@ -26,7 +27,7 @@ def main() -> None:
         for name, what in BENCHMARKS.items():
             print(f"  {name:<20} {what}")
         return
-    names = list(BENCHMARKS) if args[0] == "all" else [args[0]]
+    names = list(BENCHMARKS) if args[0] == "all" else [args[0]]  # "all" ends with the report
     for name in names:
         if name not in BENCHMARKS:
             raise SystemExit(f"no benchmark {name!r}; choose from {', '.join(BENCHMARKS)} or all")

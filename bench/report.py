@@ -1,0 +1,234 @@
+"""Write BENCHMARKS.md from the latest JSON results (``python -m bench report``).
+
+The figures in BENCHMARKS.md are never typed by hand: rerun a benchmark, then this.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from bench.common import RESULTS, ROOT
+
+OUT = ROOT / "BENCHMARKS.md"
+
+
+def load(name: str) -> dict[str, Any] | None:
+    path = RESULTS / f"{name}.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def fmt(value: Any, digits: int = 2) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:,.{digits}f}" if abs(value) < 1000 else f"{value:,.0f}"
+    return str(value)
+
+
+def md_table(headers: list[str], rows: list[list[Any]]) -> str:
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(fmt(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def section_gateway(data: dict[str, Any]) -> str:
+    runs = data["runs"]
+    rows = []
+    for r in runs:
+        cap = r["cap"] if r["mode"] != "adaptive" else f"adaptive (settled {r.get('settled_limit')})"
+        rows.append(
+            [
+                r["server"],
+                r["mode"] if r["mode"] != "adaptive" else "adaptive",
+                cap,
+                r["tasks"],
+                r["tokens_per_s"],
+                r["throughput_tasks_per_s"],
+                r["mean_tokens"],
+                r["p50_s"],
+                r["p99_s"],
+                r["timeouts"],
+                r["rejected_503"],
+                r.get("steady_after_s"),
+            ]
+        )
+    summary_rows = []
+    for name, s in data["summary"].items():
+        best = s["best_fixed"]
+        summary_rows.append(
+            [
+                name,
+                best["cap"] if best else "-",
+                s.get("best_fixed_throughput_vs_uncapped"),
+                s.get("uncapped_p99_vs_best_p99"),
+                s.get("adaptive_throughput_vs_best"),
+                s.get("adaptive_steady_throughput_vs_best"),
+                s.get("adaptive_p99_vs_best"),
+                s.get("adaptive_steady_p99_vs_best"),
+                s["adaptive"]["timeouts"],
+            ]
+        )
+    charts = "\n".join(f"- `{r['chart']}`" for r in runs)
+    return f"""## Gateway protection (`python -m bench gateway_protection`)
+
+A burst of tasks dropped at once on each server, every request with a {data["timeout_seconds"]} s timeout,
+through the real dispatcher: *uncapped* is a cap of 50 (a dispatcher left at its defaults),
+*fixed* is a sweep of caps, *adaptive* is `adaptive = true` with 50 as its bound and nothing
+else told. Throughput is output tokens per second over the whole batch (tasks per second
+too, but a server that cuts answers short finishes "tasks" faster: see tokens/answer).
+Latency is per request as the dispatcher saw it, queueing inside the server included.
+
+{
+        md_table(
+            [
+                "server",
+                "mode",
+                "cap",
+                "tasks",
+                "tokens/s",
+                "tasks/s",
+                "tokens/answer",
+                "p50 s",
+                "p99 s",
+                "timeouts",
+                "503s",
+                "knee found after s",
+            ],
+            rows,
+        )
+    }
+
+Against the best fixed cap (the knee: output within 3% of the most, lowest p99 among those):
+
+{
+        md_table(
+            [
+                "server",
+                "best fixed cap",
+                "best/uncapped tokens/s",
+                "uncapped p99 / best p99",
+                "adaptive/best tokens/s (whole run)",
+                "(after the knee was found)",
+                "adaptive/best p99 (whole run)",
+                "(after)",
+                "adaptive timeouts",
+            ],
+            summary_rows,
+        )
+    }
+
+One chart per run (in flight, limit and latency over time):
+
+{charts}
+"""
+
+
+def main() -> None:
+    parts = [
+        "# Benchmarks",
+        "",
+        "Written by `python -m bench report` from `bench/results/*.json`; rerun any benchmark with",
+        "`python -m bench NAME` (or `make bench` for all of them) and then the report.",
+        "",
+    ]
+    dispatch = load("dispatch")
+    machine = (dispatch or load("board_scale") or {}).get("machine", {})
+    if machine:
+        parts += [
+            f"Machine: {machine.get('cpus')} cores ({machine.get('cpu')}), Python {machine.get('python')}, "
+            f"SQLite {machine.get('sqlite')}, {machine.get('postgres_client')}. All figures are from this "
+            "one machine, with the database, the dispatcher and the servers sharing its two cores.",
+            "",
+        ]
+    if dispatch:
+        tp, dl = dispatch["throughput"], dispatch["delay"]
+        parts += [
+            "## Dispatch (`python -m bench dispatch`)",
+            "",
+            "One process, SQLite, a no-op runner: the whole life of a task (claim, run, record).",
+            "",
+            md_table(
+                ["measure", "value", "target"],
+                [
+                    ["lifecycles per second", tp["lifecycles_per_second"], ">= 1,000"],
+                    ["ready -> started p50 (ms)", dl["start_p50_ms"], ""],
+                    ["ready -> started p99 (ms)", dl["start_p99_ms"], "<= 20"],
+                ],
+            ),
+            "",
+        ]
+    scale = load("scale_out")
+    if scale:
+        parts += [
+            "## Scale-out (`python -m bench scale_out`)",
+            "",
+            "No-op lifecycles per second with several `serve` processes on one board, and the",
+            "delay for a task added by another process (woken by LISTEN/NOTIFY on PostgreSQL,",
+            "by `data_version` on SQLite). Published anchors for PostgreSQL queues on comparable",
+            "hardware: PgQueuer 6-18k jobs/s, Oban ~17k/s, River ~46k/s (Go). Target: >= 2,000/s",
+            "with 4 processes.",
+            "",
+            md_table(
+                ["engine", "processes", "lifecycles/s", "delay p50 ms", "delay p99 ms"],
+                [
+                    [
+                        r["engine"],
+                        r["processes"],
+                        r["lifecycles_per_second"],
+                        r["delay_p50_ms"],
+                        r["delay_p99_ms"],
+                    ]
+                    for r in scale["runs"]
+                ],
+            ),
+            "",
+            "What limits it: the two cores, shared by PostgreSQL and every Python process; each",
+            "claim takes the board-wide advisory lock (caps are global), and each lifecycle is two",
+            "short transactions (claim, finish) batched per process. Real tasks last seconds.",
+            "",
+        ]
+    board = load("board_scale")
+    if board:
+        parts += [
+            "## Board scale (`python -m bench board_scale`)",
+            "",
+            f"{board['tasks']:,} tasks ({board['ready']:,} ready, most of the rest done) on SQLite; each",
+            "operation through the executor the CLI uses, in process. Target: each under 50 ms.",
+            "",
+            md_table(
+                ["operation", "p50 ms", "p99 ms"],
+                [[k, v["p50_ms"], v["p99_ms"]] for k, v in board["operations"].items()],
+            ),
+            "",
+            f"The same `list` as a CLI process, interpreter start-up included: "
+            f"{board['cli_list_wall_ms']:.0f} ms.",
+            "",
+        ]
+    memory = load("memory")
+    if memory:
+        parts += [
+            "## Memory (`python -m bench memory`)",
+            "",
+            f"`serve --headless` on a board of {memory['tasks']:,} ready tasks, dispatching for "
+            f"{memory['seconds']:.0f} s ({memory['done_meanwhile']:,} finished meanwhile).",
+            "",
+            md_table(
+                ["measure", "MB", "target"],
+                [
+                    ["RSS at the end", memory["rss_mb"], "<= 150"],
+                    ["peak RSS (VmHWM)", memory["peak_rss_mb"], "<= 150"],
+                ],
+            ),
+            "",
+        ]
+    gateway = load("gateway_protection")
+    if gateway:
+        parts += [section_gateway(gateway)]
+    OUT.write_text("\n".join(parts).rstrip() + "\n")
+    print(f"wrote {Path(OUT).relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    main()
