@@ -38,7 +38,7 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 PROBE_SAMPLES = 3
-BIG_GAIN = 0.25  # a step up that paid this much: keep climbing on quick measurements
+BIG_GAIN = 0.25  # while doubling concurrency pays this much, the first climb keeps doubling
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +86,9 @@ class LimiterState:
     window_count: int = 0
     # delivered throughput measured at each level (work per second)
     levels: dict[str, float] = field(default_factory=dict)
+    came_from: int | None = None  # the level before this one: what this one must beat
+    descending: bool = False  # measuring levels below, skipped by the first climb's doubling
+    rough: list[str] = field(default_factory=list)  # levels measured on one round only
     ceiling: int | None = None  # a level found not to pay off; retried now and then
     since_retry: int = 0  # completions measured since the limit last moved
     # judging on one round instead of two, while each step still pays off handsomely
@@ -139,7 +142,7 @@ class AdaptiveLimiter:
             )
         if state.settle_left == 0 and self._too_slow(state, sample) and state.limit > 1:
             # (only on requests that ran at this limit: the settling ones still carry the last)
-            return self._move(state, state.limit - 1, ceiling=state.limit)
+            return self._move(replace(state, quick=False), state.limit - 1, ceiling=state.limit)
         if not sample.saturated:
             # demand, not the gateway, is the limit right now: this round proves nothing
             return replace(
@@ -165,16 +168,17 @@ class AdaptiveLimiter:
         if count < needed or elapsed <= 0:
             return replace(state, window_work=work, window_count=count)
         measured = work / elapsed
-        previous = state.levels.get(str(state.limit))
-        # a level visited again is judged on both visits: one window is a noisy witness
-        levels = {
-            **state.levels,
-            str(state.limit): measured if previous is None else (previous + measured) / 2,
-        }
+        key = str(state.limit)
+        previous = None if key in state.rough else state.levels.get(key)
+        # a level visited again is judged on both careful visits (one window is a noisy
+        # witness); a one-round figure from the first climb is simply replaced
+        levels = {**state.levels, key: measured if previous is None else (previous + measured) / 2}
+        rough = [*state.rough, key] if state.quick else [k for k in state.rough if k != key]
         return self._decide(
             replace(
                 state,
                 levels=levels,
+                rough=rough,
                 window_start=sample.at,
                 window_work=0.0,
                 window_count=0,
@@ -185,24 +189,46 @@ class AdaptiveLimiter:
     def _decide(self, state: LimiterState) -> LimiterState:
         limit = state.limit
         here = state.levels[str(limit)]
-        below = state.levels.get(str(limit - 1))
-        # at level 1 there is nothing below to compare with: always try two
-        paid_off = limit == 1 or below is None or here >= below * (1 + self.min_gain)
-        if not paid_off and below is not None and here < below * (1 + self.min_gain / 4):
+        # compare with where we came from, or else with the nearest level measured below
+        measured_below = [int(k) for k in state.levels if int(k) < limit]
+        base = state.came_from if state.came_from in measured_below else max(measured_below, default=None)
+        gain = None if base is None else here / state.levels[str(base)] - 1
+        if state.quick:
+            # the first climb doubles while doubling pays handsomely; the first time it does
+            # not, the knee lies between: go back and walk up from there one step at a time
+            if gain is None or gain >= BIG_GAIN:
+                return self._climb(state, 2 * limit, quick=True)
+            return self._move(replace(state, quick=False), base or limit - 1, ceiling=limit)
+        if state.descending:
+            # walking down through levels the doubling jumped over, looking for the knee
+            above = state.levels.get(str(limit + 1))
+            if above is not None and above >= here * (1 + self.min_gain / 4):
+                return self._move(replace(state, descending=False), limit + 1, ceiling=state.ceiling)
+            state = replace(state, descending=False, ceiling=limit + 1)  # the level above is no better
+        if limit > 1 and str(limit - 1) not in state.levels:
+            # the first climb jumped over the level below: measure it, the knee may be there
+            return self._move(replace(state, descending=True), limit - 1, ceiling=state.ceiling)
+        gain = None if limit == 1 else here / state.levels[str(limit - 1)] - 1
+        if gain is not None and gain < self.min_gain / 4:
             # no gain, or a loss: more requests here only queue. Step back and remember why.
-            return self._move(replace(state, quick=False), limit - 1, ceiling=limit)
-        blocked = (
-            state.ceiling is not None and limit + 1 >= state.ceiling and state.since_retry < self.retry_after
-        )
-        if not paid_off or limit >= self.cap or blocked:
-            return state  # hold: in between, at the cap, or not yet time to try the level above again
-        # quick only on the first climb: once a level has been found wanting, judge carefully
-        quick = state.quick and (below is None or here >= below * (1 + BIG_GAIN))
-        return self._move(
-            replace(state, quick=quick),
-            limit + 1,
-            ceiling=None if state.ceiling == limit + 1 else state.ceiling,
-        )
+            return self._move(state, limit - 1, ceiling=limit)
+        if gain is not None and gain < self.min_gain:
+            return state  # in between: no reason to move either way (hysteresis)
+        return self._climb(state, limit + 1, quick=False)
+
+    def _climb(self, state: LimiterState, target: int, *, quick: bool) -> LimiterState:
+        limit, ceiling = state.limit, state.ceiling
+        target = min(self.cap, target)
+        if ceiling is not None and target >= ceiling:
+            if limit + 1 < ceiling:
+                target = limit + 1  # approach a level known to be too much one step at a time
+            elif state.since_retry < self.retry_after:
+                return state  # hold just below it until it is time to try it again
+            else:
+                target, ceiling = limit + 1, None
+        if target <= limit:
+            return state  # at the cap
+        return self._move(replace(state, quick=quick), target, ceiling=ceiling)
 
     def _move(self, state: LimiterState, level: int, *, ceiling: int | None) -> LimiterState:
         level = max(1, min(self.cap, level))
@@ -210,6 +236,7 @@ class AdaptiveLimiter:
         return replace(
             state,
             limit=level,
+            came_from=state.limit,
             ceiling=ceiling,
             since_retry=0,
             settle_left=settle,

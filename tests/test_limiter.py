@@ -114,7 +114,10 @@ def test_periodic_probe_relearns_a_slower_server() -> None:
     state, _ = drive(limiter, limiter.start(0.0), batching_server(6, token_ms=20), 300)
     old_baseline = state.baseline_tpot
     # the operator swapped in a bigger model: everything is 3x slower, the knee is the same
-    state, limits = drive(limiter, state, batching_server(6, token_ms=60), 900, start=state.last_probe_at + 1)
+    # (its clock starts well after the last probe, so the next probe is due at once)
+    state, limits = drive(
+        limiter, state, batching_server(6, token_ms=60), 900, start=state.last_probe_at + 700
+    )
     assert state.baseline_tpot == pytest.approx(old_baseline * 3, rel=0.05)
     assert abs(limits[-1] - 6) <= 1  # without re-probing it would have collapsed to 1
     assert limits.count(1) < len(limits) // 4  # probes are short
