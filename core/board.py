@@ -153,7 +153,7 @@ class Board:
         ).scalar_one()
         if task is not None:
             fan_out_task_events(
-                conn, self.config, [TaskNote(event_id, kind, task.id, task.origin, message)], now
+                conn, self.config, [TaskNote(event_id, kind, task.id, task.origin, message, actor)], now
             )
         return event_id
 
@@ -178,7 +178,7 @@ class Board:
             return
         ids = conn.execute(_INSERT_EVENT_RETURNING, rows).scalars().all()
         notes = [
-            TaskNote(i, e.kind, e.task.id, e.task.origin, e.message)
+            TaskNote(i, e.kind, e.task.id, e.task.origin, e.message, e.actor)
             for i, e in zip(ids, entries, strict=True)
         ]
         fan_out_task_events(conn, self.config, notes, now, channels)

@@ -41,6 +41,16 @@ CARD_EVENTS = frozenset(
 )
 
 
+HUMAN_ACTORS = ("slack", "discord", "cli", "console", "scheduler")
+
+
+def who(actor: str | None) -> str:
+    """`` (by slack:U123)`` for people and windows; nothing for dispatchers, whose ids are noise."""
+    if actor and actor.partition(":")[0] in HUMAN_ACTORS:
+        return f" (by {actor})"
+    return ""
+
+
 def parse_channel(ref: str | None) -> tuple[str, str] | None:
     """``slack:C123`` -> ("slack", "C123"); anything else (cli, console) -> None."""
     if not ref:
@@ -80,6 +90,7 @@ class TaskNote:
     task_id: int
     origin: str | None
     message: str
+    actor: str | None = None
 
 
 def task_channels(conn: Connection, config: LanewardenConfig) -> set[tuple[str, str]]:
@@ -128,7 +139,7 @@ def fan_out_task_events(
                         now,
                         task_id=note.task_id,
                         event_id=note.event_id,
-                        payload={"event": note.kind, "text": note.message},
+                        payload={"event": note.kind, "text": note.message, "actor": note.actor},
                     )
                 )
     if rows:

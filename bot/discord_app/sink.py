@@ -28,6 +28,7 @@ import discord
 from bot.discord_app.cards import card_marker, card_view, task_embed
 from bot.discord_app.options import shorten
 from bot.discord_app.replies import CONTENT_LIMIT, NO_MENTIONS
+from core.notifications import who
 from core.outbox import Card, Delivery, OutboxItem, PermanentError, RateLimited, TransientError
 from core.tasks import Task
 
@@ -182,6 +183,8 @@ def channel_id(item: OutboxItem) -> int:
 
 def _text(item: OutboxItem) -> str:
     text = str(item.payload.get("text") or item.payload.get("event") or item.kind)
+    if item.kind == "update":
+        text += who(item.payload.get("actor"))
     return shorten(text, CONTENT_LIMIT)
 
 

@@ -17,6 +17,7 @@ from bot.render import render_text, status_text
 from bot.slack_app.mrkdwn import code_block, escape, mention, truncate
 from core.access import Actor
 from core.clock import age
+from core.notifications import who
 from core.results import (
     BatchPromoted,
     DigestShown,
@@ -205,7 +206,7 @@ def update_message(
     task: Task | None, payload: dict[str, Any], *, with_title: bool = False
 ) -> tuple[str, list[dict[str, Any]]]:
     """A state change, as a reply in the card's thread (``with_title`` when it has no card)."""
-    message = str(payload.get("text") or payload.get("event") or "changed")
+    message = str(payload.get("text") or payload.get("event") or "changed") + who(payload.get("actor"))
     if task is None:
         return message, [section(escape(message))]
     emoji = STATUS_EMOJI.get(task.status, "")
