@@ -6,18 +6,21 @@ the family of TCP Vegas / Netflix concurrency-limits (queueing shows as latency 
 buys no throughput) and Envoy's adaptive-concurrency filter (a periodically re-measured
 no-load baseline):
 
-* **What it measures.** At each limit it lets one round of requests go by (those
-  still carry the previous limit's conditions), then measures the gateway's *delivered*
-  throughput over the next round: output tokens completed per second (requests per
-  second for runners that cannot count tokens). End-to-end latency alone would
-  mislead, since it grows with the length of the answers.
-* **How it moves.** It climbs one level at a time while the level just reached delivers
-  at least ``min_gain`` (8%) more than the one below. A level that delivers no more
-  (the knee: extra requests only queue or thrash) or less is left for the one below,
-  and the controller holds there; after ``retry_after`` more completions it tries the
-  level above again, in case the server got faster or quieter. A gain between a quarter
-  of ``min_gain`` and ``min_gain`` is no reason to move either way (hysteresis), and a
-  level visited again is judged on the average of its visits.
+* **What it measures.** At each limit it lets part of a round of requests go by (those
+  still carry the previous limit's conditions), then estimates the gateway's throughput
+  at that limit over the next round or two, by Little's law: ``limit * output tokens /
+  time the requests took`` (one unit per request for runners that cannot count
+  tokens). End-to-end latency alone would mislead, since it grows with the length of
+  the answers.
+* **How it moves.** The first climb doubles the limit while doubling pays at least
+  ``BIG_GAIN`` (25%); the first time it does not, the knee lies in between, so it goes
+  back and measures the levels it jumped over, then climbs one level at a time while
+  the level just reached delivers at least ``min_gain`` (8%) more than the one below.
+  A level that delivers no more (the knee: extra requests only queue or thrash) or less
+  is left for the one below, and the controller holds there; after ``retry_after`` more
+  completions it tries the level above again, in case the server got faster or quieter.
+  A gain between a quarter of ``min_gain`` and ``min_gain`` is no reason to move either
+  way (hysteresis), and a level visited again is judged on the average of its visits.
 * **When it does not learn.** If fewer requests are in flight than the limit allows,
   the gateway is not the bottleneck: the measurement restarts and the limit holds.
 * **Safety.** Timeouts, 429 and 503 halve the limit at once. Time per output token
@@ -81,7 +84,7 @@ class LimiterState:
     baseline_tpot: float | None = None
     # the measurement at the current limit: completions to skip, then a window
     settle_left: int = 0
-    window_start: float | None = None
+    window_busy: float = 0.0  # seconds the window's requests took, summed
     window_work: float = 0.0
     window_count: int = 0
     # delivered throughput measured at each level (work per second)
@@ -148,7 +151,7 @@ class AdaptiveLimiter:
             return replace(
                 state,
                 settle_left=max(state.settle_left, 1),
-                window_start=None,
+                window_busy=0.0,
                 window_work=0.0,
                 window_count=0,
             )
@@ -159,15 +162,17 @@ class AdaptiveLimiter:
     def _measure(self, state: LimiterState, sample: Sample) -> LimiterState:
         if state.settle_left > 0:
             return replace(state, settle_left=state.settle_left - 1)
-        if state.window_start is None:
-            return replace(state, window_start=sample.at, window_work=0.0, window_count=0)
+        if not sample.latency_ms:
+            return state
         work, count = state.window_work + sample.work, state.window_count + 1
+        busy = state.window_busy + sample.latency_ms / 1000
         # two rounds near the knee, where one is too noisy to judge on; one while climbing fast
         needed = max(3, state.limit) if state.quick else max(5, 2 * state.limit)
-        elapsed = sample.at - state.window_start
-        if count < needed or elapsed <= 0:
-            return replace(state, window_work=work, window_count=count)
-        measured = work / elapsed
+        if count < needed:
+            return replace(state, window_work=work, window_busy=busy, window_count=count)
+        # Little's law: ``limit`` requests in flight, each delivering work at work / busy.
+        # (Timing the window itself would be biased: completions come in clusters.)
+        measured = state.limit * work / busy
         key = str(state.limit)
         previous = None if key in state.rough else state.levels.get(key)
         # a level visited again is judged on both careful visits (one window is a noisy
@@ -179,8 +184,8 @@ class AdaptiveLimiter:
                 state,
                 levels=levels,
                 rough=rough,
-                window_start=sample.at,
                 window_work=0.0,
+                window_busy=0.0,
                 window_count=0,
                 since_retry=state.since_retry + count,
             )
@@ -232,7 +237,9 @@ class AdaptiveLimiter:
 
     def _move(self, state: LimiterState, level: int, *, ceiling: int | None) -> LimiterState:
         level = max(1, min(self.cap, level))
-        settle = (level + 1) // 2 if state.quick else level
+        # let the requests started under the old limit finish before judging the new one;
+        # careful steps also wait out a round of their own
+        settle = state.limit if state.quick else max(state.limit, level)
         return replace(
             state,
             limit=level,
@@ -240,7 +247,7 @@ class AdaptiveLimiter:
             ceiling=ceiling,
             since_retry=0,
             settle_left=settle,
-            window_start=None,
+            window_busy=0.0,
             window_work=0.0,
             window_count=0,
         )
