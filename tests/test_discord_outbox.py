@@ -103,8 +103,8 @@ async def test_a_card_is_posted_once_edited_in_place_and_changes_go_to_its_threa
         thread = int(card["id"])  # a thread started from a message has the message's id
         assert fake.threads[thread]["name"] == f"#{task_id} Ingest the April logs"
         assert [m["content"] for m in fake.channel_messages(thread)] == [
-            "blocked: waiting for the vendor",
-            "unblocked back to ready",
+            "blocked: waiting for the vendor (by discord:7)",
+            "unblocked back to ready (by discord:7)",
         ]
     assert len(fake.requests("POST", r"/channels/\d+/messages/\d+/threads")) == 2  # one per card
     assert {r.state for r in rows(bot)} <= {"delivered", "superseded"}
@@ -174,7 +174,7 @@ async def test_after_a_crash_mid_send_nothing_is_posted_twice(bot: RunningBot, f
     await sink.deliver(OutboxItem.from_row(update_row), bot.board.get(task_id), Card(card["id"], card["id"]))
     _crash_while_sending(bot, update_row.id)
     await deliver_all(engine)
-    assert [m["content"] for m in fake.channel_messages(int(card["id"]))] == ["blocked: disk full"]
+    assert [m["content"] for m in fake.channel_messages(int(card["id"]))] == ["blocked: disk full (by discord:7)"]
     assert len(fake.requests("POST", rf"/channels/{card['id']}/messages")) == 3  # 404, post, re-post
     assert all(r.state in ("delivered", "superseded") for r in rows(bot) if r.channel == str(CHANNEL))
 
@@ -230,7 +230,7 @@ async def test_a_deleted_card_is_posted_again_and_its_thread_follows(
     assert card["id"] == new and buttons(card) == [f"lw:cancel:{task_id}"]  # released: no promote
     # the change goes to the new card's thread (the old one went with its message)
     assert [m["content"] for m in fake.channel_messages(int(new))] == [
-        "released to start when a slot is free"
+        "released to start when a slot is free (by discord:7)"
     ]
 
 

@@ -406,7 +406,7 @@ async def test_the_whole_story_command_card_button_card(rig: HttpRig) -> None:
         edited["blocks"]
     )
     [reply] = [m for m in rig.fake.posts("C0042") if m.get("thread_ts") == card["ts"]]
-    assert reply["text"] == "#1 cancelled"
+    assert reply["text"] == "#1 cancelled (by slack:UOPS)"
 
 
 def test_serve_builds_this_adapter_from_the_environment(tmp_path: Path) -> None:

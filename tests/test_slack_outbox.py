@@ -117,9 +117,9 @@ async def test_a_card_is_posted_once_edited_in_place_and_changes_go_to_its_threa
     assert ":no_entry: *blocked*" in str(card["blocks"])
     thread = [m["text"] for m in replies(fake, OPS, card["ts"])]
     assert thread == [
-        f"#{task.id} promoted to ready",
-        f"#{task.id} blocked: waiting for data",
-        f"#{task.id} the data lands at 9",
+        f"#{task.id} promoted to ready (by slack:UOPS)",
+        f"#{task.id} blocked: waiting for data (by slack:UOPS)",
+        f"#{task.id} the data lands at 9 (by slack:UADMIN)",
     ]
     with board.db.read() as conn:
         [stored] = conn.execute(select(cards)).all()
@@ -209,7 +209,7 @@ async def test_a_crash_between_send_and_mark_does_not_post_twice(board: Board, f
     await crash_mid_send(update_row.id)
     await deliver_until(deliverer(board, owner="leader-3"), lambda: not undelivered(board))
     assert len(fake.posts_for_outbox(update_row.id)) == 1
-    assert [m["text"] for m in replies(fake, OPS, card["ts"])] == [f"#{task.id} one more thing"]
+    assert [m["text"] for m in replies(fake, OPS, card["ts"])] == [f"#{task.id} one more thing (by slack:UOPS)"]
     assert fake.calls_to("conversations.replies", ts=card["ts"])
 
 
@@ -277,7 +277,7 @@ async def test_a_deleted_card_is_posted_again_and_followed(board: Board, fake: F
     assert new["ts"] != old["ts"] and ":no_entry: *blocked*" in str(new["blocks"])
     with board.db.read() as conn:
         assert conn.execute(select(cards.c.message_ref)).scalar_one() == new["ts"]
-    assert [m["text"] for m in replies(fake, OPS, new["ts"])] == [f"#{task.id} blocked"]
+    assert [m["text"] for m in replies(fake, OPS, new["ts"])] == [f"#{task.id} blocked (by slack:UOPS)"]
 
 
 async def test_a_channel_the_app_cannot_post_to_is_refused_for_good_with_the_reason(
