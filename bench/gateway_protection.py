@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import shutil
 import socket
@@ -324,6 +325,26 @@ async def bench_server(server: Server, work: Path) -> list[dict[str, Any]]:
     return results
 
 
+def with_saved_runs(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """These runs, plus the saved runs of servers not run this time (a partial rerun keeps the rest)."""
+    saved = RESULTS / "gateway_protection.json"
+    if not saved.exists():
+        return results
+    fresh = {r["server"] for r in results}
+    return [r for r in json.loads(saved.read_text())["runs"] if r["server"] not in fresh] + results
+
+
+def checkpoint(results: list[dict[str, Any]]) -> None:
+    """Save after each server: an hour of runs is not lost to a crash in a later one."""
+    runs = with_saved_runs(results)
+    save("gateway_protection", {"timeout_seconds": TIMEOUT_SECONDS, "runs": runs, "summary": summarize(runs)})
+
+
+def ratio(a: float | None, b: float | None) -> float | None:
+    """``a / b``, or None when there is nothing to divide by."""
+    return a / b if a is not None and b else None
+
+
 def summarize(results: list[dict[str, Any]]) -> dict[str, Any]:
     by_server: dict[str, dict[str, Any]] = {}
     for name in dict.fromkeys(r["server"] for r in results):
@@ -338,14 +359,16 @@ def summarize(results: list[dict[str, Any]]) -> dict[str, Any]:
         adaptive = next(r for r in mine if r["mode"] == "adaptive")
         entry: dict[str, Any] = {"uncapped": uncapped, "best_fixed": best, "adaptive": adaptive}
         if best:
-            entry["adaptive_throughput_vs_best"] = adaptive["tokens_per_s"] / best["tokens_per_s"]
-            entry["adaptive_steady_throughput_vs_best"] = (
-                adaptive["steady_tokens_per_s"] / best["tokens_per_s"]
+            best_p99 = best["p99_s"]
+            entry["adaptive_throughput_vs_best"] = ratio(adaptive["tokens_per_s"], best["tokens_per_s"])
+            entry["adaptive_steady_throughput_vs_best"] = ratio(
+                adaptive.get("steady_tokens_per_s"), best["tokens_per_s"]
             )
-            entry["adaptive_p99_vs_best"] = (adaptive["p99_s"] or 0) / (best["p99_s"] or 1)
-            entry["adaptive_steady_p99_vs_best"] = (adaptive.get("steady_p99_s") or 0) / (best["p99_s"] or 1)
-            entry["best_fixed_throughput_vs_uncapped"] = best["tokens_per_s"] / uncapped["tokens_per_s"]
-            entry["uncapped_p99_vs_best_p99"] = (uncapped["p99_s"] or 0) / (best["p99_s"] or 1)
+            entry["adaptive_p99_vs_best"] = ratio(adaptive["p99_s"], best_p99)
+            entry["adaptive_steady_p99_vs_best"] = ratio(adaptive.get("steady_p99_s"), best_p99)
+            # None when the uncapped run delivered nothing at all (every answer cut off)
+            entry["best_fixed_throughput_vs_uncapped"] = ratio(best["tokens_per_s"], uncapped["tokens_per_s"])
+            entry["uncapped_p99_vs_best_p99"] = ratio(uncapped["p99_s"], best_p99)
         by_server[name] = entry
     return by_server
 
@@ -359,6 +382,7 @@ async def amain(args: argparse.Namespace) -> dict[str, Any]:
         server = await start_simulator("sim-batching", model, [2, 3, 4, 5, 6, 8], args.tasks)
         try:
             results += await bench_server(server, work)
+            checkpoint(results)
         finally:
             await server.stop()
     if "sim-serial" in wanted:
@@ -366,6 +390,7 @@ async def amain(args: argparse.Namespace) -> dict[str, Any]:
         server = await start_simulator("sim-serial", model, [1, 2, 3], args.serial_tasks)
         try:
             results += await bench_server(server, work)
+            checkpoint(results)
         finally:
             await server.stop()
     if "llama-server" in wanted:
@@ -399,6 +424,7 @@ async def amain(args: argparse.Namespace) -> dict[str, Any]:
             )
             try:
                 results += await bench_server(server, work)
+                checkpoint(results)
             finally:
                 await server.stop()
     if "llama-cpp-python" in wanted:
@@ -429,17 +455,14 @@ async def amain(args: argparse.Namespace) -> dict[str, Any]:
         )
         try:
             results += await bench_server(server, work)
+            checkpoint(results)
         finally:
             await server.stop()
-    # a run of some servers keeps the others' latest figures
-    saved = RESULTS / "gateway_protection.json"
-    if saved.exists():
-        import json
+    return report(with_saved_runs(results))
 
-        fresh = {r["server"] for r in results}
-        kept = [r for r in json.loads(saved.read_text())["runs"] if r["server"] not in fresh]
-        results = kept + results
-    return report(results)
+
+def pair(whole: float | None, steady: float | None) -> str:
+    return ", ".join("-" if v is None else f"{v:.2f}" for v in (whole, steady))
 
 
 def report(results: list[dict[str, Any]]) -> dict[str, Any]:
@@ -495,9 +518,8 @@ def report(results: list[dict[str, Any]]) -> dict[str, Any]:
                 (
                     name,
                     s["best_fixed"]["cap"] if s["best_fixed"] else None,
-                    f"{s.get('adaptive_throughput_vs_best', 0):.2f}, "
-                    f"{s.get('adaptive_steady_throughput_vs_best', 0):.2f}",
-                    f"{s.get('adaptive_p99_vs_best', 0):.2f}, {s.get('adaptive_steady_p99_vs_best', 0):.2f}",
+                    pair(s.get("adaptive_throughput_vs_best"), s.get("adaptive_steady_throughput_vs_best")),
+                    pair(s.get("adaptive_p99_vs_best"), s.get("adaptive_steady_p99_vs_best")),
                     s.get("best_fixed_throughput_vs_uncapped"),
                     s.get("uncapped_p99_vs_best_p99"),
                 )
@@ -520,8 +542,6 @@ def main() -> dict[str, Any]:
     )
     args = parser.parse_args(sys.argv[2:] if sys.argv[1:2] == ["gateway_protection"] else sys.argv[1:])
     if args.report_only:
-        import json
-
         result = report(json.loads((RESULTS / "gateway_protection.json").read_text())["runs"])
     else:
         result = asyncio.run(amain(args))
