@@ -474,9 +474,13 @@ class ClaimKernel:
         # is more work waiting for this gateway? (in_flight alone cannot tell: a finished
         # request's slot is refilled a moment after its completion is written)
         profiles = [name for name, p in self.config.profiles.items() if p.gateway == gateway]
-        saturated = bool(profiles) and conn.execute(
-            select(tasks.c.id).where(tasks.c.status == "ready", tasks.c.profile.in_(profiles)).limit(1)
-        ).first() is not None
+        saturated = (
+            bool(profiles)
+            and conn.execute(
+                select(tasks.c.id).where(tasks.c.status == "ready", tasks.c.profile.in_(profiles)).limit(1)
+            ).first()
+            is not None
+        )
         values: dict[str, Any] = {}
         for done in sorted(finished, key=lambda c: _finished_at(c, clock)):
             if done.outcome == "gateway_down":
