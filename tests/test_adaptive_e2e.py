@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 from sqlalchemy import func, select
 
 from bot.simulate import GatewaySimulator, ServerModel
@@ -61,7 +63,7 @@ async def test_limit_settles_within_one_of_the_knee(tmp_path) -> None:
         middle = first + (last - first) / 2
         near = far = 0.0
         timeline = [*changes, (last, None)]
-        for (at, limit), (until, _) in zip(timeline, timeline[1:], strict=False):
+        for (at, limit), (until, _) in itertools.pairwise(timeline):
             seconds = max(0.0, (min(until, last) - max(at, middle)).total_seconds())
             if abs(limit - knee) <= 1:
                 near += seconds

@@ -174,7 +174,9 @@ async def test_after_a_crash_mid_send_nothing_is_posted_twice(bot: RunningBot, f
     await sink.deliver(OutboxItem.from_row(update_row), bot.board.get(task_id), Card(card["id"], card["id"]))
     _crash_while_sending(bot, update_row.id)
     await deliver_all(engine)
-    assert [m["content"] for m in fake.channel_messages(int(card["id"]))] == ["blocked: disk full (by discord:7)"]
+    assert [m["content"] for m in fake.channel_messages(int(card["id"]))] == [
+        "blocked: disk full (by discord:7)"
+    ]
     assert len(fake.requests("POST", rf"/channels/{card['id']}/messages")) == 3  # 404, post, re-post
     assert all(r.state in ("delivered", "superseded") for r in rows(bot) if r.channel == str(CHANNEL))
 

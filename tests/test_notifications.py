@@ -16,7 +16,10 @@ def test_updates_name_the_person_not_the_dispatcher(board: Board) -> None:
     board.block(task.id, "slack:U2", "needs a human")
     with board.db.read() as conn:
         rows = conn.execute(select(outbox).where(outbox.c.kind == "update").order_by(outbox.c.id)).all()
-    assert [(r.channel, r.payload["event"]) for r in rows] == [("C0ORIGIN1", "started"), ("C0ORIGIN1", "blocked")]
+    assert [(r.channel, r.payload["event"]) for r in rows] == [
+        ("C0ORIGIN1", "started"),
+        ("C0ORIGIN1", "blocked"),
+    ]
     started, blocked = (update_message(board.get(task.id), r.payload)[0] for r in rows)
     assert "(by" not in started  # a dispatcher id means nothing to people
     assert blocked.endswith("blocked: needs a human (by slack:U2)")

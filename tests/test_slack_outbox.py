@@ -209,7 +209,9 @@ async def test_a_crash_between_send_and_mark_does_not_post_twice(board: Board, f
     await crash_mid_send(update_row.id)
     await deliver_until(deliverer(board, owner="leader-3"), lambda: not undelivered(board))
     assert len(fake.posts_for_outbox(update_row.id)) == 1
-    assert [m["text"] for m in replies(fake, OPS, card["ts"])] == [f"#{task.id} one more thing (by slack:UOPS)"]
+    assert [m["text"] for m in replies(fake, OPS, card["ts"])] == [
+        f"#{task.id} one more thing (by slack:UOPS)"
+    ]
     assert fake.calls_to("conversations.replies", ts=card["ts"])
 
 
