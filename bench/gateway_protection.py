@@ -322,6 +322,7 @@ async def bench_server(server: Server, work: Path) -> list[dict[str, Any]]:
             f"({time.monotonic() - started:.0f}s)",
             flush=True,
         )
+    checkpoint(results)  # merged with the saved runs of the other servers
     return results
 
 
@@ -335,7 +336,7 @@ def with_saved_runs(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def checkpoint(results: list[dict[str, Any]]) -> None:
-    """Save after each server: an hour of runs is not lost to a crash in a later one."""
+    """Save after each server: its runs are not lost to a crash in a later one."""
     runs = with_saved_runs(results)
     save("gateway_protection", {"timeout_seconds": TIMEOUT_SECONDS, "runs": runs, "summary": summarize(runs)})
 
@@ -382,7 +383,6 @@ async def amain(args: argparse.Namespace) -> dict[str, Any]:
         server = await start_simulator("sim-batching", model, [2, 3, 4, 5, 6, 8], args.tasks)
         try:
             results += await bench_server(server, work)
-            checkpoint(results)
         finally:
             await server.stop()
     if "sim-serial" in wanted:
@@ -390,7 +390,6 @@ async def amain(args: argparse.Namespace) -> dict[str, Any]:
         server = await start_simulator("sim-serial", model, [1, 2, 3], args.serial_tasks)
         try:
             results += await bench_server(server, work)
-            checkpoint(results)
         finally:
             await server.stop()
     if "llama-server" in wanted:
@@ -424,7 +423,6 @@ async def amain(args: argparse.Namespace) -> dict[str, Any]:
             )
             try:
                 results += await bench_server(server, work)
-                checkpoint(results)
             finally:
                 await server.stop()
     if "llama-cpp-python" in wanted:
@@ -455,7 +453,6 @@ async def amain(args: argparse.Namespace) -> dict[str, Any]:
         )
         try:
             results += await bench_server(server, work)
-            checkpoint(results)
         finally:
             await server.stop()
     return report(with_saved_runs(results))
