@@ -18,16 +18,16 @@ import time
 from datetime import timedelta
 from pathlib import Path
 
+from lanewarden.core.access import Actor
+from lanewarden.core.board import open_board
+from lanewarden.core.clock import utcnow
+from lanewarden.core.config import parse_config
+from lanewarden.core.executor import Executor
+from lanewarden.core.grammar import parse
+from lanewarden.core.schema import events, tasks
 from sqlalchemy import insert
 
 from bench.common import ROOT, percentile, save, table
-from core.access import Actor
-from core.board import open_board
-from core.clock import utcnow
-from core.config import parse_config
-from core.executor import Executor
-from core.grammar import parse
-from core.schema import events, tasks
 
 ACTOR = Actor(id="cli:bench", role="admin")
 
@@ -132,7 +132,7 @@ def main() -> dict:
     (workdir / "c.toml").write_text(f'[board]\nurl = "{url}"\n[profiles.default]\nrunner = "noop"\n')
     start = time.perf_counter()
     subprocess.run(
-        [sys.executable, "-m", "bot.cli", "list", "--status", "ready", "--limit", "50", "--quiet"],
+        [sys.executable, "-m", "lanewarden.bot.cli", "list", "--status", "ready", "--limit", "50", "--quiet"],
         env=env,
         cwd=ROOT,
         check=True,

@@ -107,10 +107,9 @@ def drop_pg_schema(schema: str) -> None:
 
 def insert_ready_tasks(board: Any, count: int, profile: str = "noop") -> None:
     """Put ``count`` ready tasks on the board at once (faster than ``add``, which is measured elsewhere)."""
+    from lanewarden.core.clock import utcnow
+    from lanewarden.core.schema import tasks
     from sqlalchemy import insert
-
-    from core.clock import utcnow
-    from core.schema import tasks
 
     now = utcnow()
     for start in range(0, count, 20_000):

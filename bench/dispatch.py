@@ -16,13 +16,13 @@ import sys
 import tempfile
 from pathlib import Path
 
+from lanewarden.core.board import NewTask, open_board
+from lanewarden.core.config import parse_config
+from lanewarden.core.dispatcher import Dispatcher
+from lanewarden.core.schema import runs, tasks
 from sqlalchemy import func, select
 
 from bench.common import insert_ready_tasks, percentile, save, table
-from core.board import NewTask, open_board
-from core.config import parse_config
-from core.dispatcher import Dispatcher
-from core.schema import runs, tasks
 
 
 def config_for(url: str, active: int) -> dict:

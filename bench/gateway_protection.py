@@ -37,15 +37,15 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from lanewarden.bot.simulator import GatewaySimulator, ServerModel
+from lanewarden.bot.tools.chart import status_chart_png
+from lanewarden.core.board import NewTask, open_board
+from lanewarden.core.config import parse_config
+from lanewarden.core.dispatcher import Dispatcher
+from lanewarden.core.schema import gateway_limit_history, runs, tasks
 from sqlalchemy import select
 
 from bench.common import RESULTS, ROOT, percentile, save, table
-from bot.chart import status_chart_png
-from bot.simulate import GatewaySimulator, ServerModel
-from core.board import NewTask, open_board
-from core.config import parse_config
-from core.dispatcher import Dispatcher
-from core.schema import gateway_limit_history, runs, tasks
 
 TIMEOUT_SECONDS = 30
 UNCAPPED = 50

@@ -17,12 +17,12 @@ import tempfile
 import time
 from pathlib import Path
 
+from lanewarden.core.board import open_board
+from lanewarden.core.config import parse_config
+from lanewarden.core.schema import tasks
 from sqlalchemy import func, select
 
 from bench.common import ROOT, insert_ready_tasks, save, table
-from core.board import open_board
-from core.config import parse_config
-from core.schema import tasks
 
 
 def status_kb(pid: int, key: str) -> int:
@@ -58,7 +58,7 @@ def main() -> dict:
         "LANEWARDEN_LOG_LEVEL": "WARNING",
     }
     proc = subprocess.Popen(
-        [sys.executable, "-m", "bot.cli", "serve", "--headless"],
+        [sys.executable, "-m", "lanewarden.bot.cli", "serve", "--headless"],
         env=env,
         cwd=ROOT,
         stdin=subprocess.DEVNULL,

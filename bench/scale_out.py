@@ -17,12 +17,12 @@ import tempfile
 import time
 from pathlib import Path
 
+from lanewarden.core.board import NewTask, open_board
+from lanewarden.core.config import parse_config
+from lanewarden.core.schema import runs, tasks
 from sqlalchemy import func, select
 
 from bench.common import ROOT, drop_pg_schema, fresh_pg_schema, insert_ready_tasks, percentile, save, table
-from core.board import NewTask, open_board
-from core.config import parse_config
-from core.schema import runs, tasks
 
 CAP = 256
 
@@ -60,7 +60,7 @@ def start_fleet(url: str, processes: int, work: Path) -> list[subprocess.Popen]:
     }
     return [
         subprocess.Popen(
-            [sys.executable, "-m", "bot.cli", "serve", "--headless"],
+            [sys.executable, "-m", "lanewarden.bot.cli", "serve", "--headless"],
             env=env,
             cwd=ROOT,
             stdin=subprocess.DEVNULL,

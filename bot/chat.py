@@ -13,13 +13,13 @@ import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
-from core.board import Board
-from core.config import LanewardenConfig
-from core.errors import ConfigError
-from core.outbox import OutboxSink
+from lanewarden.core.board import Board
+from lanewarden.core.config import LanewardenConfig
+from lanewarden.core.errors import ConfigError
+from lanewarden.core.outbox import OutboxSink
 
 if TYPE_CHECKING:
-    from bot.http import HttpEndpoint
+    from lanewarden.bot.http.server import HttpEndpoint
 
 
 @dataclass
@@ -40,11 +40,6 @@ class ChatAdapter(Protocol):
     async def stop(self) -> None: ...
 
 
-def chat_tokens_present(env: dict[str, str] | None = None) -> bool:
-    env = dict(os.environ) if env is None else env
-    return bool(env.get("SLACK_BOT_TOKEN") or env.get("DISCORD_TOKEN"))
-
-
 def build_adapters(config: LanewardenConfig, env: dict[str, str] | None = None) -> list[ChatAdapter]:
     env = dict(os.environ) if env is None else env
     adapters: list[ChatAdapter] = []
@@ -55,11 +50,11 @@ def build_adapters(config: LanewardenConfig, env: dict[str, str] | None = None) 
                 f"slack.mode = {config.slack.mode!r} needs {needed} in the environment "
                 "besides SLACK_BOT_TOKEN"
             )
-        from bot.slack_app.adapter import SlackAdapter
+        from lanewarden.bot.slack_app.adapter import SlackAdapter
 
         adapters.append(SlackAdapter.from_env(config, env))
     if env.get("DISCORD_TOKEN"):
-        from bot.discord_app.adapter import DiscordAdapter
+        from lanewarden.bot.discord_app.adapter import DiscordAdapter
 
         adapters.append(DiscordAdapter.from_env(config, env))
     return adapters

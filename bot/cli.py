@@ -17,7 +17,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from core.errors import LanewardenError
+from lanewarden.core.errors import LanewardenError
 
 log = logging.getLogger("lanewarden.cli")
 
@@ -77,7 +77,7 @@ def _take_config_option(args: list[str]) -> tuple[str | None, list[str]]:
 
 
 def local_actor(kind: str = "cli"):  # -> Actor
-    from core.access import Actor
+    from lanewarden.core.access import Actor
 
     try:
         user = getpass.getuser()
@@ -88,11 +88,11 @@ def local_actor(kind: str = "cli"):  # -> Actor
 
 
 def _board_command(args: list[str], config_path: str | None) -> int:
-    from bot.render import render_with_files
-    from core.board import open_board
-    from core.config import load_config
-    from core.executor import Executor
-    from core.grammar import parse
+    from lanewarden.bot.render import render_with_files
+    from lanewarden.core.board import open_board
+    from lanewarden.core.config import load_config
+    from lanewarden.core.executor import Executor
+    from lanewarden.core.grammar import parse
 
     command = parse(args)  # bad input fails before touching the database
     config, _ = load_config(config_path)
@@ -112,6 +112,9 @@ def _board_command(args: list[str], config_path: str | None) -> int:
 
 
 def _operator_command(args: list[str], config_path: str | None) -> int:
+    # imported here, not at the top: board verbs start faster without aiohttp
+    from lanewarden.bot.simulator import add_simulator_options, run_simulator
+
     parser = argparse.ArgumentParser(prog="lanewarden", description="Lanewarden operator commands")
     sub = parser.add_subparsers(dest="op", required=True)
 
@@ -137,38 +140,25 @@ def _operator_command(args: list[str], config_path: str | None) -> int:
     sync = discord_sub.add_parser("sync", help="register the /kanban commands")
     sync.add_argument("--guild", type=int, help="a guild id (instant); global otherwise")
 
-    sim = sub.add_parser("simulate-gateway", help="an OpenAI-compatible GPU server simulator on loopback")
-    sim.add_argument("--profile", choices=("batching", "serial"), default="batching")
-    sim.add_argument("--knee", type=int, default=4, help="concurrency past which latency grows")
-    sim.add_argument("--host", default="127.0.0.1")
-    sim.add_argument("--port", type=int, default=8808)
-    sim.add_argument("--token-ms", type=float, default=20.0, help="per-token time at or below the knee")
-    sim.add_argument("--max-queue", type=int, default=64, help="requests beyond this get 503")
-    sim.add_argument("--seed", type=int, default=0)
-    sim.add_argument("--max-batch", type=int, help="running requests at most (default 2 x knee)")
-    sim.add_argument("--overload-exponent", type=float, help="step time ~ (n/knee)^this past the knee (1.5)")
-    sim.add_argument("--request-timeout", type=float, help="seconds after which the server gives up")
-    sim.add_argument("--output-tokens", help="answer length N or MIN-MAX tokens (default 32-256)")
-    sim.add_argument("--retry-after", type=int, help="seconds sent in Retry-After with 503 (default 1)")
-    sim.add_argument("--model", help="the model name /v1/models reports (default sim-7b)")
+    add_simulator_options(
+        sub.add_parser("simulate-gateway", help="an OpenAI-compatible GPU server simulator on loopback")
+    )
 
     opts = parser.parse_args(args)
     if opts.op == "init":
         return _init(opts.path, opts.force, config_path)
     if opts.op == "simulate-gateway":
-        from bot.simulate import run_simulator
-
         return run_simulator(opts)
 
-    from core.config import load_config
+    from lanewarden.core.config import load_config
 
     if opts.op == "doctor":  # before loading: a bad config is one of the things it reports
-        from bot.doctor import doctor
+        from lanewarden.bot.tools.doctor import doctor
 
         return doctor(config_path)
-    config, found = load_config(config_path)
+    config, _ = load_config(config_path)
     if opts.op == "db":
-        from core.db import Database, current_revision, upgrade
+        from lanewarden.core.db import Database, current_revision, upgrade
 
         database = Database(config.board.url)
         if opts.action == "upgrade":
@@ -176,18 +166,18 @@ def _operator_command(args: list[str], config_path: str | None) -> int:
         print(f"{database.describe()}: revision {current_revision(database) or 'none'}")
         return 0
     if opts.op == "console":
-        from bot.console import Console
-        from core.board import open_board
-        from core.executor import Executor
+        from lanewarden.bot.console import Console
+        from lanewarden.core.board import open_board
+        from lanewarden.core.executor import Executor
 
         Console(Executor(open_board(config)), local_actor("console")).run()
         return 0
     if opts.op == "serve":
-        from bot.serve import serve
+        from lanewarden.bot.serve import serve
 
-        return serve(config, found, headless=opts.headless, demo=opts.demo)
+        return serve(config, headless=opts.headless, demo=opts.demo)
     if opts.op == "discord":
-        from bot.discord_app import sync_commands
+        from lanewarden.bot.discord_app import sync_commands
 
         return sync_commands(config, opts.guild)
     return 2
@@ -196,8 +186,8 @@ def _operator_command(args: list[str], config_path: str | None) -> int:
 def _init(path: str | None, force: bool, config_path: str | None) -> int:
     from importlib.resources import files
 
-    from core.board import open_board
-    from core.config import lanewarden_home, load_config
+    from lanewarden.core.board import open_board
+    from lanewarden.core.config import lanewarden_home, load_config
 
     target = Path(path or config_path or lanewarden_home() / "config.toml").expanduser()
     if target.exists() and not force:

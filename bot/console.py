@@ -9,11 +9,11 @@ from __future__ import annotations
 import sys
 from typing import TextIO
 
-from bot.render import render_with_files
-from core.access import Actor
-from core.errors import LanewardenError
-from core.executor import Executor
-from core.grammar import parse, tokenize
+from lanewarden.bot.render import render_with_files
+from lanewarden.core.access import Actor
+from lanewarden.core.errors import LanewardenError
+from lanewarden.core.executor import Executor
+from lanewarden.core.grammar import parse, tokenize
 
 PROMPT = "lanewarden> "
 QUIT = {"quit", "exit", ":q"}

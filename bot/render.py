@@ -6,9 +6,9 @@ import json
 from functools import singledispatch
 from typing import Any
 
-from core.board import Board
-from core.clock import age, format_seconds, utcnow
-from core.results import (
+from lanewarden.core.board import Board
+from lanewarden.core.clock import age, format_seconds, utcnow
+from lanewarden.core.results import (
     BatchPromoted,
     CapsShown,
     DigestShown,
@@ -21,15 +21,15 @@ from core.results import (
     TaskShown,
     WindowsShown,
 )
-from core.status import StatusReport
-from core.tasks import Task
+from lanewarden.core.status import StatusReport
+from lanewarden.core.tasks import Task
 
 
 def render_with_files(result: Result, board: Board) -> str:
     """``render``, plus what the terminal front ends write to disk (``status --chart``)."""
     text = render(result)
     if isinstance(result, StatusShown) and result.chart:
-        from bot.chart import write_status_chart
+        from lanewarden.bot.tools.chart import write_status_chart
 
         text += f"\nchart written to {write_status_chart(board)}"
     return text

@@ -16,23 +16,22 @@ import signal
 import sys
 import threading
 from collections.abc import Awaitable, Callable, Sequence
-from pathlib import Path
 from typing import Any
 
-from bot.chat import AdapterContext, build_adapters
-from bot.http import HttpEndpoint
-from bot.metrics import Metrics
-from core.board import Board, open_board
-from core.clock import utcnow
-from core.config import LanewardenConfig
-from core.dispatcher import Dispatcher
-from core.gateways import GatewayMonitor
-from core.leader import LeaderLease
-from core.outbox import OutboxDeliverer, OutboxSink
-from core.wakeup import PostgresListener, SqliteChangeWatcher
-from core.windows import Window, WindowStore, host_timezone
-from scheduler.alerts import AlertEngine
-from scheduler.windows import WindowScheduler
+from lanewarden.bot.chat import AdapterContext, build_adapters
+from lanewarden.bot.http.metrics import Metrics
+from lanewarden.bot.http.server import HttpEndpoint
+from lanewarden.core.board import Board, open_board
+from lanewarden.core.clock import utcnow
+from lanewarden.core.config import LanewardenConfig
+from lanewarden.core.dispatcher import Dispatcher
+from lanewarden.core.gateways import GatewayMonitor
+from lanewarden.core.leader import LeaderLease
+from lanewarden.core.outbox import OutboxDeliverer, OutboxSink
+from lanewarden.core.wakeup import PostgresListener, SqliteChangeWatcher
+from lanewarden.core.windows import Window, WindowStore, host_timezone
+from lanewarden.scheduler.alerts import AlertEngine
+from lanewarden.scheduler.windows import WindowScheduler
 
 log = logging.getLogger("lanewarden.serve")
 # started before the dispatcher, stopped after the drain (the demo's simulated gateway);
@@ -64,13 +63,11 @@ class Service:
         config: LanewardenConfig,
         *,
         headless: bool = False,
-        config_path: Path | None = None,
         companions: Sequence[Companion] = (),
     ) -> None:
         self.config = config
         self.companions = list(companions)
         self.headless = headless
-        self.config_path = config_path
         self.stopping = asyncio.Event()
         self.bus = WakeBus()
         self.board: Board | None = None
@@ -177,9 +174,9 @@ class Service:
         return 0
 
     async def _console(self, board: Board) -> None:
-        from bot.cli import local_actor
-        from bot.console import Console
-        from core.executor import Executor
+        from lanewarden.bot.cli import local_actor
+        from lanewarden.bot.console import Console
+        from lanewarden.core.executor import Executor
 
         console = Console(Executor(board), local_actor("console"))
         loop = asyncio.get_running_loop()
@@ -277,15 +274,13 @@ def configure_logging() -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
-def serve(
-    config: LanewardenConfig, config_path: Path | None, *, headless: bool = False, demo: bool = False
-) -> int:
+def serve(config: LanewardenConfig, *, headless: bool = False, demo: bool = False) -> int:
     configure_logging()
     companions: list[Companion] = []
     if demo:
-        from bot.demo import demo_companion, demo_config
+        from lanewarden.bot.tools.demo import demo_companion, demo_config
 
         config = demo_config(config)
         companions.append(demo_companion(config, headless=headless))
-    service = Service(config, headless=headless, config_path=config_path, companions=companions)
+    service = Service(config, headless=headless, companions=companions)
     return asyncio.run(service.run())

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from core.config import AccessConfig
-from core.grammar import ROLE_RANK
+from lanewarden.core.config import AccessConfig
+from lanewarden.core.grammar import ROLE_RANK
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,27 +14,32 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Exists, delete, exists, func, insert, select, text, update
-from sqlalchemy.exc import IntegrityError
-
-from core.caps import SCOPES, Limits, Usage, scope_label
-from core.clock import age, utcnow
-from core.config import LanewardenConfig
-from core.db import Database
-from core.errors import Conflict, NotFound, UsageError
-from core.notifications import TaskNote, fan_out_notice, fan_out_task_events, parse_channel, task_channels
-from core.schema import (
+from lanewarden.core.clock import utcnow
+from lanewarden.core.config import LanewardenConfig
+from lanewarden.core.controls import Controls
+from lanewarden.core.db import Database, ensure_schema
+from lanewarden.core.errors import Conflict, NotFound, UsageError
+from lanewarden.core.notifications import (
+    TaskNote,
+    fan_out_notice,
+    fan_out_task_events,
+    parse_channel,
+    task_channels,
+)
+from lanewarden.core.schema import (
     BODY_MAX,
     COMMENT_MAX,
+    TASK_STATUSES,
     TITLE_MAX,
-    cap_overrides,
     events,
-    pauses,
     runs,
     task_links,
     tasks,
 )
-from core.tasks import OPEN_STATUSES, Event, Run, Task, TaskDetail
+from lanewarden.core.task_view import task_detail
+from lanewarden.core.tasks import OPEN_STATUSES, Event, Task, TaskDetail
+from sqlalchemy import Connection, Exists, delete, exists, func, insert, select, text, update
+from sqlalchemy.exc import IntegrityError
 
 PRIORITY_RANGE = (-1_000_000, 1_000_000)
 MAX_ATTEMPTS_RANGE = (1, 100)
@@ -89,7 +94,7 @@ class TaskFilter:
     created_by: str | None = None
 
 
-class Board:
+class Board(Controls):
     """The board's public operations. Thread-safe; each call is its own transaction."""
 
     def __init__(self, db: Database, config: LanewardenConfig) -> None:
@@ -253,109 +258,11 @@ class Board:
                 return self.counts(c)
         rows = conn.execute(select(tasks.c.status, func.count()).group_by(tasks.c.status))
         found = dict(rows.all())
-        from core.schema import TASK_STATUSES
-
         return {status: int(found.get(status, 0)) for status in TASK_STATUSES}
 
     def show(self, task_id: int, *, history: int = 20) -> TaskDetail:
         with self.db.read() as conn:
-            task = self.get(task_id, conn)
-            parents = [
-                Task.from_row(r)
-                for r in conn.execute(
-                    select(tasks)
-                    .join(task_links, task_links.c.parent_id == tasks.c.id)
-                    .where(task_links.c.child_id == task_id)
-                    .order_by(tasks.c.id)
-                )
-            ]
-            children = [
-                Task.from_row(r)
-                for r in conn.execute(
-                    select(tasks)
-                    .join(task_links, task_links.c.child_id == tasks.c.id)
-                    .where(task_links.c.parent_id == task_id)
-                    .order_by(tasks.c.id)
-                )
-            ]
-            run_rows = [
-                Run.from_row(r)
-                for r in conn.execute(select(runs).where(runs.c.task_id == task_id).order_by(runs.c.id))
-            ]
-            event_rows = [
-                Event.from_row(r)
-                for r in conn.execute(
-                    select(events)
-                    .where(events.c.task_id == task_id)
-                    .order_by(events.c.id.desc())
-                    .limit(history)
-                )
-            ][::-1]
-            waiting = self._why_waiting(conn, task, parents)
-        return TaskDetail(task, parents, children, run_rows, event_rows, waiting)
-
-    def _why_waiting(self, conn: Connection, task: Task, parents: list[Task]) -> list[str]:
-        """Every reason the dispatcher will not start this task now, in plain words."""
-        reasons: list[str] = []
-        if task.status == "backlog":
-            reasons.append(f"in backlog: promote it to ready (promote --id {task.id} --column ready)")
-        elif task.status == "blocked":
-            reasons.append("blocked: unblock it to continue")
-        if task.status not in ("backlog", "ready", "blocked"):
-            return reasons
-        for parent in parents:
-            if parent.status != "done":
-                if parent.status in ("failed", "cancelled"):
-                    reasons.append(
-                        f"parent {parent.ref} is {parent.status}: retry it, or unlink it "
-                        f"(unlink --parent {parent.id} --child {task.id})"
-                    )
-                else:
-                    reasons.append(f"parent {parent.ref} is {parent.lane}, not done")
-        now = utcnow()
-        if task.not_before is not None and task.not_before > now:
-            reasons.append(
-                f"not before {task.not_before.isoformat(timespec='seconds')} "
-                f"(in {age(now - (task.not_before - now))})"
-            )
-        profile = self.config.profile(task.profile)
-        limits = Limits.load(conn, self.config)
-        if profile is None:
-            reasons.append(f"profile {task.profile!r} is not configured on this board")
-        if limits.is_paused("board", ""):
-            reasons.append("the board is paused (resume --board)")
-        if limits.is_paused("profile", task.profile):
-            reasons.append(f"profile {task.profile} is paused (resume --profile {task.profile})")
-        if profile is not None and profile.gateway is not None:
-            window = limits.gateways[profile.gateway]
-            if limits.is_paused("gateway", window.name):
-                reasons.append(f"gateway {window.name} is paused (resume --gateway {window.name})")
-            if window.healthy is False:
-                detail = f": {window.last_error}" if window.last_error else ""
-                reasons.append(f"gateway {window.name} is down{detail}; it will start when it is back")
-            if window.backoff_until is not None and window.backoff_until > now:
-                reasons.append(
-                    f"gateway {window.name} asked to back off until "
-                    f"{window.backoff_until.isoformat(timespec='seconds')}"
-                )
-        if task.status == "ready" and not reasons:
-            if not self.config.kanban.dispatcher.enabled and not task.released:
-                reasons.append(
-                    "the dispatcher runs in windowed mode (kanban.dispatcher.enabled = false): waiting "
-                    f"for promote --id {task.id} --column active or a promote-batch window"
-                )
-            usage = Usage.load(conn)
-            if usage.total >= limits.board_cap:
-                reasons.append(f"board cap full ({usage.total}/{limits.board_cap} active)")
-            cap = limits.profile_caps.get(task.profile)
-            if cap is not None and usage.by_profile.get(task.profile, 0) >= cap:
-                reasons.append(f"profile {task.profile} cap full ({usage.by_profile[task.profile]}/{cap})")
-            if profile is not None and profile.gateway is not None:
-                window = limits.gateways[profile.gateway]
-                in_use = usage.by_gateway.get(window.name, 0)
-                if in_use >= window.limit:
-                    reasons.append(f"gateway {window.name} full ({in_use}/{window.limit}, cap {window.cap})")
-        return reasons
+            return task_detail(conn, self.config, self.get(task_id, conn), history=history)
 
     # ------------------------------------------------------------------ writes
 
@@ -643,108 +550,7 @@ class Board:
             )
             self.signal(conn, "dispatch")
 
-    # ------------------------------------------------------- caps and pauses
-
-    def set_cap(self, scope: str, name: str | None, value: int, actor: str) -> None:
-        scope_name = self._scope_name(scope, name)
-        _check_range("cap", value, (0, 100_000))
-        now = utcnow()
-        with self.db.write() as conn:
-            changed = conn.execute(
-                update(cap_overrides)
-                .where(cap_overrides.c.scope == scope, cap_overrides.c.name == scope_name)
-                .values(value=value, set_by=actor, set_at=now)
-            ).rowcount
-            if not changed:
-                conn.execute(
-                    insert(cap_overrides).values(
-                        scope=scope, name=scope_name, value=value, set_by=actor, set_at=now
-                    )
-                )
-            label = scope_label(scope, scope_name)
-            self.record(
-                conn,
-                actor,
-                "caps_changed",
-                f"{label} cap set to {value}",
-                data={"scope": scope, "name": scope_name, "value": value},
-                now=now,
-            )
-            self.signal(conn, "dispatch")
-
-    def reset_cap(self, scope: str, name: str | None, actor: str) -> None:
-        scope_name = self._scope_name(scope, name)
-        with self.db.write() as conn:
-            conn.execute(
-                delete(cap_overrides).where(
-                    cap_overrides.c.scope == scope, cap_overrides.c.name == scope_name
-                )
-            )
-            label = scope_label(scope, scope_name)
-            self.record(
-                conn,
-                actor,
-                "caps_changed",
-                f"{label} cap back to the config value",
-                data={"scope": scope, "name": scope_name, "value": None},
-            )
-            self.signal(conn, "dispatch")
-
-    def pause(self, scope: str, name: str | None, actor: str) -> bool:
-        """Stop new claims for the board, a profile or a gateway. False if already paused."""
-        scope_name = self._scope_name(scope, name)
-        with self.db.write() as conn:
-            already = conn.execute(
-                select(pauses.c.scope).where(pauses.c.scope == scope, pauses.c.name == scope_name)
-            ).first()
-            if already:
-                return False
-            conn.execute(
-                insert(pauses).values(scope=scope, name=scope_name, paused_by=actor, paused_at=utcnow())
-            )
-            label = scope_label(scope, scope_name)
-            self.record(conn, actor, "paused", f"{label} paused", data={"scope": scope, "name": scope_name})
-            return True
-
-    def resume(self, scope: str, name: str | None, actor: str) -> bool:
-        scope_name = self._scope_name(scope, name)
-        with self.db.write() as conn:
-            gone = conn.execute(
-                delete(pauses).where(pauses.c.scope == scope, pauses.c.name == scope_name)
-            ).rowcount
-            if not gone:
-                return False
-            label = scope_label(scope, scope_name)
-            self.record(conn, actor, "resumed", f"{label} resumed", data={"scope": scope, "name": scope_name})
-            self.signal(conn, "dispatch")
-            return True
-
-    def limits(self) -> tuple[Limits, Usage]:
-        with self.db.read() as conn:
-            return Limits.load(conn, self.config), Usage.load(conn)
-
     # ---------------------------------------------------------------- helpers
-
-    def _scope_name(self, scope: str, name: str | None) -> str:
-        if scope not in SCOPES:
-            raise UsageError(f"scope must be one of {', '.join(SCOPES)}, not {scope!r}")
-        if scope == "board":
-            if name:
-                raise UsageError("the board scope takes no name")
-            return ""
-        if not name:
-            raise UsageError(f"say which {scope}: e.g. --{scope} NAME")
-        if scope == "profile":
-            self.require_profile(name)
-        elif name not in self.config.gateways:
-            known = ", ".join(sorted(self.config.gateways)) or "none configured"
-            raise NotFound(f"no gateway {name!r} (known: {known})")
-        return name
-
-    def require_profile(self, profile: str) -> None:
-        if profile not in self.config.profiles:
-            known = ", ".join(sorted(self.config.profiles)) or "none configured"
-            raise NotFound(f"no profile {profile!r} (known: {known})")
 
     def _lock(self, conn: Connection, task_id: int) -> Task:
         query = select(tasks).where(tasks.c.id == task_id)
@@ -821,8 +627,6 @@ def parents_pending() -> Exists:
 
 def open_board(config: LanewardenConfig, *, migrate: bool = True) -> Board:
     """Connect to ``board.url`` and bring its schema up to date (one SELECT when current)."""
-    from core.db import ensure_schema
-
     db = Database(config.board.url)
     if migrate:
         ensure_schema(db)

@@ -11,10 +11,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from lanewarden.core.config import LanewardenConfig
+from lanewarden.core.schema import cap_overrides, gateway_state, pauses, runs
 from sqlalchemy import Connection, func, select
-
-from core.config import LanewardenConfig
-from core.schema import cap_overrides, gateway_state, pauses, runs
 
 SCOPES = ("board", "profile", "gateway")
 

@@ -27,23 +27,20 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, func, insert, select, text, update
-
-from core.board import Board, EventEntry, parents_pending
-from core.caps import Limits, Usage, gateway_cap
-from core.clock import utcnow
-from core.db import CLAIM_LOCK
-from core.limiter import AdaptiveLimiter, LimiterState, Sample
-from core.schema import (
+from lanewarden.core.board import Board, EventEntry, parents_pending
+from lanewarden.core.caps import Limits, Usage
+from lanewarden.core.clock import utcnow
+from lanewarden.core.db import CLAIM_LOCK
+from lanewarden.core.gateway_state import update_gateway_window
+from lanewarden.core.schema import (
     INFRASTRUCTURE_OUTCOMES,
     cap_overrides,
-    gateway_limit_history,
-    gateway_state,
     runs,
     task_links,
     tasks,
 )
-from core.tasks import Task
+from lanewarden.core.tasks import Task
+from sqlalchemy import Connection, bindparam, func, insert, select, text, update
 
 TASK_ERRORS = ("failed", "timed_out")
 
@@ -362,7 +359,7 @@ class ClaimKernel:
             if task_updates:
                 conn.execute(_SET_OUTCOME, task_updates)
             for gateway, finished in windows.items():
-                self._update_gateway_window(conn, gateway, finished, now)
+                update_gateway_window(conn, self.config, gateway, finished, now)
             self.board.record_many(conn, entries, now)
             if run_updates:
                 self.board.signal(conn, "dispatch")
@@ -411,100 +408,6 @@ class ClaimKernel:
         cfg = self.config.kanban.dispatcher
         delay = min(cfg.retry_backoff_max_seconds, cfg.retry_backoff_seconds * (2 ** (attempts - 1)))
         return delay * random.uniform(0.8, 1.2)  # jitter keeps retries of a batch from re-colliding
-
-    # -------------------------------------------------------- gateway windows
-
-    def _update_gateway_window(
-        self, conn: Connection, gateway: str, finished: list[Completion], now: datetime
-    ) -> None:
-        """Slow start after an outage, and shrinking on backpressure, in the shared window.
-
-        Steady state (no window in force, no trouble) writes nothing."""
-        trouble = any(c.outcome in ("backpressure", "gateway_down") for c in finished)
-        state = conn.execute(
-            self._locked(select(gateway_state).where(gateway_state.c.name == gateway))
-        ).first()
-        settings = self.config.gateways.get(gateway)
-        if settings is not None and settings.adaptive:
-            self._adapt(conn, gateway, finished, now, state)
-            return
-        if not trouble and (state is None or state.current_limit is None):
-            return
-        cap = gateway_cap(conn, self.config, gateway)
-        limit = state.current_limit if state is not None else None
-        for done in finished:
-            if done.outcome == "backpressure":
-                in_flight = Usage.load(conn).by_gateway.get(gateway, 0)
-                limit = max(1, min(limit if limit is not None else cap, in_flight) // 2)
-                wait = done.retry_after if done.retry_after is not None else 1.0
-                set_gateway_state(
-                    conn,
-                    gateway,
-                    now,
-                    current_limit=limit,
-                    backoff_until=now + timedelta(seconds=min(wait, 300)),
-                    last_error=done.error,
-                )
-                record_limit(conn, gateway, now, limit, in_flight, "backpressure")
-            elif done.outcome == "gateway_down":
-                set_gateway_state(conn, gateway, now, healthy=False, last_error=done.error, changed_at=now)
-            elif done.outcome == "succeeded" and limit is not None:
-                limit = limit + 1 if limit < cap else None
-                set_gateway_state(conn, gateway, now, current_limit=limit)
-                if limit is not None:
-                    record_limit(
-                        conn, gateway, now, limit, Usage.load(conn).by_gateway.get(gateway, 0), "slow_start"
-                    )
-
-    def _adapt(
-        self, conn: Connection, gateway: str, finished: list[Completion], now: datetime, state: Any
-    ) -> None:
-        """Feed the adaptive limiter (core/limiter.py) and publish its limit to every process."""
-        settings = self.config.gateways[gateway]
-        limiter = AdaptiveLimiter(
-            gateway_cap(conn, self.config, gateway),
-            tolerance=settings.adaptive_tolerance,
-            probe_interval=settings.adaptive_probe_interval_seconds,
-        )
-        clock = now.timestamp()
-        current = LimiterState.from_json(state.limiter if state is not None else None) or limiter.start(clock)
-        before = state.current_limit if state is not None and state.current_limit is not None else 1
-        # the concurrency these requests ran under: what is still open plus this batch itself
-        in_flight = Usage.load(conn).by_gateway.get(gateway, 0) + len(finished)
-        # is more work waiting for this gateway? (in_flight alone cannot tell: a finished
-        # request's slot is refilled a moment after its completion is written)
-        profiles = [name for name, p in self.config.profiles.items() if p.gateway == gateway]
-        saturated = (
-            bool(profiles)
-            and conn.execute(
-                select(tasks.c.id).where(tasks.c.status == "ready", tasks.c.profile.in_(profiles)).limit(1)
-            ).first()
-            is not None
-        )
-        values: dict[str, Any] = {}
-        for done in sorted(finished, key=lambda c: _finished_at(c, clock)):
-            if done.outcome == "gateway_down":
-                values.update(healthy=False, last_error=done.error, changed_at=now)
-                continue
-            if done.outcome == "backpressure":
-                wait = done.retry_after if done.retry_after is not None else 1.0
-                values.update(backoff_until=now + timedelta(seconds=min(wait, 300)), last_error=done.error)
-            sample = Sample(
-                done.outcome,
-                in_flight,
-                _finished_at(done, clock),
-                done.ttft_ms,
-                done.latency_ms,
-                done.completion_tokens,
-                saturated,
-            )
-            current = limiter.update(current, sample)
-        set_gateway_state(
-            conn, gateway, now, limiter=current.to_json(), current_limit=current.current_limit, **values
-        )
-        if current.current_limit != before:
-            reason = "probe" if current.probing else "adaptive"
-            record_limit(conn, gateway, now, current.current_limit, in_flight, reason)
 
     # ------------------------------------------------- leases and stop requests
 
@@ -612,25 +515,6 @@ class ClaimKernel:
             return [(r.id, r.title, r.result or "") for r in rows]
 
 
-def set_gateway_state(conn: Connection, name: str, now: datetime, **values: Any) -> None:
-    """Upsert one gateway's shared state (portable: update, then insert if missing)."""
-    changed = conn.execute(
-        update(gateway_state).where(gateway_state.c.name == name).values(**values)
-    ).rowcount
-    if not changed:
-        conn.execute(insert(gateway_state).values(name=name, **values))
-
-
-def record_limit(
-    conn: Connection, gateway: str, now: datetime, limit: int, in_flight: int, reason: str
-) -> None:
-    conn.execute(
-        insert(gateway_limit_history).values(
-            gateway=gateway, at=now, current_limit=limit, in_flight=in_flight, reason=reason
-        )
-    )
-
-
 _INSERT_RUN = insert(runs).returning(runs.c.id, sort_by_parameter_order=True)
 _MARK_ACTIVE = (
     update(tasks)
@@ -684,13 +568,6 @@ def _run_values(done: Completion, outcome: str, now: datetime) -> dict[str, Any]
         "b_completion": done.completion_tokens,
         "b_error": done.error,
     }
-
-
-def _finished_at(done: Completion, default: float) -> float:
-    """When the worker saw the request end (the batch is written later, all at once)."""
-    if done.started_at is None or done.latency_ms is None:
-        return default
-    return done.started_at.timestamp() + done.latency_ms / 1000
 
 
 def _ready_at(row: Any) -> datetime:

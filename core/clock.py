@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime, timedelta
 
-from core.errors import UsageError
+from lanewarden.core.errors import UsageError
 
 
 def utcnow() -> datetime:

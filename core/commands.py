@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from core.grammar import Command, param, verb
+from lanewarden.core.grammar import Command, param, verb
 
 STATUS_CHOICES = ("backlog", "ready", "active", "done", "failed", "blocked", "cancelled")
 ADD_COLUMNS = ("backlog", "ready")

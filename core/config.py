@@ -14,6 +14,7 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
+from lanewarden.core.errors import ConfigError
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -22,8 +23,6 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-
-from core.errors import ConfigError
 
 GatewayKind = Literal["openai", "ollama", "vllm", "llamacpp", "litellm"]
 RunnerKind = Literal["llm", "command", "noop"]
@@ -392,3 +391,8 @@ def _model_of(annotation: Any) -> Any:
         if found is not None:
             return found
     return None
+
+
+def server_root(base_url: str) -> str:
+    """``http://h:8000/v1`` -> ``http://h:8000`` (health and metrics live at the root)."""
+    return base_url[: -len("/v1")] if base_url.endswith("/v1") else base_url

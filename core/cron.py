@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from core.errors import UsageError
+from lanewarden.core.errors import UsageError
 
 MACROS = {
     "@yearly": "0 0 1 1 *",

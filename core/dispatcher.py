@@ -26,20 +26,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from lanewarden.core.board import Board
+from lanewarden.core.claims import Claim, ClaimKernel, Completion, Finished
+from lanewarden.core.clock import utcnow
+from lanewarden.core.runners import GatewayBusy, GatewayDown, Job, Runner, TaskFailed
+from lanewarden.core.runners.command import CommandRunner
+from lanewarden.core.runners.llm import LLMRunner
+from lanewarden.core.runners.noop import NoopRunner
+from lanewarden.core.schema import dispatchers
 from sqlalchemy import insert, update
 from sqlalchemy.exc import DBAPIError
-
-from core.board import Board
-from core.claims import Claim, ClaimKernel, Completion, Finished
-from core.clock import utcnow
-from core.runners import GatewayBusy, GatewayDown, Job, Runner, TaskFailed
-from core.schema import dispatchers
 
 log = logging.getLogger("lanewarden.dispatcher")
 T = TypeVar("T")
 
 DEFAULT_TIMEOUT_SECONDS = 600.0
-STOP_REASONS = ("cancelled", "blocked", "moved", "reclaimed")
 
 
 def new_dispatcher_id() -> str:
@@ -47,10 +48,6 @@ def new_dispatcher_id() -> str:
 
 
 def default_runners() -> dict[str, Runner]:
-    from core.runners.command import CommandRunner
-    from core.runners.llm import LLMRunner
-    from core.runners.noop import NoopRunner
-
     return {"llm": LLMRunner(), "command": CommandRunner(), "noop": NoopRunner()}
 
 

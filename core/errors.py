@@ -38,6 +38,3 @@ class Conflict(LanewardenError):
 class AccessDenied(LanewardenError):
     """The actor's role does not allow the command."""
 
-
-class StaleRun(LanewardenError):
-    """A write about a run that no longer owns its task (fencing)."""

@@ -11,17 +11,15 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import delete, func, insert, select
-
-from core import commands as c
-from core.access import Actor
-from core.board import Board, NewTask, TaskFilter
-from core.caps import describe_caps, scope_label
-from core.clock import parse_when, utcnow
-from core.errors import AccessDenied, Conflict, UsageError
-from core.grammar import Command, help_text
-from core.notifications import ADAPTERS, parse_channel
-from core.results import (
+from lanewarden.core import commands as c
+from lanewarden.core.access import Actor
+from lanewarden.core.board import Board, NewTask, TaskFilter
+from lanewarden.core.caps import describe_caps, scope_label
+from lanewarden.core.clock import parse_when, utcnow
+from lanewarden.core.errors import AccessDenied, Conflict, UsageError
+from lanewarden.core.grammar import Command, help_text
+from lanewarden.core.notifications import ADAPTERS, parse_channel
+from lanewarden.core.results import (
     BatchPromoted,
     CapsShown,
     DigestShown,
@@ -34,9 +32,10 @@ from core.results import (
     TaskShown,
     WindowsShown,
 )
-from core.schema import events, subscriptions, tasks
-from core.status import build_status
-from core.windows import WindowStore
+from lanewarden.core.schema import events, subscriptions, tasks
+from lanewarden.core.status import build_status
+from lanewarden.core.windows import WindowStore
+from sqlalchemy import delete, func, insert, select
 
 Handler = Callable[["Executor", Any, Actor], Result]
 HANDLERS: dict[type[Command], Handler] = {}

@@ -14,18 +14,14 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
 
 import httpx
-from sqlalchemy import select
+from lanewarden.core.config import GatewayConfig, server_root
+from lanewarden.core.db import Database
+from lanewarden.core.gateway_state import record_health
+from lanewarden.core.runners.llm import error_message
+from lanewarden.core.signals import SignalReader
 from sqlalchemy.exc import DBAPIError
-
-from core.claims import record_limit, set_gateway_state
-from core.clock import utcnow
-from core.config import GatewayConfig
-from core.db import Database
-from core.limiter import AdaptiveLimiter
-from core.schema import gateway_state
 
 log = logging.getLogger("lanewarden.gateways")
 PROBE_TIMEOUT = httpx.Timeout(5.0)
@@ -37,11 +33,6 @@ class GatewayHealth:
     healthy: bool
     detail: str
     latency_ms: float | None = None
-
-
-def server_root(base_url: str) -> str:
-    """``http://h:8000/v1`` -> ``http://h:8000`` (health and metrics live at the root)."""
-    return base_url[: -len("/v1")] if base_url.endswith("/v1") else base_url
 
 
 def probe_url(gateway: GatewayConfig) -> str:
@@ -67,41 +58,9 @@ async def probe(name: str, gateway: GatewayConfig, client: httpx.AsyncClient) ->
     latency = (time.monotonic() - started) * 1000
     if response.status_code == 200:
         return GatewayHealth(name, True, f"{url}: 200", latency)
-    from core.runners.llm import error_message
-
     return GatewayHealth(
         name, False, f"{url}: HTTP {response.status_code} {error_message(response.content)}", latency
     )
-
-
-def record_health(
-    db: Database, health: GatewayHealth, now: datetime | None = None, *, adaptive: bool = False
-) -> bool:
-    """Store a probe result; returns True when the gateway changed state.
-
-    Coming back (down -> up) restarts the window at 1: slow start. Only the transition
-    writes the window, so several processes probing the same gateway agree.
-    """
-    now = now or utcnow()
-    with db.write() as conn:
-        row = conn.execute(select(gateway_state).where(gateway_state.c.name == health.name)).first()
-        previous = None if row is None else row.healthy
-        if previous is health.healthy:
-            set_gateway_state(conn, health.name, now, checked_at=now)
-            return False
-        values: dict[str, object] = {"healthy": health.healthy, "checked_at": now, "changed_at": now}
-        if health.healthy:
-            values["last_error"] = None
-            if previous is False:
-                values["current_limit"] = 1
-                values["backoff_until"] = None
-                if adaptive:  # the server may have come back different: measure it again
-                    values["limiter"] = AdaptiveLimiter(1).start(now.timestamp()).to_json()
-                record_limit(conn, health.name, now, 1, 0, "recovered")
-        else:
-            values["last_error"] = health.detail
-        set_gateway_state(conn, health.name, now, **values)
-        return True
 
 
 class GatewayMonitor:
@@ -134,8 +93,6 @@ class GatewayMonitor:
         return {h.name: h for h in results}
 
     async def _watch(self, name: str, gateway: GatewayConfig, client: httpx.AsyncClient) -> None:
-        from core.signals import SignalReader  # imported here: core.signals builds on this module
-
         signals = SignalReader(name, gateway)
         while True:
             health = await probe(name, gateway, client)

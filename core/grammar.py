@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, TypeVar, Union
 
-from core.errors import UsageError
+from lanewarden.core.errors import UsageError
 
 Role = Literal["viewer", "operator", "admin"]
 ROLE_RANK: dict[str, int] = {"none": 0, "viewer": 1, "operator": 2, "admin": 3}
@@ -389,4 +389,4 @@ def help_text(name: str | None = None) -> str:
 
 
 # the verbs register themselves on import; whoever parses must see all of them
-import core.commands  # noqa: E402, F401
+import lanewarden.core.commands  # noqa: E402, F401

@@ -17,12 +17,11 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from lanewarden.core.clock import utcnow
+from lanewarden.core.db import Database
+from lanewarden.core.schema import leases
 from sqlalchemy import delete, insert, select, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
-
-from core.clock import utcnow
-from core.db import Database
-from core.schema import leases
 
 log = logging.getLogger("lanewarden.leader")
 LEADER = "leader"

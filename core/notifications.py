@@ -12,13 +12,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from lanewarden.core.config import LanewardenConfig
+from lanewarden.core.schema import outbox, subscriptions
 from sqlalchemy import Connection, insert, select, update
 
-from core.config import LanewardenConfig
-from core.schema import outbox, subscriptions
-
 ADAPTERS = ("slack", "discord")
-TOPICS = ("tasks", "alerts", "digest")
 
 # task events that change what a card shows
 CARD_EVENTS = frozenset(

@@ -33,13 +33,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
+from lanewarden.core.board import Board
+from lanewarden.core.clock import utcnow
+from lanewarden.core.schema import cards, outbox
+from lanewarden.core.tasks import Task
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.exc import DBAPIError
-
-from core.board import Board
-from core.clock import utcnow
-from core.schema import cards, outbox
-from core.tasks import Task
 
 log = logging.getLogger("lanewarden.outbox")
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from core.grammar import Command
-from core.status import StatusReport
-from core.tasks import Task, TaskDetail
-from core.windows import Window
+from lanewarden.core.grammar import Command
+from lanewarden.core.status import StatusReport
+from lanewarden.core.tasks import Task, TaskDetail
+from lanewarden.core.windows import Window
 
 
 @dataclass(frozen=True)

@@ -38,14 +38,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
+from lanewarden.core.clock import utcnow
+from lanewarden.core.config import GatewayConfig, server_root
+from lanewarden.core.db import Database
+from lanewarden.core.gateway_state import set_gateway_state
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy.exc import DBAPIError
-
-from core.claims import set_gateway_state
-from core.clock import utcnow
-from core.config import GatewayConfig
-from core.db import Database
-from core.gateways import server_root
 
 log = logging.getLogger("lanewarden.signals")
 

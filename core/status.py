@@ -11,13 +11,12 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from lanewarden.core.caps import Limits, Usage
+from lanewarden.core.clock import utcnow
+from lanewarden.core.config import LanewardenConfig
+from lanewarden.core.db import Database
+from lanewarden.core.schema import TASK_STATUSES, dispatchers, gateway_state, leases, runs, tasks
 from sqlalchemy import Connection, func, select
-
-from core.caps import Limits, Usage
-from core.clock import utcnow
-from core.config import LanewardenConfig
-from core.db import Database
-from core.schema import TASK_STATUSES, dispatchers, gateway_state, leases, runs, tasks
 
 WINDOW = timedelta(minutes=5)
 

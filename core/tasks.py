@@ -9,7 +9,6 @@ from typing import Any
 from sqlalchemy import Row
 
 OPEN_STATUSES = ("backlog", "ready", "active", "blocked", "failed")
-COLUMNS = ("backlog", "ready", "active", "done")
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,17 +13,16 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from lanewarden.core.clock import utcnow
+from lanewarden.core.config import NAME_PATTERN, JobConfig
+from lanewarden.core.cron import parse_cron
+from lanewarden.core.errors import Conflict, NotFound, UsageError
+from lanewarden.core.grammar import Command, parse
+from lanewarden.core.schema import windows
 from sqlalchemy import Connection, delete, insert, select, update
 
-from core.clock import utcnow
-from core.config import NAME_PATTERN, JobConfig
-from core.cron import parse_cron
-from core.errors import Conflict, NotFound, UsageError
-from core.grammar import Command, parse
-from core.schema import windows
-
 if TYPE_CHECKING:
-    from core.board import Board
+    from lanewarden.core.board import Board
 
 WINDOW_VERBS = ("promote-batch", "promote", "pause", "resume", "digest")
 

@@ -23,14 +23,13 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from lanewarden.core.board import Board, parents_pending
+from lanewarden.core.clock import format_seconds, utcnow
+from lanewarden.core.config import LanewardenConfig
+from lanewarden.core.schema import events, gateway_state, runs, tasks
+from lanewarden.core.status import percentile
 from sqlalchemy import func, select
 from sqlalchemy.exc import DBAPIError
-
-from core.board import Board, parents_pending
-from core.clock import format_seconds, utcnow
-from core.config import LanewardenConfig
-from core.schema import events, gateway_state, runs, tasks
-from core.status import percentile
 
 log = logging.getLogger("lanewarden.alerts")
 

@@ -18,8 +18,7 @@ from zoneinfo import ZoneInfo
 from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.combining import OrTrigger
 from apscheduler.triggers.cron import CronTrigger
-
-from core.cron import WEEKDAY_NAMES, CronSpec, parse_cron
+from lanewarden.core.cron import WEEKDAY_NAMES, CronSpec, parse_cron
 
 
 def _field(values: tuple[int, ...]) -> str:

@@ -25,14 +25,13 @@ from typing import Any
 from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_EXECUTED, EVENT_JOB_MISSED, JobExecutionEvent
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
-
-from core.access import Actor
-from core.board import Board
-from core.errors import LanewardenError
-from core.executor import Executor
-from core.results import BatchPromoted, DigestShown, Done, Result, TaskChanged
-from core.windows import Window, WindowStore, window_command
-from scheduler.triggers import CronWindowTrigger
+from lanewarden.core.access import Actor
+from lanewarden.core.board import Board
+from lanewarden.core.errors import LanewardenError
+from lanewarden.core.executor import Executor
+from lanewarden.core.results import BatchPromoted, DigestShown, Done, Result, TaskChanged
+from lanewarden.core.windows import Window, WindowStore, window_command
+from lanewarden.scheduler.triggers import CronWindowTrigger
 
 log = logging.getLogger("lanewarden.scheduler")
 JOBS_TABLE = "apscheduler_jobs"
@@ -165,7 +164,7 @@ class WindowScheduler:
             ):
                 continue
             scheduler.add_job(
-                "scheduler.windows:run_window",
+                "lanewarden.scheduler.windows:run_window",
                 trigger=trigger,
                 args=[name, window.command],
                 id=name,

@@ -15,10 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from core.access import Actor
-from core.board import Board, open_board
-from core.config import LanewardenConfig, parse_config
+from lanewarden.core.access import Actor
+from lanewarden.core.board import Board, open_board
+from lanewarden.core.config import LanewardenConfig, parse_config
 
 PG_DSN = os.environ.get("LANEWARDEN_TEST_PG", "host=127.0.0.1 port=5432 user=postgres dbname=test")
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
@@ -122,4 +121,4 @@ def lw_env(tmp_path: Path) -> dict[str, str]:
     return env
 
 
-LANEWARDEN = [sys.executable, "-m", "bot.cli"]
+LANEWARDEN = [sys.executable, "-m", "lanewarden.bot.cli"]

@@ -8,12 +8,12 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
+from lanewarden.core.board import Board, NewTask, open_board
+from lanewarden.core.config import LanewardenConfig
+from lanewarden.core.dispatcher import Dispatcher
+from lanewarden.core.schema import runs, tasks
 from sqlalchemy import select
 
-from core.board import Board, NewTask, open_board
-from core.config import LanewardenConfig
-from core.dispatcher import Dispatcher
-from core.schema import runs, tasks
 from tests.conftest import make_config
 
 FAST = {

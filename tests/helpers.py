@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from lanewarden.core.board import Board
+from lanewarden.core.schema import metadata
 from sqlalchemy import select
-
-from core.board import Board
-from core.schema import metadata
 
 
 def snapshot(board: Board) -> dict[str, list[tuple[Any, ...]]]:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import itertools
 
+from lanewarden.bot.simulator import GatewaySimulator, ServerModel
+from lanewarden.core.schema import gateway_limit_history, gateway_state, runs
 from sqlalchemy import func, select
 
-from bot.simulate import GatewaySimulator, ServerModel
-from core.schema import gateway_limit_history, gateway_state, runs
 from tests.dispatch_helpers import add_tasks, all_in, dispatch_config, new_board, running, wait_for
 
 

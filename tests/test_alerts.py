@@ -5,13 +5,13 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+from lanewarden.core.board import Board, NewTask, open_board
+from lanewarden.core.clock import utcnow
+from lanewarden.core.gateway_state import set_gateway_state
+from lanewarden.core.schema import events, outbox, runs, tasks
+from lanewarden.scheduler.alerts import AlertEngine
 from sqlalchemy import insert, select, update
 
-from core.board import Board, NewTask, open_board
-from core.claims import set_gateway_state
-from core.clock import utcnow
-from core.schema import events, outbox, runs, tasks
-from scheduler.alerts import AlertEngine
 from tests.conftest import make_config
 
 
@@ -148,7 +148,7 @@ def test_a_new_leader_does_not_repeat_a_firing_alert(alert_board: Board) -> None
 
 
 def test_task_active_past_max_runtime(alert_board: Board) -> None:
-    from core.claims import ClaimKernel
+    from lanewarden.core.claims import ClaimKernel
 
     task = alert_board.add(NewTask(title="long job"), "test")
     (claim,) = ClaimKernel(alert_board, "d").claim(1)

@@ -5,11 +5,11 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+from lanewarden.core.board import Board, NewTask, TaskFilter
+from lanewarden.core.clock import utcnow
+from lanewarden.core.errors import Conflict, NotFound, UsageError
+from lanewarden.core.schema import BODY_MAX, TITLE_MAX
 
-from core.board import Board, NewTask, TaskFilter
-from core.clock import utcnow
-from core.errors import Conflict, NotFound, UsageError
-from core.schema import BODY_MAX, TITLE_MAX
 from tests.helpers import event_kinds, snapshot
 
 ACTOR = "cli:tester"

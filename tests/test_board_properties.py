@@ -12,11 +12,11 @@ import os
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
+from lanewarden.core.board import Board, NewTask, open_board
+from lanewarden.core.errors import LanewardenError
+from lanewarden.core.schema import TASK_STATUSES, events, task_links, tasks
 from sqlalchemy import func, select
 
-from core.board import Board, NewTask, open_board
-from core.errors import LanewardenError
-from core.schema import TASK_STATUSES, events, task_links, tasks
 from tests.conftest import make_config
 from tests.helpers import snapshot
 

@@ -8,9 +8,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from lanewarden.core.board import open_board
+from lanewarden.core.config import load_config
 
-from core.board import open_board
-from core.config import load_config
 from tests.conftest import LANEWARDEN
 from tests.helpers import snapshot
 
@@ -153,7 +153,7 @@ def test_init_writes_config_and_creates_board(lw_env: dict[str, str], tmp_path: 
 
 
 def test_db_upgrade_reports_revision(cli_env: dict[str, str]) -> None:
-    from core.db import SCHEMA_REVISION
+    from lanewarden.core.db import SCHEMA_REVISION
 
     assert f"revision {SCHEMA_REVISION}" in run(cli_env, "db", "upgrade").stdout
 

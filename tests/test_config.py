@@ -5,9 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
-from core.config import load_config, parse_config
-from core.errors import ConfigError
+from lanewarden.core.config import load_config, parse_config
+from lanewarden.core.errors import ConfigError
 
 HERMES = """
 [kanban.dispatcher]

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import httpx
 import pytest
+from lanewarden.bot.tools.demo import DEMO_MARKER, demo_config, demo_tasks, recreate_demo_home
+from lanewarden.core.config import parse_config
+from lanewarden.core.errors import UsageError
 
-from bot.demo import DEMO_MARKER, demo_config, demo_tasks, recreate_demo_home
-from core.config import parse_config
-from core.errors import UsageError
 from tests.conftest import LANEWARDEN
 from tests.serve_helpers import ROOT, ServeProcess, clean_env, wait_until
 

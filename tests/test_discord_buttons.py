@@ -8,11 +8,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from lanewarden.core.board import open_board
+from lanewarden.core.outbox import OutboxDeliverer
+from lanewarden.core.schema import events
 from sqlalchemy import select
 
-from core.board import open_board
-from core.outbox import OutboxDeliverer
-from core.schema import events
 from tests.conftest import make_config
 from tests.fakes.discord_api import (
     CHANNEL,

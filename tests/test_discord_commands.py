@@ -16,18 +16,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from lanewarden.bot.chat import AdapterContext
+from lanewarden.bot.discord_app.adapter import DiscordAdapter
+from lanewarden.bot.discord_app.endpoints import DISCORD_API_BASE, DISCORD_GATEWAY, point_discord_at
+from lanewarden.bot.discord_app.options import command_layout
+from lanewarden.core.board import open_board
+from lanewarden.core.caps import describe_caps
+from lanewarden.core.config import DiscordConfig
+from lanewarden.core.grammar import REGISTRY, help_text
+from lanewarden.core.schema import events, subscriptions
+from lanewarden.core.windows import WindowStore
 from sqlalchemy import select
 
-from bot.chat import AdapterContext
-from bot.discord_app.adapter import DiscordAdapter
-from bot.discord_app.endpoints import DISCORD_API_BASE, DISCORD_GATEWAY, point_discord_at
-from bot.discord_app.options import command_layout
-from core.board import open_board
-from core.caps import describe_caps
-from core.config import DiscordConfig
-from core.grammar import REGISTRY, help_text
-from core.schema import events, subscriptions
-from core.windows import WindowStore
 from tests.conftest import make_config
 from tests.fakes.discord_api import (
     ADMIN,
@@ -475,7 +475,7 @@ def test_unset_endpoints_point_back_at_discord() -> None:
 
 
 def test_a_bad_endpoint_is_refused_naming_the_key() -> None:
-    from core.errors import ConfigError
+    from lanewarden.core.errors import ConfigError
 
     with pytest.raises(
         ConfigError, match=r"discord\.gateway_url = 'http://x': must be an absolute ws:// or wss://"

@@ -12,15 +12,15 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from lanewarden.core.access import Actor
+from lanewarden.core.board import NewTask
+from lanewarden.core.clock import utcnow
+from lanewarden.core.commands import Digest, Subscribe
+from lanewarden.core.executor import Executor
+from lanewarden.core.outbox import Card, OutboxDeliverer, OutboxItem
+from lanewarden.core.schema import cards, outbox
 from sqlalchemy import select, update
 
-from core.access import Actor
-from core.board import NewTask
-from core.clock import utcnow
-from core.commands import Digest, Subscribe
-from core.executor import Executor
-from core.outbox import Card, OutboxDeliverer, OutboxItem
-from core.schema import cards, outbox
 from tests.conftest import make_config
 from tests.fakes.discord_api import CHANNEL, FakeDiscord, RunningBot, discord_sections, running_bot
 

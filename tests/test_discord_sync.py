@@ -8,12 +8,12 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+from lanewarden.bot.discord_app import sync_commands
+from lanewarden.bot.discord_app.endpoints import point_discord_at
+from lanewarden.bot.discord_app.options import command_layout
+from lanewarden.bot.discord_app.sync import register
+from lanewarden.core.config import DiscordConfig
 
-from bot.discord_app import sync_commands
-from bot.discord_app.endpoints import point_discord_at
-from bot.discord_app.options import command_layout
-from bot.discord_app.sync import register
-from core.config import DiscordConfig
 from tests.conftest import make_config
 from tests.fakes.discord_api import TOKEN, FakeDiscord
 
@@ -44,7 +44,7 @@ async def test_cli_sync_registers_kanban_in_one_guild(
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "bot.cli",
+        "lanewarden.bot.cli",
         "--config",
         str(config_file),
         "discord",

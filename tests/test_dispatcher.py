@@ -8,11 +8,11 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from lanewarden.core.claims import ClaimKernel, Completion
+from lanewarden.core.clock import utcnow
+from lanewarden.core.schema import runs, tasks
 from sqlalchemy import update
 
-from core.claims import ClaimKernel, Completion
-from core.clock import utcnow
-from core.schema import runs, tasks
 from tests.dispatch_helpers import (
     add_tasks,
     all_in,
@@ -225,7 +225,7 @@ async def test_gateway_outage_waits_then_slow_starts(board_url: str, gateways) -
         profiles=llm_profiles(("p", "g", 4)),
     )
     board = new_board(config)
-    from core.gateways import GatewayMonitor
+    from lanewarden.core.gateways import GatewayMonitor
 
     monitor = GatewayMonitor(board.db, dict(config.gateways))
     gw.stop()
@@ -376,7 +376,7 @@ async def test_llm_prompt_carries_system_prompt_body_and_parent_results(board_ur
         },
     )
     board = new_board(config)
-    from core.board import NewTask
+    from lanewarden.core.board import NewTask
 
     parent = board.add(NewTask(title="[task 1] Ingest logs"), "test")
     child = board.add(NewTask(title="[task 2] Report", body="One page.", parents=[parent.id]), "test")

@@ -8,13 +8,13 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from lanewarden.bot.tools.doctor import concurrency
+from lanewarden.core.board import Board, NewTask, open_board
+from lanewarden.core.clock import utcnow
+from lanewarden.core.config import load_config
+from lanewarden.core.schema import leases, outbox, runs, tasks
 from sqlalchemy import delete, insert, select, update
 
-from bot.doctor import concurrency
-from core.board import Board, NewTask, open_board
-from core.clock import utcnow
-from core.config import load_config
-from core.schema import leases, outbox, runs, tasks
 from tests.conftest import LANEWARDEN
 from tests.fakes.gateway import FakeGateway
 from tests.serve_helpers import ServeProcess, clean_env, wait_until, write_config
@@ -79,7 +79,7 @@ def test_bad_config_is_named_not_a_traceback(tmp_path: Path, lw_env: dict[str, s
         {"gateways.gpu": {"base_url": "http://127.0.0.1:9/v1", "max_concurrency": 0}},
     )
     # `lanewarden doctor` and doctor's own entry point (which reports it as a check line)
-    for entry in ((), (LANEWARDEN[0], "-m", "bot.doctor")):
+    for entry in ((), (LANEWARDEN[0], "-m", "lanewarden.bot.tools.doctor")):
         code, output = run_doctor(config, lw_env, *entry)
         assert code != 0, output
         assert "gateways.gpu.max_concurrency = 0" in output and "greater than or equal to 1" in output

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import pytest
-
-from core import commands as c
-from core.errors import UsageError
-from core.grammar import REGISTRY, help_text, parse
+from lanewarden.core import commands as c
+from lanewarden.core.errors import UsageError
+from lanewarden.core.grammar import REGISTRY, help_text, parse
 
 
 def test_add_title_from_free_words_or_flag() -> None:

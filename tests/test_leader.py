@@ -5,12 +5,11 @@ from __future__ import annotations
 import time
 from datetime import timedelta
 
+from lanewarden.core.clock import utcnow
+from lanewarden.core.db import Database, ensure_schema
+from lanewarden.core.leader import LeaderLease, current_leader
+from lanewarden.core.schema import leases
 from sqlalchemy import update
-
-from core.clock import utcnow
-from core.db import Database, ensure_schema
-from core.leader import LeaderLease, current_leader
-from core.schema import leases
 
 
 def test_one_holder_then_takeover_after_expiry(board_url: str) -> None:

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import pytest
-
-from core.limiter import PROBE_SAMPLES, AdaptiveLimiter, LimiterState, Sample
+from lanewarden.core.limiter import PROBE_SAMPLES, AdaptiveLimiter, LimiterState, Sample
 
 
 def batching_server(knee: int, token_ms: float = 20.0, ttft_ms: float = 80.0):

@@ -5,9 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
-from core.runners import TaskFailed
-from core.runners.llm import error_message, parse_sse_lines, retry_after_seconds
+from lanewarden.core.runners import TaskFailed
+from lanewarden.core.runners.llm import error_message, parse_sse_lines, retry_after_seconds
 
 FIXTURES = Path(__file__).parent / "fixtures" / "gateways"
 

@@ -9,16 +9,16 @@ from typing import Any
 
 import httpx
 import pytest
+from lanewarden.bot.http.metrics import Metrics
+from lanewarden.core.board import Board, NewTask, open_board
+from lanewarden.core.clock import utcnow
+from lanewarden.core.config import load_config
+from lanewarden.core.db import Database
+from lanewarden.core.schema import outbox
+from lanewarden.core.signals import store_signals
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import insert
 
-from bot.metrics import Metrics
-from core.board import Board, NewTask, open_board
-from core.clock import utcnow
-from core.config import load_config
-from core.db import Database
-from core.schema import outbox
-from core.signals import store_signals
 from tests.conftest import make_config
 from tests.fakes.gateway import FakeGateway
 from tests.serve_helpers import ServeProcess, clean_env, wait_until, write_config

@@ -5,10 +5,16 @@ from __future__ import annotations
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from lanewarden.core.db import (
+    SCHEMA_REVISION,
+    Database,
+    alembic_config,
+    current_revision,
+    ensure_schema,
+    upgrade,
+)
+from lanewarden.core.schema import metadata
 from sqlalchemy import inspect, text
-
-from core.db import SCHEMA_REVISION, Database, alembic_config, current_revision, ensure_schema, upgrade
-from core.schema import metadata
 
 
 def test_upgrade_from_empty_matches_schema(board_url: str) -> None:

@@ -10,13 +10,13 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from lanewarden.core.board import NewTask, open_board
+from lanewarden.core.clock import utcnow
+from lanewarden.core.config import load_config
+from lanewarden.core.leader import current_leader
+from lanewarden.core.schema import dispatchers, runs, tasks
 from sqlalchemy import select
 
-from core.board import NewTask, open_board
-from core.clock import utcnow
-from core.config import load_config
-from core.leader import current_leader
-from core.schema import dispatchers, runs, tasks
 from tests.fakes.gateway import FakeGateway, Tracker
 from tests.serve_helpers import ServeProcess, clean_env, wait_until, write_config
 

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
+from lanewarden.bot.slack_app.blocks import update_message
+from lanewarden.core.board import Board, NewTask
+from lanewarden.core.claims import ClaimKernel
+from lanewarden.core.schema import outbox
 from sqlalchemy import select
-
-from bot.slack_app.blocks import update_message
-from core.board import Board, NewTask
-from core.claims import ClaimKernel
-from core.schema import outbox
 
 
 def test_updates_name_the_person_not_the_dispatcher(board: Board) -> None:

@@ -8,18 +8,18 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
+from lanewarden.core.access import Actor
+from lanewarden.core.board import Board, NewTask
+from lanewarden.core.cron import parse_cron
+from lanewarden.core.errors import Conflict, UsageError
+from lanewarden.core.executor import Executor
+from lanewarden.core.grammar import parse
+from lanewarden.core.schema import events, tasks
+from lanewarden.core.windows import WindowStore
+from lanewarden.scheduler.triggers import CronWindowTrigger
+from lanewarden.scheduler.windows import JOBS_TABLE, WindowScheduler
 from sqlalchemy import select
 
-from core.access import Actor
-from core.board import Board, NewTask
-from core.cron import parse_cron
-from core.errors import Conflict, UsageError
-from core.executor import Executor
-from core.grammar import parse
-from core.schema import events, tasks
-from core.windows import WindowStore
-from scheduler.triggers import CronWindowTrigger
-from scheduler.windows import JOBS_TABLE, WindowScheduler
 from tests.dispatch_helpers import wait_for
 from tests.helpers import snapshot
 
@@ -111,7 +111,7 @@ def test_window_commands_are_the_shared_grammar(board: Board) -> None:
 
 
 def test_config_windows_sync_and_cannot_be_removed_from_chat(board: Board) -> None:
-    from core.config import JobConfig
+    from lanewarden.core.config import JobConfig
 
     store = WindowStore(board)
     store.sync_config(

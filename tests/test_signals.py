@@ -13,13 +13,11 @@ from typing import Any
 import httpx
 import pytest
 from aiohttp import web
-from sqlalchemy import select
-
-from core.board import open_board
-from core.config import GatewayConfig
-from core.gateways import GatewayMonitor
-from core.schema import gateway_state
-from core.signals import (
+from lanewarden.core.board import open_board
+from lanewarden.core.config import GatewayConfig
+from lanewarden.core.gateways import GatewayMonitor
+from lanewarden.core.schema import gateway_state
+from lanewarden.core.signals import (
     Histogram,
     SignalReader,
     histogram_delta,
@@ -33,6 +31,8 @@ from core.signals import (
     parse_vllm_metrics,
     store_signals,
 )
+from sqlalchemy import select
+
 from tests.conftest import make_config
 from tests.fakes.gateway import FakeGateway
 

@@ -17,16 +17,16 @@ from datetime import UTC, datetime
 
 import httpx
 import pytest
+from lanewarden.bot.cli import main as cli_main
+from lanewarden.bot.simulator import GatewaySimulator, ServerModel
+from lanewarden.core.claims import Claim
+from lanewarden.core.config import GatewayConfig, ProfileConfig
+from lanewarden.core.gateways import probe
+from lanewarden.core.runners import Job, TaskFailed
+from lanewarden.core.runners.llm import LLMRunner, parse_sse_lines
+from lanewarden.core.signals import SignalReader, parse_vllm_metrics
+from lanewarden.core.tasks import Task
 
-from bot.cli import main as cli_main
-from bot.simulate import GatewaySimulator, ServerModel
-from core.claims import Claim
-from core.config import GatewayConfig, ProfileConfig
-from core.gateways import probe
-from core.runners import Job, TaskFailed
-from core.runners.llm import LLMRunner, parse_sse_lines
-from core.signals import SignalReader, parse_vllm_metrics
-from core.tasks import Task
 from tests.conftest import LANEWARDEN
 from tests.serve_helpers import ROOT
 

@@ -8,10 +8,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-
-from bot.slack_app.blocks import SECTION_LIMIT, long_text, notice_message, task_buttons, task_card
-from bot.slack_app.mrkdwn import code_block, command_text, escape, mention
-from core.tasks import Task
+from lanewarden.bot.slack_app.blocks import SECTION_LIMIT, long_text, notice_message, task_buttons, task_card
+from lanewarden.bot.slack_app.mrkdwn import code_block, command_text, escape, mention
+from lanewarden.core.tasks import Task
 
 ROOT = Path(__file__).parent.parent
 NOW = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)

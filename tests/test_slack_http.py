@@ -16,16 +16,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from lanewarden.bot.chat import AdapterContext, build_adapters
+from lanewarden.bot.http.server import HttpEndpoint
+from lanewarden.bot.slack_app.adapter import SlackAdapter
+from lanewarden.core.board import Board, NewTask, TaskFilter, open_board
+from lanewarden.core.errors import ConfigError
+from lanewarden.core.grammar import REGISTRY
+from lanewarden.core.outbox import OutboxDeliverer
+from lanewarden.core.schema import events, outbox
 from sqlalchemy import select
 
-from bot.chat import AdapterContext, build_adapters
-from bot.http import HttpEndpoint
-from bot.slack_app.adapter import SlackAdapter
-from core.board import Board, NewTask, TaskFilter, open_board
-from core.errors import ConfigError
-from core.grammar import REGISTRY
-from core.outbox import OutboxDeliverer
-from core.schema import events, outbox
 from tests.conftest import make_config
 from tests.fakes.slack_api import (
     BOT_TOKEN,

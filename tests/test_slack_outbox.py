@@ -18,16 +18,16 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from lanewarden.bot.slack_app.adapter import SlackAdapter
+from lanewarden.core.access import Actor
+from lanewarden.core.board import Board, NewTask, open_board
+from lanewarden.core.clock import utcnow
+from lanewarden.core.executor import Executor
+from lanewarden.core.grammar import parse
+from lanewarden.core.outbox import OutboxDeliverer
+from lanewarden.core.schema import cards, outbox
 from sqlalchemy import select, update
 
-from bot.slack_app.adapter import SlackAdapter
-from core.access import Actor
-from core.board import Board, NewTask, open_board
-from core.clock import utcnow
-from core.executor import Executor
-from core.grammar import parse
-from core.outbox import OutboxDeliverer
-from core.schema import cards, outbox
 from tests.conftest import make_config
 from tests.fakes.slack_api import APP_TOKEN, BOT_TOKEN, Failure, FakeSlack
 

@@ -9,10 +9,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from lanewarden.bot.chat import AdapterContext
+from lanewarden.bot.slack_app.adapter import SlackAdapter
+from lanewarden.core.board import Board, NewTask, TaskFilter, open_board
 
-from bot.chat import AdapterContext
-from bot.slack_app.adapter import SlackAdapter
-from core.board import Board, NewTask, TaskFilter, open_board
 from tests.conftest import make_config
 from tests.fakes.slack_api import APP_TOKEN, BOT_TOKEN, FakeSlack, button_click, home_opened, slash_command
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from lanewarden.core.board import NewTask, open_board
+from lanewarden.core.config import load_config
+from lanewarden.core.leader import current_leader
+from lanewarden.core.schema import events, tasks
+from lanewarden.core.windows import WindowStore
 from sqlalchemy import select
 
-from core.board import NewTask, open_board
-from core.config import load_config
-from core.leader import current_leader
-from core.schema import events, tasks
-from core.windows import WindowStore
 from tests.conftest import pg_url
 from tests.serve_helpers import ServeProcess, clean_env, wait_until, write_config
 

@@ -4,6 +4,6 @@ See docs/discord.md. ``DiscordAdapter`` (adapter.py) is what ``serve`` starts;
 ``sync_commands`` backs ``lanewarden discord sync``.
 """
 
-from bot.discord_app.sync import sync_commands
+from lanewarden.bot.discord_app.sync import sync_commands
 
 __all__ = ["sync_commands"]

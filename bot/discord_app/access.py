@@ -9,9 +9,8 @@ nothing here.
 from __future__ import annotations
 
 import discord
-
-from core.access import Actor, resolve_role
-from core.config import AccessConfig
+from lanewarden.core.access import Actor, resolve_role
+from lanewarden.core.config import AccessConfig
 
 
 def identities(user: discord.User | discord.Member) -> list[str]:

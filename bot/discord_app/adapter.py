@@ -23,18 +23,17 @@ import socket
 from typing import Any
 
 import discord
+from lanewarden.bot.chat import AdapterContext
+from lanewarden.bot.discord_app.client import LanewardenClient, sync_tree
+from lanewarden.bot.discord_app.endpoints import point_discord_at
+from lanewarden.bot.discord_app.handler import DEFER_AFTER_SECONDS, CommandHandler
+from lanewarden.bot.discord_app.sink import DiscordSink
+from lanewarden.core.board import Board
+from lanewarden.core.config import LanewardenConfig
+from lanewarden.core.errors import ConfigError
+from lanewarden.core.leader import LeaderLease
+from lanewarden.core.schema import dispatchers
 from sqlalchemy import select
-
-from bot.chat import AdapterContext
-from bot.discord_app.client import LanewardenClient, sync_tree
-from bot.discord_app.endpoints import point_discord_at
-from bot.discord_app.handler import DEFER_AFTER_SECONDS, CommandHandler
-from bot.discord_app.sink import DiscordSink
-from core.board import Board
-from core.config import LanewardenConfig
-from core.errors import ConfigError
-from core.leader import LeaderLease
-from core.schema import dispatchers
 
 log = logging.getLogger("lanewarden.discord")
 

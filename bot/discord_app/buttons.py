@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import discord
 
 if TYPE_CHECKING:
-    from bot.discord_app.handler import CommandHandler
+    from lanewarden.bot.discord_app.handler import CommandHandler
 
 # what each card button runs, in the grammar's words
 ACTIONS: dict[str, tuple[str, discord.ButtonStyle]] = {

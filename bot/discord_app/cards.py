@@ -8,10 +8,9 @@ just before a crash can be found again instead of posted twice.
 from __future__ import annotations
 
 import discord
-
-from bot.discord_app.buttons import TaskButton
-from bot.discord_app.options import shorten
-from core.tasks import Task
+from lanewarden.bot.discord_app.buttons import TaskButton
+from lanewarden.bot.discord_app.options import shorten
+from lanewarden.core.tasks import Task
 
 STATUS_COLOURS: dict[str, discord.Colour] = {
     "backlog": discord.Colour.light_grey(),

@@ -6,11 +6,10 @@ import logging
 from typing import Any
 
 import discord
-
-from bot.discord_app.buttons import DYNAMIC_ITEMS
-from bot.discord_app.handler import CommandHandler
-from bot.discord_app.replies import NO_MENTIONS
-from bot.discord_app.tree import KanbanTree, build_kanban_group
+from lanewarden.bot.discord_app.buttons import DYNAMIC_ITEMS
+from lanewarden.bot.discord_app.handler import CommandHandler
+from lanewarden.bot.discord_app.replies import NO_MENTIONS
+from lanewarden.bot.discord_app.tree import KanbanTree, build_kanban_group
 
 log = logging.getLogger("lanewarden.discord")
 

@@ -11,9 +11,8 @@ from __future__ import annotations
 import yarl
 from discord.gateway import DiscordWebSocket
 from discord.http import Route
-
-from core.config import DiscordConfig
-from core.errors import ConfigError
+from lanewarden.core.config import DiscordConfig
+from lanewarden.core.errors import ConfigError
 
 # the library's own defaults, captured before anything changes them
 DISCORD_API_BASE: str = Route.BASE

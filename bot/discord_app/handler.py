@@ -20,21 +20,20 @@ import threading
 from typing import Any
 
 import discord
+from lanewarden.bot.discord_app.access import actor_for
+from lanewarden.bot.discord_app.buttons import confirm_cancel_view
+from lanewarden.bot.discord_app.options import PUBLIC_OPTION, to_argv
+from lanewarden.bot.discord_app.replies import Reply, reply_for
+from lanewarden.bot.discord_app.responder import Responder
+from lanewarden.bot.discord_app.suggestions import Suggestions
+from lanewarden.core.access import Actor
+from lanewarden.core.board import Board
+from lanewarden.core.config import LanewardenConfig
+from lanewarden.core.errors import LanewardenError
+from lanewarden.core.executor import Executor
+from lanewarden.core.grammar import REGISTRY, Command, Verb, bind
+from lanewarden.core.results import StatusShown
 from sqlalchemy.exc import DBAPIError
-
-from bot.discord_app.access import actor_for
-from bot.discord_app.buttons import confirm_cancel_view
-from bot.discord_app.options import PUBLIC_OPTION, to_argv
-from bot.discord_app.replies import Reply, reply_for
-from bot.discord_app.responder import Responder
-from bot.discord_app.suggestions import Suggestions
-from core.access import Actor
-from core.board import Board
-from core.config import LanewardenConfig
-from core.errors import LanewardenError
-from core.executor import Executor
-from core.grammar import REGISTRY, Command, Verb, bind
-from core.results import StatusShown
 
 log = logging.getLogger("lanewarden.discord")
 
@@ -117,7 +116,7 @@ class CommandHandler:
         return reply_for(result, chart_png=chart)
 
     def _chart(self) -> bytes:
-        from bot.chart import status_chart_png
+        from lanewarden.bot.tools.chart import status_chart_png
 
         with _chart_lock:
             return status_chart_png(self._board())

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from core.grammar import REGISTRY, Param, Verb
+from lanewarden.core.grammar import REGISTRY, Param, Verb
 
 DESCRIPTION_LIMIT = 100  # Discord's limit for command and option descriptions
 SUBCOMMAND_LIMIT = 25  # Discord's limit for the children of a command or group
@@ -138,15 +138,3 @@ def command_layout(registry: Mapping[str, Verb] = REGISTRY) -> dict[str, Verb | 
             f"Discord allows {SUBCOMMAND_LIMIT} per level"
         )
     return layout
-
-
-def discord_path(spec: Verb) -> str:
-    """How people type a verb in Discord: ``caps`` -> ``caps show``."""
-    for head, entry in command_layout().items():
-        if entry is spec:
-            return head
-        if isinstance(entry, dict):
-            for sub, sub_spec in entry.items():
-                if sub_spec is spec:
-                    return f"{head} {sub}"
-    raise KeyError(spec.name)

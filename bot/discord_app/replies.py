@@ -13,12 +13,11 @@ from dataclasses import dataclass, field
 from functools import singledispatch
 
 import discord
-
-from bot.discord_app.cards import task_embed
-from bot.discord_app.options import GROUP_DEFAULT_NAME, PUBLIC_OPTION, command_layout, shorten
-from bot.render import render_text, status_text
-from core.clock import age, utcnow
-from core.results import (
+from lanewarden.bot.discord_app.cards import task_embed
+from lanewarden.bot.discord_app.options import GROUP_DEFAULT_NAME, PUBLIC_OPTION, command_layout, shorten
+from lanewarden.bot.render import render_text, status_text
+from lanewarden.core.clock import age, utcnow
+from lanewarden.core.results import (
     HelpShown,
     Result,
     StatusShown,

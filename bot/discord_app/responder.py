@@ -11,8 +11,7 @@ import logging
 from typing import Any
 
 import discord
-
-from bot.discord_app.replies import NO_MENTIONS, Reply, error_reply
+from lanewarden.bot.discord_app.replies import NO_MENTIONS, Reply, error_reply
 
 log = logging.getLogger("lanewarden.discord")
 

@@ -24,13 +24,12 @@ from typing import Any
 
 import aiohttp
 import discord
-
-from bot.discord_app.cards import card_marker, card_view, task_embed
-from bot.discord_app.options import shorten
-from bot.discord_app.replies import CONTENT_LIMIT, NO_MENTIONS
-from core.notifications import who
-from core.outbox import Card, Delivery, OutboxItem, PermanentError, RateLimited, TransientError
-from core.tasks import Task
+from lanewarden.bot.discord_app.cards import card_marker, card_view, task_embed
+from lanewarden.bot.discord_app.options import shorten
+from lanewarden.bot.discord_app.replies import CONTENT_LIMIT, NO_MENTIONS
+from lanewarden.core.notifications import who
+from lanewarden.core.outbox import Card, Delivery, OutboxItem, PermanentError, RateLimited, TransientError
+from lanewarden.core.tasks import Task
 
 log = logging.getLogger("lanewarden.discord.outbox")
 

@@ -14,13 +14,12 @@ from typing import Any
 
 import discord
 from discord import app_commands
-
-from core.board import Board, TaskFilter
-from core.config import LanewardenConfig
-from core.errors import LanewardenError
-from core.grammar import REGISTRY, Verb
-from core.tasks import OPEN_STATUSES, Task
-from core.windows import WindowStore
+from lanewarden.core.board import Board, TaskFilter
+from lanewarden.core.config import LanewardenConfig
+from lanewarden.core.errors import LanewardenError
+from lanewarden.core.grammar import REGISTRY, Verb
+from lanewarden.core.tasks import OPEN_STATUSES, Task
+from lanewarden.core.windows import WindowStore
 
 log = logging.getLogger("lanewarden.discord")
 

@@ -12,11 +12,10 @@ import os
 import sys
 
 import discord
-
-from bot.discord_app.client import LanewardenClient, sync_tree
-from bot.discord_app.endpoints import point_discord_at
-from bot.discord_app.handler import CommandHandler
-from core.config import LanewardenConfig
+from lanewarden.bot.discord_app.client import LanewardenClient, sync_tree
+from lanewarden.bot.discord_app.endpoints import point_discord_at
+from lanewarden.bot.discord_app.handler import CommandHandler
+from lanewarden.core.config import LanewardenConfig
 
 
 def sync_commands(config: LanewardenConfig, guild_id: int | None, env: dict[str, str] | None = None) -> int:

@@ -14,18 +14,17 @@ from typing import Any, Optional
 
 import discord
 from discord import app_commands
-
-from bot.discord_app.handler import INTERNAL_ERROR, CommandHandler
-from bot.discord_app.options import (
+from lanewarden.bot.discord_app.handler import INTERNAL_ERROR, CommandHandler
+from lanewarden.bot.discord_app.options import (
     DESCRIPTION_LIMIT,
     OptionSpec,
     command_layout,
     option_specs,
     shorten,
 )
-from bot.discord_app.responder import Responder
-from core.errors import LanewardenError
-from core.grammar import Verb
+from lanewarden.bot.discord_app.responder import Responder
+from lanewarden.core.errors import LanewardenError
+from lanewarden.core.grammar import Verb
 
 log = logging.getLogger("lanewarden.discord")
 

@@ -19,20 +19,19 @@ import logging
 from collections.abc import Mapping
 
 from aiohttp import web
+from lanewarden.bot.chat import AdapterContext
+from lanewarden.bot.slack_app.errors import slack_error_code
+from lanewarden.bot.slack_app.identity import SlackIdentity
+from lanewarden.bot.slack_app.listeners import SlackListeners
+from lanewarden.bot.slack_app.sink import SlackSink
+from lanewarden.core.config import LanewardenConfig
+from lanewarden.core.errors import ConfigError
+from lanewarden.core.executor import Executor
 from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
 from slack_bolt.adapter.socket_mode.aiohttp import AsyncSocketModeHandler
 from slack_bolt.async_app import AsyncApp
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
-
-from bot.chat import AdapterContext
-from bot.slack_app.errors import slack_error_code
-from bot.slack_app.identity import SlackIdentity
-from bot.slack_app.listeners import SlackListeners
-from bot.slack_app.sink import SlackSink
-from core.config import LanewardenConfig
-from core.errors import ConfigError
-from core.executor import Executor
 
 log = logging.getLogger("lanewarden.slack")
 

@@ -13,12 +13,12 @@ from dataclasses import dataclass, field
 from functools import singledispatch
 from typing import Any
 
-from bot.render import render_text, status_text
-from bot.slack_app.mrkdwn import code_block, escape, mention, truncate
-from core.access import Actor
-from core.clock import age
-from core.notifications import who
-from core.results import (
+from lanewarden.bot.render import render_text, status_text
+from lanewarden.bot.slack_app.mrkdwn import code_block, escape, mention, truncate
+from lanewarden.core.access import Actor
+from lanewarden.core.clock import age
+from lanewarden.core.notifications import who
+from lanewarden.core.results import (
     BatchPromoted,
     DigestShown,
     Done,
@@ -29,8 +29,8 @@ from core.results import (
     TaskList,
     TaskShown,
 )
-from core.status import StatusReport
-from core.tasks import Task
+from lanewarden.core.status import StatusReport
+from lanewarden.core.tasks import Task
 
 SECTION_LIMIT = 2900  # Slack allows 3,000 characters per section; keep room for markup
 MAX_BLOCKS = 45  # of Slack's 50, leaving room for a header and a "truncated" note

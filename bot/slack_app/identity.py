@@ -13,12 +13,11 @@ import asyncio
 import logging
 import time
 
+from lanewarden.bot.slack_app.errors import slack_error_code
+from lanewarden.core.access import Actor, resolve_role
+from lanewarden.core.config import AccessConfig
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
-
-from bot.slack_app.errors import slack_error_code
-from core.access import Actor, resolve_role
-from core.config import AccessConfig
 
 log = logging.getLogger("lanewarden.slack")
 

@@ -15,23 +15,30 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from lanewarden.bot.slack_app.blocks import (
+    ACTION_PREFIX,
+    BUTTONS,
+    Reply,
+    error_reply,
+    home_view,
+    reply_for,
+    section,
+)
+from lanewarden.bot.slack_app.errors import slack_error_code
+from lanewarden.bot.slack_app.identity import SlackIdentity
+from lanewarden.bot.slack_app.mrkdwn import command_text, escape
+from lanewarden.core.access import Actor
+from lanewarden.core.board import Board, TaskFilter
+from lanewarden.core.errors import LanewardenError, UsageError
+from lanewarden.core.executor import Executor
+from lanewarden.core.grammar import Command, parse, parse_task_id
+from lanewarden.core.results import Result, StatusShown
+from lanewarden.core.status import StatusReport, build_status
+from lanewarden.core.tasks import Task
 from slack_bolt.async_app import AsyncApp
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 from sqlalchemy.exc import DBAPIError
-
-from bot.slack_app.blocks import ACTION_PREFIX, BUTTONS, Reply, error_reply, home_view, reply_for, section
-from bot.slack_app.errors import slack_error_code
-from bot.slack_app.identity import SlackIdentity
-from bot.slack_app.mrkdwn import command_text, escape
-from core.access import Actor
-from core.board import Board, TaskFilter
-from core.errors import LanewardenError, UsageError
-from core.executor import Executor
-from core.grammar import Command, parse, parse_task_id
-from core.results import Result, StatusShown
-from core.status import StatusReport, build_status
-from core.tasks import Task
 
 log = logging.getLogger("lanewarden.slack")
 
@@ -109,7 +116,7 @@ class SlackListeners:
             log.warning("slack: response_url answered %s: %s", answer.status_code, answer.body)
 
     async def _post_chart(self, channel_id: str, respond: Any) -> None:
-        from bot.chart import status_chart_png
+        from lanewarden.bot.tools.chart import status_chart_png
 
         try:
             png = await asyncio.to_thread(status_chart_png, self.board)

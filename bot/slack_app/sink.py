@@ -20,15 +20,14 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import aiohttp
+from lanewarden.bot.slack_app.blocks import notice_message, task_card, update_message
+from lanewarden.bot.slack_app.errors import slack_error_code
+from lanewarden.bot.slack_app.mrkdwn import escape, truncate
+from lanewarden.core.outbox import Card, Delivery, OutboxItem, PermanentError, RateLimited, TransientError
+from lanewarden.core.tasks import Task
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.web.async_slack_response import AsyncSlackResponse
-
-from bot.slack_app.blocks import notice_message, task_card, update_message
-from bot.slack_app.errors import slack_error_code
-from bot.slack_app.mrkdwn import escape, truncate
-from core.outbox import Card, Delivery, OutboxItem, PermanentError, RateLimited, TransientError
-from core.tasks import Task
 
 log = logging.getLogger("lanewarden.slack")
 

@@ -1,10 +1,9 @@
 """Alembic environment: runs inside the caller's process with the board's engine."""
 
 from alembic import context
+from lanewarden.core.db import MIGRATION_LOCK
+from lanewarden.core.schema import metadata
 from sqlalchemy import text
-
-from core.db import MIGRATION_LOCK
-from core.schema import metadata
 
 config = context.config
 database = config.attributes["database"]

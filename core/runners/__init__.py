@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from core.claims import Claim
-from core.config import GatewayConfig, ProfileConfig
+from lanewarden.core.claims import Claim
+from lanewarden.core.config import GatewayConfig, ProfileConfig
 
 
 @dataclass(frozen=True, slots=True)

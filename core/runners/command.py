@@ -14,8 +14,8 @@ import contextlib
 import os
 import signal
 
-from core.config import lanewarden_home
-from core.runners import Job, RunOutput, TaskFailed
+from lanewarden.core.config import lanewarden_home
+from lanewarden.core.runners import Job, RunOutput, TaskFailed
 
 MAX_OUTPUT_BYTES = 1_000_000
 KILL_GRACE_SECONDS = 3.0

@@ -16,10 +16,9 @@ from email.utils import parsedate_to_datetime
 from typing import Any
 
 import httpx
-
-from core.clock import utcnow
-from core.config import GatewayConfig
-from core.runners import GatewayBusy, GatewayDown, Job, RunOutput, TaskFailed
+from lanewarden.core.clock import utcnow
+from lanewarden.core.config import GatewayConfig
+from lanewarden.core.runners import GatewayBusy, GatewayDown, Job, RunOutput, TaskFailed
 
 MAX_RESULT_CHARS = 200_000
 

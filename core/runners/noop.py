@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from core.runners import Job, RunOutput
+from lanewarden.core.runners import Job, RunOutput
 
 
 class NoopRunner:

@@ -836,11 +836,11 @@ class RunningBot:
 @asynccontextmanager
 async def running_bot(config: Any, fake: FakeDiscord, board: Any = None) -> AsyncIterator[RunningBot]:
     """Lanewarden's Discord adapter, started as ``serve`` starts it, talking to ``fake``."""
-    from bot.chat import AdapterContext
-    from bot.discord_app.adapter import DiscordAdapter
-    from bot.discord_app.endpoints import point_discord_at
-    from core.board import open_board
-    from core.config import DiscordConfig
+    from lanewarden.bot.chat import AdapterContext
+    from lanewarden.bot.discord_app.adapter import DiscordAdapter
+    from lanewarden.bot.discord_app.endpoints import point_discord_at
+    from lanewarden.core.board import open_board
+    from lanewarden.core.config import DiscordConfig
 
     own_board = board is None
     board = open_board(config) if own_board else board

@@ -7,9 +7,8 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
+from lanewarden.core.db import Database
 from sqlalchemy import text
-
-from core.db import Database
 
 log = logging.getLogger("lanewarden.http")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]

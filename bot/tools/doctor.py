@@ -33,18 +33,17 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from lanewarden.core.caps import Limits, Usage
+from lanewarden.core.clock import utcnow
+from lanewarden.core.config import GatewayConfig, LanewardenConfig, config_search_path, load_config
+from lanewarden.core.db import SCHEMA_REVISION, Database, current_revision
+from lanewarden.core.errors import LanewardenError
+from lanewarden.core.gateways import GatewayHealth, probe
+from lanewarden.core.schema import TASK_STATUSES, dispatchers, gateway_state, leases, outbox, runs, tasks
+from lanewarden.core.signals import Signals, read_signals
 from sqlalchemy import func, select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
-
-from core.caps import Limits, Usage
-from core.clock import utcnow
-from core.config import GatewayConfig, LanewardenConfig, config_search_path, load_config
-from core.db import SCHEMA_REVISION, Database, current_revision
-from core.errors import LanewardenError
-from core.gateways import GatewayHealth, probe
-from core.schema import TASK_STATUSES, dispatchers, gateway_state, leases, outbox, runs, tasks
-from core.signals import Signals, read_signals
 
 OK, WARN, FAIL = "ok", "WARN", "FAIL"
 EXIT_STATUS = {OK: 0, WARN: 1, FAIL: 2}

@@ -26,6 +26,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from lanewarden.core.board import Board
+from lanewarden.core.caps import Limits, Usage
+from lanewarden.core.claims import Claim, Completion, Finished
+from lanewarden.core.clock import utcnow
+from lanewarden.core.dispatcher import DispatchObserver
+from lanewarden.core.schema import RUN_OUTCOMES, TASK_STATUSES, dispatchers, gateway_state, outbox, tasks
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -40,15 +46,8 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily, Metric
 from sqlalchemy import func, select
 
-from core.board import Board
-from core.caps import Limits, Usage
-from core.claims import Claim, Completion, Finished
-from core.clock import utcnow
-from core.dispatcher import DispatchObserver
-from core.schema import RUN_OUTCOMES, TASK_STATUSES, dispatchers, gateway_state, outbox, tasks
-
 if TYPE_CHECKING:
-    from core.dispatcher import Dispatcher
+    from lanewarden.core.dispatcher import Dispatcher
 
 log = logging.getLogger("lanewarden.metrics")
 

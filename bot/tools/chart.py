@@ -12,12 +12,11 @@ import io
 from datetime import datetime, timedelta
 from pathlib import Path
 
+from lanewarden.core.board import Board
+from lanewarden.core.caps import Limits
+from lanewarden.core.clock import format_seconds, utcnow
+from lanewarden.core.schema import gateway_limit_history, runs
 from sqlalchemy import select
-
-from core.board import Board
-from core.caps import Limits
-from core.clock import format_seconds, utcnow
-from core.schema import gateway_limit_history, runs
 
 WINDOW = timedelta(hours=1)
 

@@ -1,6 +1,6 @@
 """``lanewarden serve --demo``: the whole product on a laptop, with no GPU.
 
-A simulated vLLM gateway (bot/simulate.py: continuous batching that slows down past
+A simulated vLLM gateway (bot/simulator/: continuous batching that slows down past
 3 requests at once) runs inside serve's event loop; a board of its own, recreated at
 every start under ``$LANEWARDEN_HOME/demo/``, is seeded with a few dozen tasks on two
 profiles: ``writer`` (LLM calls to the simulator, under an adaptive limit) and
@@ -26,9 +26,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from core.board import NewTask, open_board
-from core.config import LanewardenConfig, lanewarden_home, parse_config
-from core.gateways import server_root
+from lanewarden.core.board import NewTask, open_board
+from lanewarden.core.config import LanewardenConfig, lanewarden_home, parse_config, server_root
 
 DEMO_MARKER = ".lanewarden-demo"  # only a directory carrying it is ever deleted
 ACTOR = "demo:seed"
@@ -82,7 +81,7 @@ def demo_config(config: LanewardenConfig) -> LanewardenConfig:
 def recreate_demo_home(home: Path) -> Path:
     if home.exists():
         if not (home / DEMO_MARKER).exists():
-            from core.errors import UsageError
+            from lanewarden.core.errors import UsageError
 
             raise UsageError(f"{home} exists and was not made by the demo; move it away first")
         shutil.rmtree(home)
@@ -226,7 +225,7 @@ def demo_companion(
     """What ``serve`` starts before its dispatcher: the simulated gateway; returns its stop."""
 
     async def start() -> Callable[[], Awaitable[None]]:
-        from bot.simulate import GatewaySimulator, ServerModel
+        from lanewarden.bot.simulator import GatewaySimulator, ServerModel
 
         gateway = config.gateways["sim"]
         port = int(gateway.base_url.rsplit(":", 1)[1].split("/", 1)[0])

@@ -1,0 +1,1 @@
+"""The HTTP endpoint of `serve`: health, Prometheus metrics and Slack events."""

@@ -1,0 +1,1 @@
+"""Operator tools: doctor, the status chart and the demo."""

@@ -1,0 +1,134 @@
+"""Caps and pauses: the live controls an admin changes for every process on the board.
+
+A mixin of ``Board`` (core/board.py): each change is one short transaction that also
+records its event and wakes the dispatchers.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from lanewarden.core.caps import SCOPES, Limits, Usage, scope_label
+from lanewarden.core.clock import utcnow
+from lanewarden.core.errors import NotFound, UsageError
+from lanewarden.core.schema import cap_overrides, pauses
+from sqlalchemy import Connection, delete, insert, select, update
+
+if TYPE_CHECKING:
+    from lanewarden.core.config import LanewardenConfig
+    from lanewarden.core.db import Database
+
+CAP_RANGE = (0, 100_000)
+
+
+class Controls:
+    """Caps (``caps set``/``caps reset``) and pauses (``pause``/``resume``)."""
+
+    db: Database
+    config: LanewardenConfig
+
+    if TYPE_CHECKING:  # provided by Board
+
+        def record(self, conn: Connection, actor: str, kind: str, message: str, **kw: Any) -> Any: ...
+
+        def signal(self, conn: Connection, topic: str) -> None: ...
+
+    def set_cap(self, scope: str, name: str | None, value: int, actor: str) -> None:
+        scope_name = self._scope_name(scope, name)
+        if not CAP_RANGE[0] <= value <= CAP_RANGE[1]:
+            raise UsageError(f"cap must be between {CAP_RANGE[0]} and {CAP_RANGE[1]}, got {value}")
+        now = utcnow()
+        with self.db.write() as conn:
+            changed = conn.execute(
+                update(cap_overrides)
+                .where(cap_overrides.c.scope == scope, cap_overrides.c.name == scope_name)
+                .values(value=value, set_by=actor, set_at=now)
+            ).rowcount
+            if not changed:
+                conn.execute(
+                    insert(cap_overrides).values(
+                        scope=scope, name=scope_name, value=value, set_by=actor, set_at=now
+                    )
+                )
+            label = scope_label(scope, scope_name)
+            self.record(
+                conn,
+                actor,
+                "caps_changed",
+                f"{label} cap set to {value}",
+                data={"scope": scope, "name": scope_name, "value": value},
+                now=now,
+            )
+            self.signal(conn, "dispatch")
+
+    def reset_cap(self, scope: str, name: str | None, actor: str) -> None:
+        scope_name = self._scope_name(scope, name)
+        with self.db.write() as conn:
+            conn.execute(
+                delete(cap_overrides).where(
+                    cap_overrides.c.scope == scope, cap_overrides.c.name == scope_name
+                )
+            )
+            label = scope_label(scope, scope_name)
+            self.record(
+                conn,
+                actor,
+                "caps_changed",
+                f"{label} cap back to the config value",
+                data={"scope": scope, "name": scope_name, "value": None},
+            )
+            self.signal(conn, "dispatch")
+
+    def pause(self, scope: str, name: str | None, actor: str) -> bool:
+        """Stop new claims for the board, a profile or a gateway. False if already paused."""
+        scope_name = self._scope_name(scope, name)
+        with self.db.write() as conn:
+            already = conn.execute(
+                select(pauses.c.scope).where(pauses.c.scope == scope, pauses.c.name == scope_name)
+            ).first()
+            if already:
+                return False
+            conn.execute(
+                insert(pauses).values(scope=scope, name=scope_name, paused_by=actor, paused_at=utcnow())
+            )
+            label = scope_label(scope, scope_name)
+            self.record(conn, actor, "paused", f"{label} paused", data={"scope": scope, "name": scope_name})
+            return True
+
+    def resume(self, scope: str, name: str | None, actor: str) -> bool:
+        scope_name = self._scope_name(scope, name)
+        with self.db.write() as conn:
+            gone = conn.execute(
+                delete(pauses).where(pauses.c.scope == scope, pauses.c.name == scope_name)
+            ).rowcount
+            if not gone:
+                return False
+            label = scope_label(scope, scope_name)
+            self.record(conn, actor, "resumed", f"{label} resumed", data={"scope": scope, "name": scope_name})
+            self.signal(conn, "dispatch")
+            return True
+
+    def limits(self) -> tuple[Limits, Usage]:
+        with self.db.read() as conn:
+            return Limits.load(conn, self.config), Usage.load(conn)
+
+    def _scope_name(self, scope: str, name: str | None) -> str:
+        if scope not in SCOPES:
+            raise UsageError(f"scope must be one of {', '.join(SCOPES)}, not {scope!r}")
+        if scope == "board":
+            if name:
+                raise UsageError("the board scope takes no name")
+            return ""
+        if not name:
+            raise UsageError(f"say which {scope}: e.g. --{scope} NAME")
+        if scope == "profile":
+            self.require_profile(name)
+        elif name not in self.config.gateways:
+            known = ", ".join(sorted(self.config.gateways)) or "none configured"
+            raise NotFound(f"no gateway {name!r} (known: {known})")
+        return name
+
+    def require_profile(self, profile: str) -> None:
+        if profile not in self.config.profiles:
+            known = ", ".join(sorted(self.config.profiles)) or "none configured"
+            raise NotFound(f"no profile {profile!r} (known: {known})")
