@@ -19,6 +19,7 @@ from lanewarden.core.results import (
     TaskChanged,
     TaskList,
     TaskShown,
+    TuneShown,
     WindowsShown,
 )
 from lanewarden.core.status import StatusReport
@@ -220,3 +221,13 @@ def _(result: HelpShown) -> str:
 @render_text.register
 def _(result: DigestShown) -> str:
     return result.text
+
+
+@render_text.register
+def _(result: TuneShown) -> str:
+    lines = [a.text for a in result.advice] or ["no gateways configured"]
+    for gateway, cap in result.applied:
+        lines.append(f"applied: gateway {gateway} cap is now {cap}")
+    if not result.applied and not result.command.apply and any(a.proposed_cap for a in result.advice):
+        lines.append("(nothing changed: `tune --apply` as an admin sets the proposed caps)")
+    return "\n".join(lines)

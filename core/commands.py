@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from lanewarden.core.grammar import Command, param, verb
+from lanewarden.core.grammar import Command, Role, param, verb
 
 STATUS_CHOICES = ("backlog", "ready", "active", "done", "failed", "blocked", "cancelled")
 ADD_COLUMNS = ("backlog", "ready")
@@ -234,6 +234,22 @@ class Resume(Command):
 class Status(Command):
     chart: bool = param(False, help="also render a PNG of the last hour per gateway")
     json: bool = param(False, help="machine-readable output")
+
+
+@verb(
+    "tune",
+    "Advise each gateway's cap from the last hour: GPU use, work waiting, latency (changes nothing)",
+    role="viewer",
+    examples=("tune", "tune gpu1", "tune --apply"),
+)
+@dataclass(frozen=True, kw_only=True)
+class Tune(Command):
+    gateway: str | None = param(None, positional=True, help="only this gateway", complete="gateway")
+    apply: bool = param(False, help="set the proposed caps (admin only)")
+    json: bool = param(False, help="machine-readable output")
+
+    def role_needed(self) -> Role:
+        return "admin" if self.apply else self.VERB.role
 
 
 @verb("windows list", "List scheduled windows", role="viewer")

@@ -100,6 +100,17 @@ class GatewayConfig(_Section):
     adaptive_tolerance: float = Field(4.0, gt=1, le=20)
     adaptive_probe_interval_seconds: float = Field(120.0, ge=5, le=86_400)
     probe_interval_seconds: float = Field(10.0, gt=0, le=3600)
+    # Prometheus endpoints of the gateway's host (dcgm-exporter, node_exporter, AMD
+    # device-metrics-exporter), scraped by the leader on the probe interval
+    node_metrics: list[str] = []
+
+    @field_validator("node_metrics")
+    @classmethod
+    def _metrics_urls(cls, value: list[str]) -> list[str]:
+        for url in value:
+            if not url.startswith(("http://", "https://")):
+                raise ValueError(f"{url!r} must be an http:// URL such as http://gpu1:9400/metrics")
+        return value
 
     @field_validator("base_url")
     @classmethod
@@ -170,6 +181,11 @@ class AlertsConfig(_Section):
     server_queue: int = Field(4, ge=1)
     latency_rise_ratio: float = Field(2.0, gt=1)
     max_runtime_seconds: float = Field(3600.0, gt=0)
+    # node exporters: VRAM used share, GPU busy percent that counts as saturated (with
+    # latency rising), and the available RAM share below which the host is short of it
+    vram_usage: float = Field(0.95, gt=0, le=1)
+    gpu_saturated_percent: float = Field(90.0, gt=0, le=100)
+    ram_available_min: float = Field(0.1, gt=0, lt=1)
     digest_cron: str | None = "0 9 * * *"
 
 

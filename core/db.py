@@ -22,7 +22,7 @@ from sqlalchemy.exc import OperationalError, ProgrammingError
 log = logging.getLogger(__name__)
 
 # Bump with every new Alembic revision; tests/test_migrations.py checks they agree.
-SCHEMA_REVISION = "0001"
+SCHEMA_REVISION = "0002"
 # one advisory lock key per purpose, taken in this order when several are needed
 MIGRATION_LOCK = 7_420_001
 CLAIM_LOCK = 7_420_002

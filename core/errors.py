@@ -37,4 +37,3 @@ class Conflict(LanewardenError):
 
 class AccessDenied(LanewardenError):
     """The actor's role does not allow the command."""
-

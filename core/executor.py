@@ -30,10 +30,12 @@ from lanewarden.core.results import (
     TaskChanged,
     TaskList,
     TaskShown,
+    TuneShown,
     WindowsShown,
 )
 from lanewarden.core.schema import events, subscriptions, tasks
 from lanewarden.core.status import build_status
+from lanewarden.core.tune import advise_all
 from lanewarden.core.windows import WindowStore
 from sqlalchemy import delete, func, insert, select
 
@@ -58,15 +60,16 @@ class Executor:
 
     def execute(self, command: Command, actor: Actor, *, source_text: str | None = None) -> Result:
         spec = command.VERB
-        if not actor.allows(spec.role):
+        needed = command.role_needed()
+        if not actor.allows(needed):
             self.board.audit(
                 actor.id,
                 "denied",
-                f"{spec.name} denied: needs {spec.role}, {actor.id} is {actor.role}",
+                f"{spec.name} denied: needs {needed}, {actor.id} is {actor.role}",
                 data={"verb": spec.name, "channel": actor.channel, "text": source_text},
             )
             raise AccessDenied(
-                f"`{spec.name}` needs the {spec.role} role; you are {actor.role}. "
+                f"`{spec.name}` needs the {needed} role; you are {actor.role}. "
                 "Ask an admin to add you under [access] in the config."
             )
         if self.audit_commands:
@@ -251,6 +254,23 @@ def _resume(ex: Executor, cmd: c.Resume, actor: Actor) -> Result:
 @handles(c.Status)
 def _status(ex: Executor, cmd: c.Status, actor: Actor) -> Result:
     return StatusShown(cmd, build_status(ex.board.db, ex.board.config), chart=cmd.chart)
+
+
+@handles(c.Tune)
+def _tune(ex: Executor, cmd: c.Tune, actor: Actor) -> Result:
+    config = ex.board.config
+    if cmd.gateway is not None and cmd.gateway not in config.gateways:
+        known = ", ".join(sorted(config.gateways)) or "none configured"
+        raise UsageError(f"no gateway {cmd.gateway!r} (known: {known})")
+    with ex.board.db.read() as conn:
+        advice = advise_all(conn, config, cmd.gateway)
+    applied = []
+    if cmd.apply:
+        for a in advice:
+            if a.proposed_cap is not None:
+                ex.board.set_cap("gateway", a.gateway, a.proposed_cap, actor.id)
+                applied.append((a.gateway, a.proposed_cap))
+    return TuneShown(cmd, advice, applied)
 
 
 @handles(c.WindowsList)

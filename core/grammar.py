@@ -91,6 +91,10 @@ class Command:
 
     VERB: ClassVar[Verb]
 
+    def role_needed(self) -> Role:
+        """The role this command needs; a flag may ask more than the verb (``tune --apply``)."""
+        return self.VERB.role
+
 
 REGISTRY: dict[str, Verb] = {}
 C = TypeVar("C", bound=type[Command])

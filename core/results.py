@@ -8,6 +8,7 @@ from typing import Any
 from lanewarden.core.grammar import Command
 from lanewarden.core.status import StatusReport
 from lanewarden.core.tasks import Task, TaskDetail
+from lanewarden.core.tune import Advice
 from lanewarden.core.windows import Window
 
 
@@ -111,3 +112,15 @@ class DigestShown(Result):
 
     def to_json(self) -> Any:
         return {"text": self.text, **self.data}
+
+
+@dataclass(frozen=True)
+class TuneShown(Result):
+    advice: list[Advice]
+    applied: list[tuple[str, int]] = field(default_factory=list)
+
+    def to_json(self) -> Any:
+        return {
+            "advice": [a.to_json() for a in self.advice],
+            "applied": [{"gateway": g, "cap": cap} for g, cap in self.applied],
+        }

@@ -275,6 +275,33 @@ gateway_limit_history = Table(
 )
 Index("ix_gateway_limit_history", gateway_limit_history.c.gateway, gateway_limit_history.c.at)
 
+# node exporters beside each gateway, one row per scrape by the leader (kept a day): the
+# host's figures, and the board's view of the gateway at that moment (in flight, limit, cap,
+# tasks waiting for it), which is what `tune` weighs them against
+node_readings = Table(
+    "node_readings",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("gateway", String(64), nullable=False),
+    Column("at", UTCDateTime, nullable=False),
+    Column("known", Boolean, nullable=False),
+    Column("gpu_util", Float),
+    Column("vram_used_bytes", Float),
+    Column("vram_total_bytes", Float),
+    Column("gpu_temperature_c", Float),
+    Column("gpu_power_w", Float),
+    Column("cpu_busy", Float),
+    Column("load1", Float),
+    Column("ram_available_bytes", Float),
+    Column("ram_total_bytes", Float),
+    Column("in_flight", Integer, nullable=False),
+    Column("current_limit", Integer, nullable=False),
+    Column("cap", Integer, nullable=False),
+    Column("waiting", Integer, nullable=False),
+    Column("detail", JSON),
+)
+Index("ix_node_readings_gateway_at", node_readings.c.gateway, node_readings.c.at)
+
 # named leases: 'leader' decides which process runs the scheduler, alerts and outbox
 leases = Table(
     "leases",

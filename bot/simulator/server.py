@@ -327,7 +327,9 @@ def add_simulator_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--max-batch", type=int, help="running requests at most (default 2 x knee)")
     parser.add_argument(
-        "--overload-exponent", type=float, help="step time ~ (n/knee)^this past the knee (1.5)",
+        "--overload-exponent",
+        type=float,
+        help="step time ~ (n/knee)^this past the knee (1.5)",
     )
     parser.add_argument("--request-timeout", type=float, help="seconds after which the server gives up")
     parser.add_argument("--output-tokens", help="answer length N or MIN-MAX tokens (default 32-256)")
