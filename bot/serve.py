@@ -27,6 +27,7 @@ from lanewarden.core.config import LanewardenConfig
 from lanewarden.core.dispatcher import Dispatcher
 from lanewarden.core.gateways import GatewayMonitor
 from lanewarden.core.leader import LeaderLease
+from lanewarden.core.node_monitor import NodeMonitor
 from lanewarden.core.outbox import OutboxDeliverer, OutboxSink
 from lanewarden.core.wakeup import PostgresListener, SqliteChangeWatcher
 from lanewarden.core.windows import Window, WindowStore, host_timezone
@@ -194,7 +195,8 @@ class Service:
 
 
 class LeaderDuties:
-    """What only the leader-lease holder runs: outbox delivery, scheduler windows, alert rules."""
+    """What only the leader-lease holder runs: outbox delivery, scheduler windows, alert rules,
+    node exporter scrapes."""
 
     def __init__(self, service: Service, sinks: dict[str, OutboxSink]) -> None:
         self.service = service
@@ -230,6 +232,8 @@ class LeaderDuties:
             self._listen(on_windows_change)
         engine = AlertEngine(board, config, is_leader=lambda: lease.is_leader)
         self._tasks.append(service.spawn(engine.run(), "alerts"))
+        # node exporters: one scraper per board, so the leader's
+        self._tasks.append(service.spawn(NodeMonitor(board.db, config).run(), "node-monitor"))
 
     def _listen(self, fn: Callable[[str], None]) -> None:
         self.service.bus.subscribe(fn)

@@ -143,16 +143,15 @@ class NodeMonitor:
 
     async def _watch(self, name: str, gateway: GatewayConfig, client: httpx.AsyncClient) -> None:
         while True:
-            await self.read_once(name, gateway, client)
+            try:
+                await self.read_once(name, gateway, client)
+            except DBAPIError as exc:  # the next round writes again
+                log.warning("could not record node reading of %s: %s", name, exc.orig)
             await asyncio.sleep(gateway.probe_interval_seconds)
 
     async def read_once(self, name: str, gateway: GatewayConfig, client: httpx.AsyncClient) -> NodeReading:
         figures = await scrape(list(gateway.node_metrics), client, self._previous_cpu)
-        try:
-            return await asyncio.to_thread(record_reading, self.db, self.config, name, figures)
-        except DBAPIError as exc:
-            log.warning("could not record node reading of %s: %s", name, exc.orig)
-            raise
+        return await asyncio.to_thread(record_reading, self.db, self.config, name, figures)
 
 
 # -------------------------------------------------------------------- storage
