@@ -221,13 +221,14 @@ class LeaderDuties:
                 is_leader=lambda: lease.is_leader,
                 builtin=builtin_windows(config),
                 holder=service.dispatcher.id,
+                on_run=service.metrics.job_ran if service.metrics is not None else None,
             )
             await self.windows.start()
             windows = self.windows
 
             def on_windows_change(topic: str) -> None:
                 if topic == "windows":
-                    service.spawn(windows.reconcile(), "windows-reconcile")
+                    windows.request_reconcile()
 
             self._listen(on_windows_change)
         engine = AlertEngine(board, config, is_leader=lambda: lease.is_leader)

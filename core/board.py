@@ -26,18 +26,10 @@ from lanewarden.core.notifications import (
     parse_channel,
     task_channels,
 )
-from lanewarden.core.schema import (
-    BODY_MAX,
-    COMMENT_MAX,
-    TASK_STATUSES,
-    TITLE_MAX,
-    events,
-    runs,
-    task_links,
-    tasks,
-)
+from lanewarden.core.schema import BODY_MAX, COMMENT_MAX, TITLE_MAX, events, runs, task_links, tasks
+from lanewarden.core.statuses import OPEN_STATUSES, TASK_STATUSES
 from lanewarden.core.task_view import task_detail
-from lanewarden.core.tasks import OPEN_STATUSES, Event, Task, TaskDetail
+from lanewarden.core.tasks import Event, Task, TaskDetail
 from sqlalchemy import Connection, Exists, delete, exists, func, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
 

@@ -32,17 +32,10 @@ from lanewarden.core.caps import Limits, Usage
 from lanewarden.core.clock import utcnow
 from lanewarden.core.db import CLAIM_LOCK
 from lanewarden.core.gateway_state import update_gateway_window
-from lanewarden.core.schema import (
-    INFRASTRUCTURE_OUTCOMES,
-    cap_overrides,
-    runs,
-    task_links,
-    tasks,
-)
+from lanewarden.core.schema import cap_overrides, runs, task_links, tasks
+from lanewarden.core.statuses import INFRASTRUCTURE_OUTCOMES, TASK_ERROR_OUTCOMES
 from lanewarden.core.tasks import Task
 from sqlalchemy import Connection, bindparam, func, insert, select, text, update
-
-TASK_ERRORS = ("failed", "timed_out")
 
 
 @dataclass(frozen=True, slots=True)
@@ -386,7 +379,7 @@ class ClaimKernel:
                 b_finished_at=now,
             )
             return values, "succeeded", f"done in {_seconds(done.latency_ms)}"
-        if done.outcome in TASK_ERRORS:
+        if done.outcome in TASK_ERROR_OUTCOMES:
             attempts = task.attempts + 1
             values.update(b_error=done.error, b_attempts=attempts)
             if done.retryable and attempts < task.max_attempts:

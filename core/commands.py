@@ -5,8 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from lanewarden.core.grammar import Command, Role, param, verb
+from lanewarden.core.statuses import TASK_STATUSES
 
-STATUS_CHOICES = ("backlog", "ready", "active", "done", "failed", "blocked", "cancelled")
+STATUS_CHOICES = TASK_STATUSES
 ADD_COLUMNS = ("backlog", "ready")
 SCOPE_CHOICES = ("board", "profile", "gateway")
 TOPIC_CHOICES = ("tasks", "alerts", "digest")

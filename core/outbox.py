@@ -28,7 +28,6 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
@@ -365,15 +364,6 @@ class OutboxDeliverer:
                 )
             ).first()
         return None if row is None else Card(row.message_ref, row.thread_ref)
-
-
-def outbox_depth(board: Board, adapters: Sequence[str] | None = None) -> dict[str, int]:
-    """Undelivered rows per adapter (pending or sending), for /metrics and doctor."""
-    query = select(outbox.c.adapter, func.count()).where(outbox.c.state.in_(("pending", "sending")))
-    if adapters:
-        query = query.where(outbox.c.adapter.in_(list(adapters)))
-    with board.db.read() as conn:
-        return dict(conn.execute(query.group_by(outbox.c.adapter)).all())
 
 
 def cards_first(queue: list[OutboxItem]) -> list[OutboxItem]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+from lanewarden.core.statuses import RUN_OUTCOMES, TASK_STATUSES
 from sqlalchemy import (
     JSON,
     BigInteger,
@@ -28,19 +29,6 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.engine import Dialect
-
-TASK_STATUSES = ("backlog", "ready", "active", "done", "failed", "blocked", "cancelled")
-RUN_OUTCOMES = (
-    "succeeded",  # task finished
-    "failed",  # task error: burns an attempt
-    "timed_out",  # task error: burns an attempt
-    "cancelled",  # stopped by cancel/block/move
-    "lost",  # lease expired (dispatcher crashed): infrastructure
-    "released",  # drained on shutdown: infrastructure
-    "gateway_down",  # could not reach the gateway: infrastructure
-    "backpressure",  # 429/503 from the gateway: infrastructure
-)
-INFRASTRUCTURE_OUTCOMES = ("lost", "released", "gateway_down", "backpressure")
 
 TITLE_MAX = 200
 BODY_MAX = 20_000

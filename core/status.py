@@ -1,24 +1,33 @@
 """The board at a glance: queue shape, each gateway and each profile.
 
-Latency and error figures come from the runs of the last five minutes, so every
-process (and ``lanewarden status`` from a shell) sees the same numbers.
+Every figure comes from the read model (core/readmodel.py), so status, /metrics, doctor
+and the alerts agree: latency and error figures from the runs of the last five minutes,
+"oldest ready" as the oldest *dispatchable* task, processes counted live as the claim
+kernel counts them.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from lanewarden.core.caps import Limits, Usage
 from lanewarden.core.clock import utcnow
 from lanewarden.core.config import LanewardenConfig
 from lanewarden.core.db import Database
-from lanewarden.core.schema import TASK_STATUSES, dispatchers, gateway_state, leases, runs, tasks
-from sqlalchemy import Connection, func, select
-
-WINDOW = timedelta(minutes=5)
+from lanewarden.core.readmodel import (
+    RECENT,
+    live_dispatchers,
+    oldest_dispatchable,
+    recent_runs,
+    released_count,
+    run_stats,
+    task_counts,
+)
+from lanewarden.core.schema import gateway_state, leases, tasks
+from lanewarden.core.statuses import Status
+from sqlalchemy import func, select
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,58 +91,32 @@ class StatusReport:
         return data
 
 
-def percentile(values: list[float], q: float) -> float | None:
-    """Nearest-rank percentile; None for no data."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    rank = max(0, min(len(ordered) - 1, math.ceil(q / 100 * len(ordered)) - 1))
-    return ordered[rank]
-
-
 def build_status(db: Database, config: LanewardenConfig) -> StatusReport:
     now = utcnow()
     with db.read() as conn:
         limits = Limits.load(conn, config)
         usage = Usage.load(conn)
-        counts = dict.fromkeys(TASK_STATUSES, 0)
-        counts.update(dict(conn.execute(select(tasks.c.status, func.count()).group_by(tasks.c.status)).all()))
-        oldest = conn.execute(select(func.min(tasks.c.updated_at)).where(tasks.c.status == "ready")).scalar()
-        released = conn.execute(
-            select(func.count()).where(tasks.c.status == "ready", tasks.c.released.is_(True))
-        ).scalar_one()
+        counts = task_counts(conn)
+        oldest = oldest_dispatchable(conn, now)
+        released = released_count(conn)
         ready_by_profile = dict(
             conn.execute(
                 select(tasks.c.profile, func.count())
-                .where(tasks.c.status == "ready")
+                .where(tasks.c.status == Status.READY)
                 .group_by(tasks.c.profile)
             ).all()
         )
-        samples = _recent_runs(conn, now - WINDOW)
+        samples = recent_runs(conn, now - RECENT)
         signals = {
             r.name: r.signals or {}
             for r in conn.execute(select(gateway_state.c.name, gateway_state.c.signals))
         }
-        processes = [
-            dict(r._mapping)
-            for r in conn.execute(
-                select(dispatchers)
-                .where(dispatchers.c.heartbeat_at > now - timedelta(minutes=2))
-                .order_by(dispatchers.c.id)
-            )
-        ]
+        processes = [dict(r._mapping) for r in live_dispatchers(conn, config, now)]
         leader_row = conn.execute(select(leases).where(leases.c.name == "leader")).first()
     gateways = []
     for name, gw in sorted(config.gateways.items()):
         window = limits.gateways[name]
-        mine = samples.get(name, [])
-        latencies = [s[1] for s in mine if s[0] == "succeeded" and s[1] is not None]
-        ttfts = [s[2] for s in mine if s[0] == "succeeded" and s[2] is not None]
-        finished = [
-            s for s in mine if s[0] in ("succeeded", "failed", "timed_out", "backpressure", "gateway_down")
-        ]
-        errors = sum(1 for s in finished if s[0] in ("failed", "backpressure", "gateway_down"))
-        timeouts = sum(1 for s in finished if s[0] == "timed_out")
+        stats = run_stats(samples.get(name, []))
         sig = signals.get(name, {})
         gateways.append(
             GatewayStatus(
@@ -146,12 +129,12 @@ def build_status(db: Database, config: LanewardenConfig) -> StatusReport:
                 cap=window.cap,
                 paused=limits.is_paused("gateway", name),
                 adaptive=gw.adaptive,
-                requests_5m=len(finished),
-                latency_p50_ms=percentile(latencies, 50),
-                latency_p95_ms=percentile(latencies, 95),
-                ttft_p50_ms=percentile(ttfts, 50),
-                error_rate=(errors / len(finished)) if finished else None,
-                timeout_rate=(timeouts / len(finished)) if finished else None,
+                requests_5m=stats.requests,
+                latency_p50_ms=stats.latency_p50_ms,
+                latency_p95_ms=stats.latency_p95_ms,
+                ttft_p50_ms=stats.ttft_p50_ms,
+                error_rate=stats.error_rate,
+                timeout_rate=stats.timeout_rate,
                 server_running=sig.get("running"),
                 server_waiting=sig.get("waiting"),
                 last_error=window.last_error,
@@ -175,9 +158,9 @@ def build_status(db: Database, config: LanewardenConfig) -> StatusReport:
     if leader_row is not None and leader_row.expires_at > now:
         leader = leader_row.holder
     return StatusReport(
-        counts={k: int(v) for k, v in counts.items()},
-        released=int(released),
-        oldest_ready_seconds=(now - oldest).total_seconds() if oldest else None,
+        counts=counts,
+        released=released,
+        oldest_ready_seconds=oldest.waited(now).total_seconds() if oldest else None,
         active=usage.total,
         board_cap=limits.board_cap,
         board_paused=limits.is_paused("board", ""),
@@ -188,17 +171,3 @@ def build_status(db: Database, config: LanewardenConfig) -> StatusReport:
         leader=leader,
         at=now,
     )
-
-
-def _recent_runs(
-    conn: Connection, since: datetime
-) -> dict[str, list[tuple[str, float | None, float | None]]]:
-    rows = conn.execute(
-        select(runs.c.gateway, runs.c.outcome, runs.c.latency_ms, runs.c.ttft_ms).where(
-            runs.c.gateway.is_not(None), runs.c.finished_at > since
-        )
-    )
-    found: dict[str, list[tuple[str, float | None, float | None]]] = {}
-    for r in rows:
-        found.setdefault(r.gateway, []).append((r.outcome, r.latency_ms, r.ttft_ms))
-    return found

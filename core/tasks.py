@@ -8,8 +8,6 @@ from typing import Any
 
 from sqlalchemy import Row
 
-OPEN_STATUSES = ("backlog", "ready", "active", "blocked", "failed")
-
 
 @dataclass(frozen=True, slots=True)
 class Task:

@@ -20,6 +20,8 @@ from sqlalchemy.engine import make_url
 log = logging.getLogger("lanewarden.wakeup")
 Wake = Callable[[str], None]
 CHANNEL = "lanewarden"
+# what Board.signal sends: claimable work changed, running work must stop, windows changed
+TOPICS = ("dispatch", "stop", "windows")
 
 
 class SqliteChangeWatcher:
@@ -53,8 +55,9 @@ class SqliteChangeWatcher:
                     continue
                 if current != version:
                     version = current
-                    self.wake("dispatch")
-                    self.wake("stop")
+                    # data_version says that something changed, not what: wake every topic
+                    for topic in TOPICS:
+                        self.wake(topic)
         finally:
             conn.close()
 
@@ -79,8 +82,8 @@ class PostgresListener:
                     self.connected.set()
                     delay = 0.5
                     # anything may have happened while we were away
-                    self.wake("dispatch")
-                    self.wake("stop")
+                    for topic in TOPICS:
+                        self.wake(topic)
                     async for note in conn.notifies():
                         self.wake(note.payload or "dispatch")
             except asyncio.CancelledError:

@@ -21,14 +21,20 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
 
-from lanewarden.core.board import Board, parents_pending
+from lanewarden.core.board import Board
 from lanewarden.core.clock import format_seconds, utcnow
 from lanewarden.core.config import LanewardenConfig
+from lanewarden.core.readmodel import (
+    RECENT,
+    RunSample,
+    oldest_dispatchable,
+    percentile,
+    recent_runs,
+    run_stats,
+)
 from lanewarden.core.schema import events, gateway_state, runs, tasks
-from lanewarden.core.status import percentile
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError
 
 log = logging.getLogger("lanewarden.alerts")
@@ -36,7 +42,6 @@ log = logging.getLogger("lanewarden.alerts")
 FIRE_AFTER = 2  # consecutive evaluations
 CLEAR_AFTER = 2
 CLEAR_RATIO = 0.8
-RECENT = timedelta(minutes=5)
 BASELINE = timedelta(minutes=30)
 
 
@@ -162,29 +167,19 @@ class AlertEngine:
         found: list[Finding] = []
         with self.board.db.read() as conn:
             states = {r.name: r for r in conn.execute(select(gateway_state))}
-            recent = conn.execute(
-                select(
-                    runs.c.gateway, runs.c.outcome, runs.c.latency_ms, runs.c.ttft_ms, runs.c.finished_at
-                ).where(runs.c.gateway.is_not(None), runs.c.finished_at > now - BASELINE)
-            ).all()
+            recent = recent_runs(conn, now - BASELINE)
             active = conn.execute(
                 select(tasks.c.id, tasks.c.title, tasks.c.profile, runs.c.claimed_at)
                 .join(runs, runs.c.id == tasks.c.current_run_id)
                 .where(tasks.c.status == "active")
             ).all()
-            oldest_ready = conn.execute(
-                select(func.min(tasks.c.updated_at)).where(
-                    tasks.c.status == "ready",
-                    (tasks.c.not_before.is_(None)) | (tasks.c.not_before <= now),
-                    ~parents_pending(),
-                )
-            ).scalar()
+            oldest = oldest_dispatchable(conn, now)
         for name in sorted(self.config.gateways):
             state = states.get(name)
             down = state is not None and state.healthy is False
             detail = f" ({state.last_error})" if down and state.last_error else ""
             found.append(Finding(f"gateway_down:{name}", down, f"gateway {name} is down{detail}"))
-            mine = [r for r in recent if r.gateway == name]
+            mine = recent.get(name, [])
             found += self._rate_rules(name, [r for r in mine if r.finished_at > now - RECENT])
             found.append(self._latency_rule(name, mine, now))
             signals = (state.signals or {}) if state is not None else {}
@@ -196,7 +191,11 @@ class AlertEngine:
                         waiting >= cfg.server_queue,
                         f"gateway {name} is queueing {waiting:g} request(s) server-side "
                         f"(threshold {cfg.server_queue}): "
-                        "lower its cap or enable adaptive",
+                        + (
+                            "its adaptive limit is stepping down; if the queue stays, lower its cap"
+                            if self.config.gateways[name].adaptive
+                            else "lower its cap or enable adaptive"
+                        ),
                         clearly_absent=waiting < cfg.server_queue * CLEAR_RATIO,
                     )
                 )
@@ -216,7 +215,7 @@ class AlertEngine:
                     f"past its max runtime of {format_seconds(limit)}",
                 )
             )
-        waited = (now - oldest_ready).total_seconds() if oldest_ready is not None else 0.0
+        waited = oldest.waited(now).total_seconds() if oldest is not None else 0.0
         found.append(
             Finding(
                 "oldest_ready",
@@ -229,19 +228,13 @@ class AlertEngine:
         )
         return found
 
-    def _rate_rules(self, name: str, rows: list[Any]) -> list[Finding]:
+    def _rate_rules(self, name: str, samples: list[RunSample]) -> list[Finding]:
         cfg = self.config.alerts
-        finished = [
-            r
-            for r in rows
-            if r.outcome in ("succeeded", "failed", "timed_out", "backpressure", "gateway_down")
-        ]
-        total = len(finished)
-        errors = sum(1 for r in finished if r.outcome in ("failed", "backpressure", "gateway_down"))
-        timeouts = sum(1 for r in finished if r.outcome == "timed_out")
+        stats = run_stats(samples)
+        total = stats.requests
         enough = total >= cfg.min_samples
-        error_rate = errors / total if total else 0.0
-        timeout_rate = timeouts / total if total else 0.0
+        error_rate = stats.error_rate or 0.0
+        timeout_rate = stats.timeout_rate or 0.0
         return [
             Finding(
                 f"error_rate:{name}",
@@ -259,11 +252,11 @@ class AlertEngine:
             ),
         ]
 
-    def _latency_rule(self, name: str, rows: list[Any], now: datetime) -> Finding:
+    def _latency_rule(self, name: str, rows: list[RunSample], now: datetime) -> Finding:
         """Latency up while throughput is flat: more concurrency is only adding queueing."""
         cfg = self.config.alerts
 
-        def sample(r: Any) -> float | None:
+        def sample(r: RunSample) -> float | None:
             return r.ttft_ms if r.ttft_ms is not None else r.latency_ms
 
         ok = [r for r in rows if r.outcome == "succeeded" and sample(r) is not None]

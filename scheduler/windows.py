@@ -34,6 +34,7 @@ from lanewarden.core.windows import Window, WindowStore, window_command
 from lanewarden.scheduler.triggers import CronWindowTrigger
 
 log = logging.getLogger("lanewarden.scheduler")
+RECONCILE_EVERY = 0.2  # seconds: a window change is scheduled well within a second
 JOBS_TABLE = "apscheduler_jobs"
 
 
@@ -111,6 +112,9 @@ class WindowScheduler:
         self.on_run = on_run
         self.store = WindowStore(board)
         self._scheduler: AsyncIOScheduler | None = None
+        self._reconcile_pending = False
+        self._background: set[asyncio.Task[None]] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     @property
     def running(self) -> bool:
@@ -118,6 +122,7 @@ class WindowScheduler:
 
     async def start(self) -> None:
         global _runtime
+        self._loop = asyncio.get_running_loop()
         _runtime = WindowRuntime(self.board, Executor(self.board), self.is_leader)
         scheduler = AsyncIOScheduler(
             jobstores={"default": BoardJobStore(engine=self.board.db.engine, tablename=JOBS_TABLE)},
@@ -136,6 +141,9 @@ class WindowScheduler:
 
     async def stop(self) -> None:
         global _runtime
+        self._loop = None
+        for task in list(self._background):
+            task.cancel()
         if self._scheduler is not None:
             self._scheduler.shutdown(wait=False)
             self._scheduler = None
@@ -172,6 +180,34 @@ class WindowScheduler:
                 replace_existing=True,
             )
             log.info("window %s scheduled: %s (%s) -> %s", name, window.cron, window.timezone, window.command)
+
+    def request_reconcile(self) -> None:
+        """Reconcile soon, once for a burst of wake-ups.
+
+        On SQLite every commit anywhere wakes the topic (``data_version`` cannot say what
+        changed), so requests arriving while one is pending or running fold into it, and
+        the next runs at most every ``RECONCILE_EVERY`` seconds."""
+        if self._reconcile_pending:
+            return
+        if self._loop is None:
+            return
+        self._reconcile_pending = True
+        # wake-ups arrive on the SQLite watcher's thread as well as on the loop
+        self._loop.call_soon_threadsafe(self._start_reconcile)
+
+    def _start_reconcile(self) -> None:
+        async def later() -> None:
+            try:
+                await asyncio.sleep(RECONCILE_EVERY)
+                self._reconcile_pending = False
+                await self.reconcile()
+            except Exception:
+                self._reconcile_pending = False
+                log.exception("reconciling windows failed")
+
+        task = asyncio.get_running_loop().create_task(later(), name="windows-reconcile")
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     def next_runs(self) -> dict[str, Any]:
         if self._scheduler is None:

@@ -14,7 +14,8 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 from lanewarden.core.board import Board, NewTask, open_board
 from lanewarden.core.errors import LanewardenError
-from lanewarden.core.schema import TASK_STATUSES, events, task_links, tasks
+from lanewarden.core.schema import events, task_links, tasks
+from lanewarden.core.statuses import TASK_STATUSES
 from sqlalchemy import func, select
 
 from tests.conftest import make_config

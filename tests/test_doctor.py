@@ -8,10 +8,10 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from lanewarden.bot.tools.doctor import concurrency
 from lanewarden.core.board import Board, NewTask, open_board
 from lanewarden.core.clock import utcnow
 from lanewarden.core.config import load_config
+from lanewarden.core.readmodel import concurrency
 from lanewarden.core.schema import leases, outbox, runs, tasks
 from sqlalchemy import delete, insert, select, update
 

@@ -63,7 +63,11 @@ def test_wheel_installs_beside_someone_elses_core_bot_and_scheduler(tmp_path: Pa
     assert version.returncode == 0, version.stderr
     assert version.stdout.startswith("lanewarden ")
     added = subprocess.run(
-        [str(lanewarden), "add", "Summarize", "the", "logs"], cwd=run_dir, env=env, capture_output=True, text=True
+        [str(lanewarden), "add", "Summarize", "the", "logs"],
+        cwd=run_dir,
+        env=env,
+        capture_output=True,
+        text=True,
     )
     assert added.returncode == 0, added.stderr
     listed = subprocess.run(

@@ -18,7 +18,8 @@ from lanewarden.core.board import Board, TaskFilter
 from lanewarden.core.config import LanewardenConfig
 from lanewarden.core.errors import LanewardenError
 from lanewarden.core.grammar import REGISTRY, Verb
-from lanewarden.core.tasks import OPEN_STATUSES, Task
+from lanewarden.core.statuses import OPEN_STATUSES
+from lanewarden.core.tasks import Task
 from lanewarden.core.windows import WindowStore
 
 log = logging.getLogger("lanewarden.discord")

@@ -11,8 +11,8 @@ Two kinds of figures, in one registry of our own (never the global one):
   outcome, request latency, time to first token, dispatch delay, tokens, and the
   scheduler's job runs and misfires. Sum these across processes.
 
-The scheduler reports through ``Metrics.job_run(name)``, ``job_misfire(name)`` and
-``job_error(name)`` on ``Service.metrics``.
+The window scheduler reports each run through ``Metrics.job_ran(name, outcome)``, its
+run hook, wired by ``serve``.
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ import logging
 import os
 import socket
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from lanewarden.core.board import Board
@@ -31,7 +31,15 @@ from lanewarden.core.caps import Limits, Usage
 from lanewarden.core.claims import Claim, Completion, Finished
 from lanewarden.core.clock import utcnow
 from lanewarden.core.dispatcher import DispatchObserver
-from lanewarden.core.schema import RUN_OUTCOMES, TASK_STATUSES, dispatchers, gateway_state, outbox, tasks
+from lanewarden.core.readmodel import (
+    OutboxDepth,
+    live_dispatchers,
+    oldest_dispatchable,
+    outbox_depth,
+    task_counts,
+)
+from lanewarden.core.schema import gateway_state
+from lanewarden.core.statuses import RUN_OUTCOMES, TASK_STATUSES
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -44,7 +52,7 @@ from prometheus_client import (
     generate_latest,
 )
 from prometheus_client.core import GaugeMetricFamily, Metric
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 if TYPE_CHECKING:
     from lanewarden.core.dispatcher import Dispatcher
@@ -58,8 +66,6 @@ LATENCY_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300, 600, flo
 TTFT_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, float("inf"))
 # from "claimed at once" to "waited all day for a night window"
 DELAY_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1, 5, 15, 60, 300, 900, 3600, 4 * 3600, 12 * 3600, float("inf"))
-# a process whose heartbeat is older than this is not counted as live
-LIVE_HEARTBEAT = timedelta(minutes=2)
 # (signals key, metric suffix, help): what a server reports, as gauges per gateway
 SERVER_GAUGES = (
     ("running", "server_running", "Requests the server says it is processing."),
@@ -74,15 +80,15 @@ SERVER_GAUGES = (
 
 @dataclass(slots=True)
 class BoardSnapshot:
-    """Everything the board-wide gauges need, read in one transaction."""
+    """Everything the board-wide gauges need, read in one transaction (core/readmodel.py)."""
 
     at: datetime
     counts: dict[str, int]
-    oldest_ready: datetime | None
+    oldest_ready: datetime | None  # since when the oldest dispatchable task has waited
     limits: Limits
     usage: Usage
     signals: dict[str, dict[str, Any]]
-    outbox: dict[tuple[str, str], int] = field(default_factory=dict)
+    outbox: OutboxDepth
     live_processes: int = 0
 
 
@@ -91,33 +97,18 @@ def load_snapshot(board: Board) -> BoardSnapshot:
     with board.db.read() as conn:
         limits = Limits.load(conn, board.config)
         usage = Usage.load(conn)
-        counts = dict.fromkeys(TASK_STATUSES, 0)
-        oldest_ready = None
-        for status, count, oldest in conn.execute(
-            select(tasks.c.status, func.count(), func.min(tasks.c.updated_at)).group_by(tasks.c.status)
-        ):
-            counts[status] = int(count)
-            if status == "ready":
-                oldest_ready = _aware(oldest)
+        counts = task_counts(conn)
+        oldest = oldest_dispatchable(conn, now)
         signals = {
             r.name: r.signals
             for r in conn.execute(select(gateway_state.c.name, gateway_state.c.signals))
             if isinstance(r.signals, dict)
         }
-        depth = {
-            (adapter, state): int(count)
-            for adapter, state, count in conn.execute(
-                select(outbox.c.adapter, outbox.c.state, func.count())
-                .where(outbox.c.state.in_(("pending", "sending", "dead")))
-                .group_by(outbox.c.adapter, outbox.c.state)
-            )
-        }
-        live = conn.execute(
-            select(func.count()).where(
-                dispatchers.c.state != "stopped", dispatchers.c.heartbeat_at > now - LIVE_HEARTBEAT
-            )
-        ).scalar_one()
-    return BoardSnapshot(now, counts, oldest_ready, limits, usage, signals, depth, int(live))
+        depth = outbox_depth(conn)
+        live = len(live_dispatchers(conn, board.config, now))
+    return BoardSnapshot(
+        now, counts, _aware(oldest.since) if oldest else None, limits, usage, signals, depth, live
+    )
 
 
 def _aware(value: Any) -> datetime | None:
@@ -161,7 +152,8 @@ class BoardCollector:
             by_status.add_metric([status], snap.counts.get(status, 0))
         yield by_status
         oldest = GaugeMetricFamily(
-            "lanewarden_oldest_ready_task_age_seconds", "Age of the oldest ready task (0 when none)."
+            "lanewarden_oldest_ready_task_age_seconds",
+            "How long the oldest dispatchable task has waited (0 when none).",
         )
         age = (snap.at - snap.oldest_ready).total_seconds() if snap.oldest_ready else 0.0
         oldest.add_metric([], max(0.0, age))
@@ -266,11 +258,11 @@ class BoardCollector:
             "Notifications refused for good (kept with their reason).",
             labels=["adapter"],
         )
-        adapters = sorted({adapter for adapter, _ in snap.outbox})
+        adapters = sorted({adapter for adapter, _ in snap.outbox.by_state})
         for adapter in adapters:
-            pending = snap.outbox.get((adapter, "pending"), 0) + snap.outbox.get((adapter, "sending"), 0)
+            pending = snap.outbox.undelivered.get(adapter, 0)
             depth.add_metric([adapter], pending)
-            dead.add_metric([adapter], snap.outbox.get((adapter, "dead"), 0))
+            dead.add_metric([adapter], snap.outbox.dead.get(adapter, 0))
         yield depth
         yield dead
 
@@ -406,6 +398,15 @@ class Metrics:
 
     def job_error(self, name: str) -> None:
         self.job_errors.labels(name).inc()
+
+    def job_ran(self, name: str, outcome: str) -> None:
+        """The window scheduler's run hook: ``outcome`` is ok, failed, missed or error."""
+        if outcome in ("ok", "failed"):
+            self.job_run(name)
+        if outcome in ("failed", "error"):
+            self.job_error(name)
+        if outcome == "missed":
+            self.job_misfire(name)
 
     # ------------------------------------------------------- dispatcher hooks
 

@@ -15,8 +15,7 @@ from pathlib import Path
 from lanewarden.core.board import Board
 from lanewarden.core.caps import Limits
 from lanewarden.core.clock import format_seconds, utcnow
-from lanewarden.core.schema import gateway_limit_history, runs
-from sqlalchemy import select
+from lanewarden.core.readmodel import in_flight_steps, limit_history, recent_runs, run_intervals
 
 WINDOW = timedelta(hours=1)
 
@@ -32,43 +31,15 @@ def status_chart_png(board: Board, *, window: timedelta = WINDOW, now: datetime 
     names = sorted(board.config.gateways) or ["(no gateways)"]
     with board.db.read() as conn:
         limits = Limits.load(conn, board.config)
-        run_rows = conn.execute(
-            select(
-                runs.c.gateway,
-                runs.c.claimed_at,
-                runs.c.finished_at,
-                runs.c.latency_ms,
-                runs.c.ttft_ms,
-                runs.c.outcome,
-            ).where(
-                runs.c.gateway.is_not(None), (runs.c.finished_at.is_(None)) | (runs.c.finished_at > since)
-            )
-        ).all()
-        history = conn.execute(
-            select(gateway_limit_history)
-            .where(gateway_limit_history.c.at > since - timedelta(hours=6))
-            .order_by(gateway_limit_history.c.at)
-        ).all()
+        intervals = run_intervals(conn, since, now)
+        samples = recent_runs(conn, since)
+        history = limit_history(conn, since)
     fig, axes = plt.subplots(2, len(names), figsize=(5.5 * len(names), 6), squeeze=False, sharex="col")
     for col, name in enumerate(names):
         top, bottom = axes[0][col], axes[1][col]
-        mine = [r for r in run_rows if r.gateway == name]
-        # in flight: +1 at each start, -1 at each end, as a step function over the window
-        changes = [(max(r.claimed_at, since), 1) for r in mine]
-        changes += [(r.finished_at, -1) for r in mine if r.finished_at is not None]
-        changes.sort()
-        level = sum(
-            1 for r in mine if r.claimed_at < since and (r.finished_at is None or r.finished_at > since)
-        )
-        xs, ys = [_minutes(since, now)], [level]
-        for at, delta in changes:
-            if at < since:
-                continue
-            level += delta if at > since or delta > 0 else 0
-            xs.append(_minutes(at, now))
-            ys.append(level)
-        xs.append(0.0)
-        ys.append(level)
+        steps = in_flight_steps(intervals.get(name, []), since, now)
+        xs = [_minutes(at, now) for at, _ in steps] + [0.0]
+        ys = [level for _, level in steps] + [steps[-1][1]]
         top.step(xs, ys, where="post", label="in flight")
         window_state = limits.gateways.get(name)
         if window_state is not None:
@@ -76,24 +47,19 @@ def status_chart_png(board: Board, *, window: timedelta = WINDOW, now: datetime 
             adaptive = board.config.gateways[name].adaptive
             # before any recorded change the window was the cap, or 1 for an adaptive gateway
             lim_x, lim_y = [_minutes(since, now)], [1 if adaptive else window_state.cap]
-            for h in history:
-                if h.gateway == name:
-                    if h.at < since:
-                        lim_y[0] = h.current_limit
-                    else:
-                        lim_x.append(_minutes(h.at, now))
-                        lim_y.append(h.current_limit)
+            for h in history.get(name, []):
+                if h.at <= since:
+                    lim_y[0] = h.current_limit
+                else:
+                    lim_x.append(_minutes(h.at, now))
+                    lim_y.append(h.current_limit)
             lim_x.append(0.0)
             lim_y.append(window_state.limit)
             top.step(lim_x, lim_y, where="post", color="tab:red", label="limit")
         top.set_title(f"gateway {name}")
         top.set_ylabel("requests")
         top.legend(loc="upper left", fontsize="small")
-        done = [
-            r
-            for r in mine
-            if r.finished_at is not None and r.latency_ms is not None and r.finished_at > since
-        ]
+        done = [r for r in samples.get(name, []) if r.latency_ms is not None]
         bottom.scatter(
             [_minutes(r.finished_at, now) for r in done],
             [r.latency_ms / 1000 for r in done],

@@ -22,63 +22,44 @@ Exit status: 0 when every check is ok, 1 when there are warnings, 2 on a failure
 
 from __future__ import annotations
 
-import asyncio
 import os
 import sys
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import httpx
+from lanewarden.bot.tools.doctor_gateways import check_gateways
+from lanewarden.bot.tools.doctor_report import EXIT_STATUS, FAIL, OK, WARN, Report, ago, first_line
 from lanewarden.core.caps import Limits, Usage
 from lanewarden.core.clock import utcnow
-from lanewarden.core.config import GatewayConfig, LanewardenConfig, config_search_path, load_config
+from lanewarden.core.config import LanewardenConfig, config_search_path, load_config
 from lanewarden.core.db import SCHEMA_REVISION, Database, current_revision
 from lanewarden.core.errors import LanewardenError
-from lanewarden.core.gateways import GatewayHealth, probe
-from lanewarden.core.schema import TASK_STATUSES, dispatchers, gateway_state, leases, outbox, runs, tasks
-from lanewarden.core.signals import Signals, read_signals
+from lanewarden.core.readmodel import (
+    Interval,
+    OldestWaiting,
+    OutboxDepth,
+    concurrency,
+    live_dispatchers,
+    live_window,
+    oldest_dispatchable,
+    outbox_depth,
+    released_count,
+    run_intervals,
+    task_counts,
+)
+from lanewarden.core.schema import dispatchers, gateway_state, leases, outbox, tasks
+from lanewarden.core.statuses import TASK_STATUSES
 from sqlalchemy import func, select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
-OK, WARN, FAIL = "ok", "WARN", "FAIL"
-EXIT_STATUS = {OK: 0, WARN: 1, FAIL: 2}
 PEAK_WINDOW = timedelta(hours=1)
 CRASH_MEMORY = timedelta(hours=1)  # a process that died longer ago than this is history, not news
 STALLED_OUTBOX = timedelta(minutes=10)
-SERVER_QUEUE_KINDS = ("vllm", "llamacpp")
-
-
-@dataclass(frozen=True, slots=True)
-class Check:
-    level: str
-    name: str
-    message: str
-    fix: str = ""
-
-    def line(self) -> str:
-        tail = f" -> {self.fix}" if self.fix else ""
-        return f"{self.level:<4} {self.name}: {self.message}{tail}"
-
-
-class Report:
-    def __init__(self, out: Callable[[str], None]) -> None:
-        self.out = out
-        self.checks: list[Check] = []
-
-    def add(self, level: str, name: str, message: str, fix: str = "") -> None:
-        check = Check(level, name, message, fix)
-        self.checks.append(check)
-        self.out(check.line())
-
-    @property
-    def worst(self) -> str:
-        levels = {c.level for c in self.checks}
-        return FAIL if FAIL in levels else WARN if WARN in levels else OK
 
 
 def doctor(config_path: str | None, out: Callable[[str], None] | None = None) -> int:
@@ -92,7 +73,7 @@ def doctor(config_path: str | None, out: Callable[[str], None] | None = None) ->
                 try:
                     state = board_state(db, config)
                 except DBAPIError as exc:  # it answered a moment ago: gone, or a schema we cannot read
-                    report.add(FAIL, "database", f"reading the board failed: {_first_line(exc.orig)}")
+                    report.add(FAIL, "database", f"reading the board failed: {first_line(exc.orig)}")
             if state is not None:
                 check_processes_and_leader(report, config, state)
             check_gateways(report, config, state)
@@ -179,7 +160,7 @@ def check_database(report: Report, config: LanewardenConfig) -> Database | None:
         report.add(
             FAIL,
             "database",
-            f"{where}: unreachable: {_first_line(exc.orig)}",
+            f"{where}: unreachable: {first_line(exc.orig)}",
             "start the database server or fix board.url; leader, queue, caps and outbox checks need it",
         )
         db.dispose()
@@ -215,105 +196,69 @@ def _missing_sqlite_file(url: str) -> Path | None:
     return None if path.exists() else path
 
 
-def _first_line(value: Any) -> str:
-    lines = str(value).strip().splitlines()
-    return lines[0][:300] if lines else type(value).__name__
-
-
 # ----------------------------------------------------------------- board state
 
 
 @dataclass(slots=True)
 class BoardState:
-    """One read of everything the DB-based checks look at."""
+    """One read of everything the DB-based checks look at (figures from core/readmodel.py)."""
 
     now: datetime
     limits: Limits
     usage: Usage
-    processes: list[Any]
+    processes: list[Any]  # every dispatcher row, stopped and vanished ones too
+    live: list[Any]  # the live ones, as every report counts them
     leases: list[Any]
     gateway_rows: dict[str, Any]
     counts: dict[str, int]
     waiting_by_profile: dict[str, dict[str, int]]  # profile -> {status: count} for unfinished tasks
     released: int
-    oldest_ready: Any
-    runs: list[Any]  # (gateway, claimed_at, finished_at) of the peak window
-    outbox_rows: list[Any]  # (adapter, state, count, oldest created_at)
+    oldest: OldestWaiting | None  # the oldest dispatchable task
+    intervals: dict[str | None, list[Interval]]  # runs of the peak window, per gateway
+    outbox: OutboxDepth
     last_dead: Any
 
 
 def board_state(db: Database, config: LanewardenConfig) -> BoardState:
     now = utcnow()
-    since = now - PEAK_WINDOW
     with db.read() as conn:
-        limits = Limits.load(conn, config)
-        usage = Usage.load(conn)
-        processes = conn.execute(select(dispatchers).order_by(dispatchers.c.started_at)).all()
-        lease_rows = conn.execute(select(leases).order_by(leases.c.name)).all()
-        gateway_rows = {r.name: r for r in conn.execute(select(gateway_state))}
-        counts = dict.fromkeys(TASK_STATUSES, 0)
         by_profile: dict[str, dict[str, int]] = defaultdict(dict)
         for profile, status, count in conn.execute(
             select(tasks.c.profile, tasks.c.status, func.count()).group_by(tasks.c.profile, tasks.c.status)
         ):
-            counts[status] += int(count)
             if status in ("backlog", "ready", "active", "blocked"):
                 by_profile[profile][status] = int(count)
-        released = conn.execute(
-            select(func.count()).where(tasks.c.status == "ready", tasks.c.released.is_(True))
-        ).scalar_one()
-        oldest_ready = conn.execute(
-            select(tasks.c.id, tasks.c.updated_at)
-            .where(tasks.c.status == "ready")
-            .order_by(tasks.c.updated_at, tasks.c.id)
-            .limit(1)
-        ).first()
-        run_rows = conn.execute(
-            select(runs.c.gateway, runs.c.claimed_at, runs.c.finished_at).where(
-                runs.c.claimed_at < now, runs.c.finished_at.is_(None) | (runs.c.finished_at > since)
-            )
-        ).all()
-        outbox_rows = conn.execute(
-            select(outbox.c.adapter, outbox.c.state, func.count(), func.min(outbox.c.created_at))
-            .where(outbox.c.state.in_(("pending", "sending", "dead")))
-            .group_by(outbox.c.adapter, outbox.c.state)
-        ).all()
         last_dead = conn.execute(
             select(outbox.c.adapter, outbox.c.channel, outbox.c.last_error)
             .where(outbox.c.state == "dead")
             .order_by(outbox.c.id.desc())
             .limit(1)
         ).first()
-    return BoardState(
-        now,
-        limits,
-        usage,
-        processes,
-        lease_rows,
-        gateway_rows,
-        counts,
-        dict(by_profile),
-        int(released),
-        oldest_ready,
-        run_rows,
-        outbox_rows,
-        last_dead,
-    )
+        return BoardState(
+            now=now,
+            limits=Limits.load(conn, config),
+            usage=Usage.load(conn),
+            processes=conn.execute(select(dispatchers).order_by(dispatchers.c.started_at)).all(),
+            live=live_dispatchers(conn, config, now),
+            leases=conn.execute(select(leases).order_by(leases.c.name)).all(),
+            gateway_rows={r.name: r for r in conn.execute(select(gateway_state))},
+            counts=task_counts(conn),
+            waiting_by_profile=dict(by_profile),
+            released=released_count(conn),
+            oldest=oldest_dispatchable(conn, now),
+            intervals=run_intervals(conn, now - PEAK_WINDOW, now),
+            outbox=outbox_depth(conn),
+            last_dead=last_dead,
+        )
 
 
 # ---------------------------------------------------------- processes, leader
 
 
-def live_after(config: LanewardenConfig) -> timedelta:
-    """A dispatcher whose heartbeat is older than this is not live: its runs are reclaimable."""
-    dispatcher = config.kanban.dispatcher
-    return timedelta(seconds=dispatcher.lease_seconds + dispatcher.heartbeat_seconds)
-
-
 def check_processes_and_leader(report: Report, config: LanewardenConfig, state: BoardState) -> None:
     now = state.now
-    stale_after = live_after(config)
-    live = [p for p in state.processes if p.state != "stopped" and now - p.heartbeat_at <= stale_after]
+    stale_after = live_window(config)
+    live = state.live
     live_ids = {p.id for p in live}
     vanished = [
         p
@@ -334,7 +279,7 @@ def check_processes_and_leader(report: Report, config: LanewardenConfig, state: 
         report.add(
             WARN,
             "processes",
-            f"{p.id} stopped heartbeating {_ago(now - p.heartbeat_at)} ago without shutting down "
+            f"{p.id} stopped heartbeating {ago(now - p.heartbeat_at)} ago without shutting down "
             "(killed, crashed or cut off from the database)",
             "check that host's logs; its runs go back to ready when their lease expires",
         )
@@ -371,7 +316,7 @@ def check_lease(
             report.add(
                 WARN,
                 label,
-                f"stale lease: held by {row.holder} ({term}), expired {_ago(expired)} ago; "
+                f"stale lease: held by {row.holder} ({term}), expired {ago(expired)} ago; "
                 "no serve process is running to take it over",
                 "start `lanewarden serve`: it takes the lease over at once",
             )
@@ -379,19 +324,19 @@ def check_lease(
             report.add(
                 WARN,
                 label,
-                f"{row.holder}'s lease ({term}) expired {_ago(expired)} ago: failover in progress",
+                f"{row.holder}'s lease ({term}) expired {ago(expired)} ago: failover in progress",
                 "run doctor again in a few seconds",
             )
         else:
             report.add(
                 FAIL,
                 label,
-                f"stale lease: held by {row.holder} ({term}), expired {_ago(expired)} ago, "
+                f"stale lease: held by {row.holder} ({term}), expired {ago(expired)} ago, "
                 f"and none of the {len(live_ids)} live process(es) took it over",
                 "their lease loop cannot write to the database: check their logs",
             )
         return
-    remaining = _ago(row.expires_at - now)
+    remaining = ago(row.expires_at - now)
     if row.holder in live_ids:
         report.add(OK, label, f"held by {row.holder} ({term}, expires in {remaining})")
         return
@@ -405,7 +350,7 @@ def check_lease(
             "or a restored copy); it blocks failover until the lease lapses"
         )
     else:
-        why = f"whose process is {holder.state} with its last heartbeat {_ago(now - holder.heartbeat_at)} ago"
+        why = f"whose process is {holder.state} with its last heartbeat {ago(now - holder.heartbeat_at)} ago"
         fix = f"check {holder.host} (pid {holder.pid}): hung or cut off from the database"
     report.add(
         FAIL,
@@ -416,200 +361,12 @@ def check_lease(
     )
 
 
-def _ago(delta: timedelta) -> str:
-    seconds = max(0.0, delta.total_seconds())
-    if seconds < 120:
-        return f"{seconds:.0f}s"
-    if seconds < 7200:
-        return f"{seconds / 60:.0f}m"
-    if seconds < 172_800:
-        return f"{seconds / 3600:.1f}h"
-    return f"{seconds / 86400:.0f}d"
-
-
-# -------------------------------------------------------------------- gateways
-
-
-def check_gateways(report: Report, config: LanewardenConfig, state: BoardState | None) -> None:
-    if not config.gateways:
-        report.add(OK, "gateways", "none configured (command and noop profiles only)")
-        return
-    results = asyncio.run(_probe_all(config.gateways))
-    for name, gw in sorted(config.gateways.items()):
-        health, signals = results[name]
-        cap = state.limits.gateways[name].cap if state is not None else gw.max_concurrency
-        row = state.gateway_rows.get(name) if state is not None else None
-        for level, message, fix in judge_gateway(name, gw, cap, health, signals, row):
-            report.add(level, f"gateway {name}", message, fix)
-
-
-async def _probe_all(gateways: dict[str, GatewayConfig]) -> dict[str, tuple[GatewayHealth, Signals]]:
-    async with httpx.AsyncClient() as client:
-
-        async def one(name: str, gw: GatewayConfig) -> tuple[str, tuple[GatewayHealth, Signals]]:
-            health = await probe(name, gw, client)
-            signals = await read_signals(name, gw, client, deep=True) if health.healthy else {}
-            return name, (health, signals)
-
-        pairs = await asyncio.gather(*(one(n, g) for n, g in gateways.items()))
-    return dict(pairs)
-
-
-def judge_gateway(
-    name: str, gw: GatewayConfig, cap: int, health: GatewayHealth, signals: Signals, row: Any
-) -> list[tuple[str, str, str]]:
-    """(level, message, fix) lines for one gateway: reachability first, then what it reports."""
-    where = f"{gw.kind} {gw.base_url}"
-    if not health.healthy:
-        return [
-            (
-                FAIL,
-                f"{where}: unreachable: {health.detail}",
-                f"start the server or fix gateways.{name}.base_url; its tasks wait (nothing fails meanwhile)",
-            )
-        ]
-    found: list[tuple[str, str, str]] = []
-    took = f" in {health.latency_ms:.0f} ms" if health.latency_ms is not None else ""
-    summary = describe_signals(signals)
-    found.append((OK, f"{where}: up{took}" + (f"; {summary}" if summary else ""), ""))
-    if row is not None and row.healthy is False:
-        found.append(
-            (
-                WARN,
-                f"the serve processes last saw it down ({_first_line(row.last_error or '')}) "
-                "while doctor reaches it",
-                "if this persists, check the network path from the serve hosts",
-            )
-        )
-    errors = signals.get("errors") or {}
-    if gw.kind in SERVER_QUEUE_KINDS and "/metrics" in errors and "waiting" not in signals:
-        hint = "start llama-server with --metrics" if gw.kind == "llamacpp" else "expose /metrics at the root"
-        found.append(
-            (
-                WARN,
-                f"no server metrics ({errors['/metrics']}): its queue is invisible to alerts and doctor",
-                hint,
-            )
-        )
-    waiting = signals.get("waiting")
-    if isinstance(waiting, int | float) and waiting > 0:
-        found.append(
-            (
-                WARN,
-                f"the server is queueing {waiting:g} request(s) "
-                f"on top of {signals.get('running', 0):g} running",
-                f"max_concurrency ({cap}) may exceed what it runs in parallel: lower it "
-                f"(`lanewarden caps set gateway {name} N`) or give the server more slots",
-            )
-        )
-    slots = signals.get("slots_total")
-    if isinstance(slots, int) and slots and cap > slots:
-        found.append(
-            (
-                WARN,
-                f"cap {cap} is above the server's {slots} slot(s): "
-                "the extra requests wait inside llama-server",
-                f"set gateways.{name}.max_concurrency = {slots}, or start llama-server with -np {cap}",
-            )
-        )
-    for model in signals.get("models") or []:
-        if isinstance(model, dict) and model.get("size") and "size_vram" in model:
-            on_cpu = 1 - model["size_vram"] / model["size"]
-            if on_cpu > 0.01:
-                found.append(
-                    (
-                        WARN,
-                        f"model {model['name']} is {on_cpu:.0%} on the CPU (does not fit in VRAM): slow",
-                        "use a smaller model or quantisation, or unload other models",
-                    )
-                )
-    if signals.get("unhealthy_endpoints"):
-        failing = signals.get("failing") or []
-        first = failing[0] if failing else {}
-        detail = f": {first.get('model')} at {first.get('api_base')}: {first.get('error')}" if first else ""
-        found.append(
-            (
-                WARN,
-                f"LiteLLM reports {signals['unhealthy_endpoints']} unhealthy deployment(s){detail}",
-                "fix or remove those deployments in the LiteLLM config",
-            )
-        )
-    return found
-
-
-def describe_signals(signals: Signals) -> str:
-    parts = []
-    if "running" in signals:
-        parts.append(f"running {signals['running']:g}")
-    if "waiting" in signals:
-        parts.append(f"waiting {signals['waiting']:g}")
-    if "slots_total" in signals:
-        parts.append(f"slots {signals.get('slots_busy', 0)}/{signals['slots_total']} busy")
-    if "kv_cache_usage" in signals:
-        parts.append(f"KV cache {signals['kv_cache_usage']:.0%}")
-    if "ttft_p50_ms" in signals:
-        parts.append(f"TTFT p50 {signals['ttft_p50_ms']:.0f} ms")
-    models = signals.get("models") or []
-    names = [m["name"] if isinstance(m, dict) else str(m) for m in models]
-    if names:
-        parts.append("models " + ", ".join(names[:5]) + (" ..." if len(names) > 5 else ""))
-    elif "loaded_models" in signals:
-        parts.append("no model loaded")
-    if "ready" in signals:
-        parts.append(f"readiness {signals['ready']}" + (f" (db {signals['db']})" if "db" in signals else ""))
-    if "healthy_endpoints" in signals:
-        parts.append(f"{signals['healthy_endpoints']} healthy deployment(s)")
-    return ", ".join(parts)
-
-
 # ------------------------------------------------------------------------ caps
-
-
-@dataclass(frozen=True, slots=True)
-class Concurrency:
-    peak: int
-    seconds_at_or_above: dict[int, float]  # level -> seconds spent at that level or higher
-
-
-def concurrency(
-    intervals: Iterable[tuple[datetime, datetime | None]], since: datetime, now: datetime
-) -> Concurrency:
-    """Rebuild the concurrent-run curve of ``[since, now]`` from (claimed_at, finished_at).
-
-    A run still open counts until now. A finish and a claim at the same instant are a
-    slot handed over, not two at once: finishes sort first.
-    """
-    events: list[tuple[datetime, int]] = []
-    for claimed, finished in intervals:
-        start = max(claimed, since)
-        end = now if finished is None else min(finished, now)
-        if end <= start:
-            continue
-        events.append((start, 1))
-        events.append((end, -1))
-    events.sort(key=lambda e: (e[0], e[1]))
-    level = peak = 0
-    spent: dict[int, float] = defaultdict(float)
-    previous = since
-    for at, step in events:
-        if level > 0 and at > previous:
-            spent[level] += (at - previous).total_seconds()
-        previous = at
-        level += step
-        peak = max(peak, level)
-    at_or_above: dict[int, float] = {}
-    running = 0.0
-    for lvl in range(peak, 0, -1):
-        running += spent.get(lvl, 0.0)
-        at_or_above[lvl] = running
-    return Concurrency(peak, at_or_above)
 
 
 def check_caps(report: Report, config: LanewardenConfig, state: BoardState) -> None:
     since = state.now - PEAK_WINDOW
-    by_gateway: dict[str | None, list[tuple[datetime, datetime | None]]] = defaultdict(list)
-    for gateway, claimed, finished in state.runs:
-        by_gateway[gateway].append((claimed, finished))
+    by_gateway = state.intervals
     for name, window in sorted(state.limits.gateways.items()):
         curve = concurrency(by_gateway.get(name, []), since, state.now)
         runs_seen = len(by_gateway.get(name, []))
@@ -621,12 +378,12 @@ def check_caps(report: Report, config: LanewardenConfig, state: BoardState) -> N
                 WARN,
                 f"caps {name}",
                 text_
-                + f": above the cap for {_ago(timedelta(seconds=curve.seconds_at_or_above[window.cap + 1]))}",
+                + f": above the cap for {ago(timedelta(seconds=curve.seconds_at_or_above[window.cap + 1]))}",
                 "expected only when the cap was lowered while work ran (running work is never killed); "
                 "otherwise report it as a bug",
             )
         elif curve.peak == window.cap and curve.peak > 0:
-            at_cap = _ago(timedelta(seconds=curve.seconds_at_or_above[window.cap]))
+            at_cap = ago(timedelta(seconds=curve.seconds_at_or_above[window.cap]))
             report.add(
                 OK,
                 f"caps {name}",
@@ -655,9 +412,9 @@ def check_queue(report: Report, config: LanewardenConfig, state: BoardState) -> 
     if not config.kanban.dispatcher.enabled:
         extra = f"; windowed mode: {state.released} of {counts['ready']} ready released"
     oldest_text = ""
-    if state.oldest_ready is not None:
-        age = state.now - state.oldest_ready.updated_at
-        oldest_text = f"; oldest ready #{state.oldest_ready.id} waits {_ago(age)}"
+    if state.oldest is not None:
+        waited = ago(state.oldest.waited(state.now))
+        oldest_text = f"; oldest dispatchable #{state.oldest.task_id} waits {waited}"
     report.add(OK, "queue", shape + extra + oldest_text)
     limits = state.limits
     unknown = {
@@ -699,15 +456,16 @@ def check_queue(report: Report, config: LanewardenConfig, state: BoardState) -> 
                 f"gateway {gateway} is paused with {ready} ready task(s) of profile {profile}",
                 f"`lanewarden resume --gateway {gateway}`",
             )
-    if state.oldest_ready is not None and config.kanban.dispatcher.enabled:
-        age = state.now - state.oldest_ready.updated_at
+    if state.oldest is not None and config.kanban.dispatcher.enabled:
+        age = state.oldest.waited(state.now)
         limit = timedelta(seconds=config.alerts.oldest_ready_seconds)
         if age > limit:
             report.add(
                 WARN,
                 "queue",
-                f"ready task #{state.oldest_ready.id} has waited {_ago(age)} (alert threshold {_ago(limit)})",
-                f"`lanewarden show {state.oldest_ready.id}` says why it is not starting",
+                f"dispatchable task #{state.oldest.task_id} has waited {ago(age)} "
+                f"(alert threshold {ago(limit)})",
+                f"`lanewarden show {state.oldest.task_id}` says why it is not starting",
             )
 
 
@@ -715,20 +473,12 @@ def check_queue(report: Report, config: LanewardenConfig, state: BoardState) -> 
 
 
 def check_outbox(report: Report, state: BoardState) -> None:
-    pending: dict[str, int] = defaultdict(int)
-    dead: dict[str, int] = defaultdict(int)
-    oldest_pending: datetime | None = None
-    for adapter, row_state, count, oldest in state.outbox_rows:
-        if row_state == "dead":
-            dead[adapter] += int(count)
-        else:
-            pending[adapter] += int(count)
-            if oldest is not None and (oldest_pending is None or oldest < oldest_pending):
-                oldest_pending = oldest
+    pending, dead = state.outbox.undelivered, state.outbox.dead
+    oldest_pending = state.outbox.oldest_undelivered
     if dead:
         described = ", ".join(f"{a}: {n}" for a, n in sorted(dead.items()))
         last = state.last_dead
-        why = f"; last: {last.adapter} {last.channel}: {_first_line(last.last_error or '?')}" if last else ""
+        why = f"; last: {last.adapter} {last.channel}: {first_line(last.last_error or '?')}" if last else ""
         report.add(
             WARN,
             "outbox",
@@ -740,7 +490,7 @@ def check_outbox(report: Report, state: BoardState) -> None:
             WARN,
             "outbox",
             f"{sum(pending.values())} notification(s) undelivered, "
-            f"the oldest for {_ago(state.now - oldest_pending)}",
+            f"the oldest for {ago(state.now - oldest_pending)}",
             "is a leader running with chat tokens set? its log says why deliveries retry",
         )
     elif not dead:
