@@ -30,8 +30,8 @@ from lanewarden.core.caps import Limits
 from lanewarden.core.clock import utcnow
 from lanewarden.core.config import AlertsConfig, LanewardenConfig
 from lanewarden.core.node_monitor import NodeReading, readings_since
+from lanewarden.core.readmodel import percentile
 from lanewarden.core.schema import gateway_limit_history, runs
-from lanewarden.core.status import percentile
 from sqlalchemy import Connection, select
 
 WINDOW = timedelta(hours=1)
