@@ -16,6 +16,7 @@ BENCHMARKS = {
     "board_scale": "list, counts, show and add on a board of 1,000,000 tasks",
     "memory": "serve's RSS with 100,000 ready tasks",
     "gateway_protection": "uncapped vs best fixed cap vs adaptive on llama.cpp and the simulator",
+    "node_scrape": "the leader's CPU for scraping 10 hosts' dcgm-exporter and node_exporter every 15 s",
     "report": "write BENCHMARKS.md from the latest results",
 }
 

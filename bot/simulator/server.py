@@ -24,6 +24,7 @@ from lanewarden.bot.simulator.model import (
     ServerOverloaded,
     SimulatorMetrics,
 )
+from lanewarden.bot.simulator.node_exporters import SimulatedHost
 
 log = logging.getLogger("lanewarden.simulate")
 
@@ -65,6 +66,7 @@ class GatewaySimulator:
         self.metrics = SimulatorMetrics(model_name)
         self.engine = DecodeEngine(self.model, self.metrics)
         self.metrics.bind(self.engine)
+        self.host_figures = SimulatedHost(self.engine, self.metrics)
         self.completed = 0
         self._engine_task: asyncio.Task[None] | None = None
         self._runner: web.AppRunner | None = None
@@ -84,6 +86,8 @@ class GatewaySimulator:
         app.router.add_get("/v1/models", self._models)
         app.router.add_get("/health", self._health)
         app.router.add_get("/metrics", self._metrics)
+        app.router.add_get("/exporters/dcgm", self._dcgm)
+        app.router.add_get("/exporters/node", self._node)
         # a client that hangs up (a cancelled task) frees its slot at once, as in vLLM
         self._runner = web.AppRunner(
             app, handle_signals=False, access_log=None, handler_cancellation=True, shutdown_timeout=2.0
@@ -129,6 +133,12 @@ class GatewaySimulator:
 
     async def _metrics(self, request: web.Request) -> web.Response:
         return web.Response(body=self.metrics.scrape(), content_type="text/plain", charset="utf-8")
+
+    async def _dcgm(self, request: web.Request) -> web.Response:
+        return web.Response(body=self.host_figures.dcgm_text(), content_type="text/plain", charset="utf-8")
+
+    async def _node(self, request: web.Request) -> web.Response:
+        return web.Response(body=self.host_figures.node_text(), content_type="text/plain", charset="utf-8")
 
     async def _chat(self, request: web.Request) -> web.StreamResponse:
         arrived = time.monotonic()

@@ -119,6 +119,11 @@ def demo_settings(home: Path, *, sim_port: int, http_port: int) -> dict[str, Any
                 "max_concurrency": GATEWAY_CAP,
                 "timeout_seconds": 60.0,
                 "probe_interval_seconds": 2.0,
+                # the simulator's own dcgm-style and node-style exporters follow its load
+                "node_metrics": [
+                    f"http://127.0.0.1:{sim_port}/exporters/dcgm",
+                    f"http://127.0.0.1:{sim_port}/exporters/node",
+                ],
             }
         },
         "profiles": {
