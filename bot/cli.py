@@ -5,7 +5,9 @@ core/grammar.py exactly as chat commands do. The operator commands (init, db,
 console, serve, doctor, discord, simulate-gateway) are parsed here.
 
 Exit status: 0 on success, 2 on bad input or a refused operation (one line on
-stderr, nothing changed), 1 on a failure of the machine (database down, bug).
+stderr, nothing changed), 3 when the board database is unreachable, locked or not a
+database (one line), 141 when the reader of stdout went away (``| head``), 1 on a bug.
+See docs/faults.md.
 """
 
 from __future__ import annotations
@@ -13,43 +15,75 @@ from __future__ import annotations
 import argparse
 import getpass
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from lanewarden.core.errors import LanewardenError
+from lanewarden.core.errors import LanewardenError, UsageError
 
 log = logging.getLogger("lanewarden.cli")
 
+EXIT_INFRASTRUCTURE = 3
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell reports for a tool cut off by `head`
 OPERATOR_COMMANDS = ("init", "db", "console", "serve", "doctor", "discord", "simulate-gateway")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = list(sys.argv[1:] if argv is None else argv)
-    config_path, args = _take_config_option(args)
-    if not args or args[0] in ("-h", "--help"):
-        args = ["help"]
-    if args[0] in ("--version", "version"):
-        from importlib.metadata import version
-
-        print(f"lanewarden {version('lanewarden')}")
-        return 0
     try:
+        return _main(list(sys.argv[1:] if argv is None else argv))
+    except BrokenPipeError:
+        # the reader left (`list --all | head -1`): stop quietly, as `cat` would
+        _detach_stdout()
+        return EXIT_BROKEN_PIPE
+
+
+def _main(args: list[str]) -> int:
+    try:
+        config_path, args = _take_config_option(args)
+        if not args or args[0] in ("-h", "--help"):
+            args = ["help"]
+        if args[0] in ("--version", "version"):
+            from importlib.metadata import version
+
+            print(f"lanewarden {version('lanewarden')}")
+            return 0
         if args[0] in OPERATOR_COMMANDS:
             return _operator_command(args, config_path)
         return _board_command(args, config_path)
     except LanewardenError as exc:
-        print(f"lanewarden: error: {exc}", file=sys.stderr)
-        return exc.exit_code
+        return _fail(str(exc), exc.exit_code)
     except KeyboardInterrupt:
         return 130
-    except Exception as exc:
-        from sqlalchemy.exc import OperationalError
-
-        if isinstance(exc, OperationalError):
-            print(f"lanewarden: error: the board database is unavailable: {exc.orig}", file=sys.stderr)
-            return 1
+    except BrokenPipeError:
         raise
+    except Exception as exc:
+        from sqlalchemy.exc import DataError, DBAPIError
+
+        if isinstance(exc, DataError):  # e.g. a NUL byte PostgreSQL cannot store: bad input
+            return _fail(f"the database refused a value: {_first_line(exc.orig)}", 2)
+        if isinstance(exc, DBAPIError):  # unreachable, locked, or not a board database
+            return _fail(f"the board database cannot be used: {_first_line(exc.orig)}", EXIT_INFRASTRUCTURE)
+        raise
+
+
+def _fail(message: str, code: int) -> int:
+    print(f"lanewarden: error: {message}", file=sys.stderr)
+    return code
+
+
+def _first_line(exc: BaseException | None) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _detach_stdout() -> None:
+    """Point stdout at /dev/null so the interpreter's final flush cannot fail again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
 
 
 def _take_config_option(args: list[str]) -> tuple[str | None, list[str]]:
@@ -63,13 +97,15 @@ def _take_config_option(args: list[str]) -> tuple[str | None, list[str]]:
             rest.extend(args[i:])
             break
         if arg == "--config":
-            if i + 1 >= len(args):
-                raise SystemExit("lanewarden: error: --config needs a path")
+            if i + 1 >= len(args) or not args[i + 1] or args[i + 1].startswith("-"):
+                raise UsageError("--config needs a path (--config PATH)")
             path = args[i + 1]
             i += 2
             continue
         if arg.startswith("--config="):
             path = arg.split("=", 1)[1]
+            if not path:
+                raise UsageError("--config needs a path (--config=PATH)")
         else:
             rest.append(arg)
         i += 1

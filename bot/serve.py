@@ -20,7 +20,7 @@ from typing import Any
 
 from lanewarden.bot.chat import AdapterContext, build_adapters
 from lanewarden.bot.http.metrics import Metrics
-from lanewarden.bot.http.server import HttpEndpoint
+from lanewarden.bot.http.server import HttpEndpoint, check_listen
 from lanewarden.core.board import Board, open_board
 from lanewarden.core.clock import utcnow
 from lanewarden.core.config import LanewardenConfig
@@ -79,6 +79,8 @@ class Service:
         # /metrics; the scheduler reports through job_run/job_misfire/job_error
         self.metrics: Metrics | None = None
         self._background: list[asyncio.Task[Any]] = []
+        # front ends besides the console (chat adapters, ...): leaving the console keeps them
+        self.front_ends: list[str] = []
         self._cleanups: list[Callable[[], Any]] = []
 
     def request_stop(self) -> None:
@@ -141,6 +143,7 @@ class Service:
         for adapter in adapters:
             await adapter.start(context)
             self._cleanups.append(adapter.stop)
+            self.front_ends.append(adapter.name)
         if self.http is not None:
             await self.http.start()
             self._cleanups.append(self.http.stop)
@@ -184,10 +187,15 @@ class Service:
 
         def read_eval_print() -> None:
             try:
-                console.run()
-            finally:
-                # leaving the console (quit, Ctrl-D) stops the service it belongs to
-                loop.call_soon_threadsafe(self.request_stop)
+                ending = console.run()
+            except Exception:  # the terminal itself failed; the service is still useful
+                log.exception("console stopped; the service keeps running (SIGTERM stops it)")
+                return
+            if self.front_ends:
+                log.info("console closed (%s); still serving %s", ending, ", ".join(self.front_ends))
+                return
+            # quit or Ctrl-D on the only front end stops the service it belongs to
+            loop.call_soon_threadsafe(self.request_stop)
 
         # a daemon thread, not the executor: a thread blocked reading the terminal must not
         # keep the process alive after SIGTERM
@@ -287,5 +295,7 @@ def serve(config: LanewardenConfig, *, headless: bool = False, demo: bool = Fals
 
         config = demo_config(config)
         companions.append(demo_companion(config, headless=headless))
+    if config.http.listen:
+        check_listen(config.http.listen)
     service = Service(config, headless=headless, companions=companions)
     return asyncio.run(service.run())

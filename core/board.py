@@ -17,7 +17,7 @@ from typing import Any
 from lanewarden.core.clock import utcnow
 from lanewarden.core.config import LanewardenConfig
 from lanewarden.core.controls import Controls
-from lanewarden.core.db import Database, ensure_schema
+from lanewarden.core.db import LINK_LOCK, Database, ensure_schema, retry_on_conflict
 from lanewarden.core.errors import Conflict, NotFound, UsageError
 from lanewarden.core.notifications import (
     TaskNote,
@@ -259,6 +259,8 @@ class Board(Controls):
     # ------------------------------------------------------------------ writes
 
     def add(self, new: NewTask, actor: str) -> Task:
+        _check_text("title", new.title)
+        _check_text("body", new.body)
         title = " ".join(new.title.split())
         if not title:
             raise UsageError("a task needs a title")
@@ -490,12 +492,12 @@ class Board(Controls):
             row = conn.execute(select(events).where(events.c.id == event_id)).one()
             return Event.from_row(row)
 
+    @retry_on_conflict
     def link(self, parent_id: int, child_id: int, actor: str) -> None:
         if parent_id == child_id:
             raise Conflict(f"#{parent_id} cannot depend on itself")
         with self.db.write() as conn:
-            parent = self._lock(conn, parent_id)
-            child = self._lock(conn, child_id)
+            parent, child = self._lock_for_link(conn, parent_id, child_id)
             if child.status in ("active", "done"):
                 raise Conflict(
                     f"{child.ref} is {child.status}; links only constrain tasks that have not started"
@@ -521,10 +523,10 @@ class Board(Controls):
                 message += " (release withdrawn until it is done)"
             self.record(conn, actor, "linked", message, task=child, data={"parent": parent_id})
 
+    @retry_on_conflict
     def unlink(self, parent_id: int, child_id: int, actor: str) -> None:
         with self.db.write() as conn:
-            self._lock(conn, parent_id)
-            child = self._lock(conn, child_id)
+            _, child = self._lock_for_link(conn, parent_id, child_id)
             gone = conn.execute(
                 delete(task_links).where(
                     task_links.c.parent_id == parent_id, task_links.c.child_id == child_id
@@ -552,6 +554,16 @@ class Board(Controls):
         if row is None:
             raise NotFound(f"no task #{task_id}")
         return Task.from_row(row)
+
+    def _lock_for_link(self, conn: Connection, parent_id: int, child_id: int) -> tuple[Task, Task]:
+        """Link writes one at a time (PostgreSQL): two links that each pass the cycle check
+        alone could close a cycle together (1->2 and 3->4 with 2->3 and 4->1 in place).
+        SQLite's BEGIN IMMEDIATE already serialises them. Rows are then locked in id order."""
+        if self.db.is_postgres:
+            conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": LINK_LOCK})
+        first, second = sorted((parent_id, child_id))
+        locked = {first: self._lock(conn, first), second: self._lock(conn, second)}
+        return locked[parent_id], locked[child_id]
 
     def _transition(
         self, conn: Connection, task: Task, actor: str, kind: str, message: str, **values: Any
@@ -602,7 +614,14 @@ def _check_range(name: str, value: int, bounds: tuple[int, int]) -> None:
         raise UsageError(f"{name} must be between {low} and {high}, got {value}")
 
 
+def _check_text(name: str, value: str) -> None:
+    """PostgreSQL cannot store a NUL character (SQLite can): refuse it on both."""
+    if "\x00" in value:
+        raise UsageError(f"{name} contains a NUL character")
+
+
 def _check_length(name: str, value: str, limit: int) -> None:
+    _check_text(name, value)
     if len(value) > limit:
         raise UsageError(f"{name} is {len(value)} characters; the limit is {limit}")
 

@@ -7,6 +7,11 @@ from datetime import UTC, datetime, timedelta
 
 from lanewarden.core.errors import UsageError
 
+# times a user may give: wide enough for any real schedule, narrow enough that adding a
+# lease or a backoff to them never overflows
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST = datetime(9000, 1, 1, tzinfo=UTC)
+
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
@@ -41,20 +46,31 @@ def parse_when(text: str, now: datetime | None = None) -> datetime:
     """An absolute ISO 8601 time (UTC unless it names an offset) or a duration from now."""
     now = now or utcnow()
     stripped = text.strip()
+    out_of_range = UsageError(
+        f"{text!r} is out of range: give a time between {EARLIEST.year} and {LATEST.year}"
+    )
     try:
-        return now + parse_duration(stripped)
+        when = now + parse_duration(stripped)
     except UsageError:
-        pass
-    try:
-        parsed = datetime.fromisoformat(stripped.replace("Z", "+00:00"))
-    except ValueError:
-        raise UsageError(
-            f"{text!r} is not a time; use ISO 8601 (2026-05-01T22:00, 2026-05-01T22:00+02:00) "
-            "or a delay such as 30m or 2h"
-        ) from None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)
-    return parsed.astimezone(UTC)
+        when = None
+    except OverflowError:  # 99999999d: past the end of the calendar
+        raise out_of_range from None
+    if when is None:
+        try:
+            parsed = datetime.fromisoformat(stripped.replace("Z", "+00:00"))
+            if parsed.tzinfo is None:
+                parsed = parsed.replace(tzinfo=UTC)
+            when = parsed.astimezone(UTC)
+        except ValueError:
+            raise UsageError(
+                f"{text!r} is not a time; use ISO 8601 (2026-05-01T22:00, 2026-05-01T22:00+02:00) "
+                "or a delay such as 30m or 2h"
+            ) from None
+        except OverflowError:  # 0001-01-01T00:00+05:00 has no UTC equivalent
+            raise out_of_range from None
+    if not EARLIEST <= when < LATEST:
+        raise out_of_range
+    return when
 
 
 def age(since: datetime | None, now: datetime | None = None) -> str:

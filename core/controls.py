@@ -10,15 +10,22 @@ from typing import TYPE_CHECKING, Any
 
 from lanewarden.core.caps import SCOPES, Limits, Usage, scope_label
 from lanewarden.core.clock import utcnow
+from lanewarden.core.db import retry_on_conflict
 from lanewarden.core.errors import NotFound, UsageError
 from lanewarden.core.schema import cap_overrides, pauses
-from sqlalchemy import Connection, delete, insert, select, update
+from sqlalchemy import Connection, Table, delete
+from sqlalchemy.dialects import postgresql, sqlite
 
 if TYPE_CHECKING:
     from lanewarden.core.config import LanewardenConfig
     from lanewarden.core.db import Database
 
 CAP_RANGE = (0, 100_000)
+
+
+def upsert(db: Database, table: Table) -> Any:
+    """``INSERT ... ON CONFLICT`` in the board's dialect (both have the same API)."""
+    return (postgresql.insert if db.is_postgres else sqlite.insert)(table)
 
 
 class Controls:
@@ -33,23 +40,23 @@ class Controls:
 
         def signal(self, conn: Connection, topic: str) -> None: ...
 
+    @retry_on_conflict
     def set_cap(self, scope: str, name: str | None, value: int, actor: str) -> None:
         scope_name = self._scope_name(scope, name)
         if not CAP_RANGE[0] <= value <= CAP_RANGE[1]:
             raise UsageError(f"cap must be between {CAP_RANGE[0]} and {CAP_RANGE[1]}, got {value}")
         now = utcnow()
         with self.db.write() as conn:
-            changed = conn.execute(
-                update(cap_overrides)
-                .where(cap_overrides.c.scope == scope, cap_overrides.c.name == scope_name)
-                .values(value=value, set_by=actor, set_at=now)
-            ).rowcount
-            if not changed:
-                conn.execute(
-                    insert(cap_overrides).values(
-                        scope=scope, name=scope_name, value=value, set_by=actor, set_at=now
-                    )
+            # an upsert: two admins setting the same cap at once both succeed, the later wins
+            row = {"scope": scope, "name": scope_name, "value": value, "set_by": actor, "set_at": now}
+            conn.execute(
+                upsert(self.db, cap_overrides)
+                .values(**row)
+                .on_conflict_do_update(
+                    index_elements=[cap_overrides.c.scope, cap_overrides.c.name],
+                    set_={"value": value, "set_by": actor, "set_at": now},
                 )
+            )
             label = scope_label(scope, scope_name)
             self.record(
                 conn,
@@ -61,6 +68,7 @@ class Controls:
             )
             self.signal(conn, "dispatch")
 
+    @retry_on_conflict
     def reset_cap(self, scope: str, name: str | None, actor: str) -> None:
         scope_name = self._scope_name(scope, name)
         with self.db.write() as conn:
@@ -79,22 +87,25 @@ class Controls:
             )
             self.signal(conn, "dispatch")
 
+    @retry_on_conflict
     def pause(self, scope: str, name: str | None, actor: str) -> bool:
         """Stop new claims for the board, a profile or a gateway. False if already paused."""
         scope_name = self._scope_name(scope, name)
         with self.db.write() as conn:
-            already = conn.execute(
-                select(pauses.c.scope).where(pauses.c.scope == scope, pauses.c.name == scope_name)
+            # insert-or-nothing: of several concurrent pauses exactly one takes effect
+            added = conn.execute(
+                upsert(self.db, pauses)
+                .values(scope=scope, name=scope_name, paused_by=actor, paused_at=utcnow())
+                .on_conflict_do_nothing(index_elements=[pauses.c.scope, pauses.c.name])
+                .returning(pauses.c.scope)
             ).first()
-            if already:
+            if added is None:
                 return False
-            conn.execute(
-                insert(pauses).values(scope=scope, name=scope_name, paused_by=actor, paused_at=utcnow())
-            )
             label = scope_label(scope, scope_name)
             self.record(conn, actor, "paused", f"{label} paused", data={"scope": scope, "name": scope_name})
             return True
 
+    @retry_on_conflict
     def resume(self, scope: str, name: str | None, actor: str) -> bool:
         scope_name = self._scope_name(scope, name)
         with self.db.write() as conn:

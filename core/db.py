@@ -8,24 +8,33 @@ PostgreSQL the claim path adds row and advisory locks of its own (core/claims.py
 
 from __future__ import annotations
 
+import functools
 import logging
-from collections.abc import Iterator
+import random
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 from lanewarden.core.errors import ConfigError
 from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import OperationalError, ProgrammingError
+from sqlalchemy.exc import DBAPIError, OperationalError, ProgrammingError
 
 log = logging.getLogger(__name__)
+P = ParamSpec("P")
+R = TypeVar("R")
 
 # Bump with every new Alembic revision; tests/test_migrations.py checks they agree.
 SCHEMA_REVISION = "0002"
 # one advisory lock key per purpose, taken in this order when several are needed
 MIGRATION_LOCK = 7_420_001
 CLAIM_LOCK = 7_420_002
+LINK_LOCK = 7_420_003  # link writes: the cycle check and the insert it guards, one at a time
+# SQLSTATEs PostgreSQL resolves by aborting one transaction; running it again succeeds
+RETRYABLE_SQLSTATES = ("40001", "40P01")  # serialization_failure, deadlock_detected
+RETRY_ATTEMPTS = 5
 
 
 class Database:
@@ -62,6 +71,25 @@ class Database:
     def describe(self) -> str:
         """The URL without its password, for logs and doctor."""
         return make_url(self.url).render_as_string(hide_password=True)
+
+
+def retry_on_conflict(fn: Callable[P, R]) -> Callable[P, R]:
+    """Run a one-transaction operation again when PostgreSQL aborted it to resolve a
+    deadlock or serialisation failure; the aborted attempt changed nothing."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        for attempt in range(1, RETRY_ATTEMPTS + 1):
+            try:
+                return fn(*args, **kwargs)
+            except DBAPIError as exc:
+                retryable = getattr(exc.orig, "sqlstate", None) in RETRYABLE_SQLSTATES
+                if not retryable or attempt == RETRY_ATTEMPTS:
+                    raise
+                time.sleep(random.uniform(0.005, 0.05) * attempt)
+        raise AssertionError("unreachable")
+
+    return wrapper
 
 
 def make_engine(url: str, *, echo: bool = False) -> Engine:

@@ -38,6 +38,7 @@ from lanewarden.core.status import build_status
 from lanewarden.core.tune import advise_all
 from lanewarden.core.windows import WindowStore
 from sqlalchemy import delete, func, insert, select
+from sqlalchemy.exc import DataError
 
 Handler = Callable[["Executor", Any, Actor], Result]
 HANDLERS: dict[type[Command], Handler] = {}
@@ -82,7 +83,11 @@ class Executor:
         handler = HANDLERS.get(type(command))
         if handler is None:  # a verb without a handler is a programming error, not user input
             raise NotImplementedError(spec.name)
-        return handler(self, command, actor)
+        try:
+            return handler(self, command, actor)
+        except DataError as exc:  # a value the database cannot store; its transaction rolled back
+            detail = (str(exc.orig).strip().splitlines() or ["invalid value"])[0]
+            raise UsageError(f"the database refused a value: {detail}") from None
 
 
 @handles(c.Add)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 import shlex
 import types
 import typing
@@ -23,6 +24,12 @@ from typing import Any, ClassVar, Literal, TypeVar, Union
 from lanewarden.core.errors import UsageError
 
 Role = Literal["viewer", "operator", "admin"]
+# the largest integer the board stores (a signed 64-bit column on SQLite and PostgreSQL)
+INT_MAX = 2**63 - 1
+# longest command line accepted from any front end, checked before tokenising: the
+# longest legal line (a 20,000-character body plus a title and options) fits easily
+MAX_COMMAND_CHARS = 32_000
+_WHOLE_NUMBER = re.compile(r"[+-]?[0-9]+")
 ROLE_RANK: dict[str, int] = {"none": 0, "viewer": 1, "operator": 2, "admin": 3}
 
 # what people and guides put in front of a verb
@@ -185,12 +192,21 @@ def _kind(annotation: Any, free_words: bool) -> str:
 
 def tokenize(text: str) -> list[str]:
     """Split a chat line like a shell would, forgiving the quotes chat clients produce."""
+    check_size(text)
     normalized = text.replace("“", '"').replace("”", '"').replace("‘", "'").replace("’", "'")
     normalized = normalized.replace("—", "--").replace("–", "--")
     try:
         return shlex.split(normalized)
     except ValueError as exc:
         raise UsageError(f"cannot read that command: {exc} (check your quotes)") from None
+
+
+def check_size(source: str | Sequence[str]) -> None:
+    """Refuse an oversized command before any work is spent on it (tokenising is quadratic
+    in the worst case, and it runs on the event loop in chat adapters)."""
+    size = len(source) if isinstance(source, str) else sum(len(t) + 1 for t in source)
+    if size > MAX_COMMAND_CHARS:
+        raise UsageError(f"that command is {size} characters long; the limit is {MAX_COMMAND_CHARS}")
 
 
 def strip_prefix(tokens: list[str]) -> list[str]:
@@ -228,6 +244,7 @@ GROUP_DEFAULTS = {"windows": "windows list"}
 
 def bind(spec: Verb, tokens: Sequence[str]) -> Command:
     """Assign tokens to a verb's parameters and convert them."""
+    check_size(tokens)
     by_flag = {f: p for p in spec.params for f in p.flags}
     values: dict[str, Any] = {}
     loose: list[str] = []
@@ -315,10 +332,12 @@ def convert(spec: Verb, p: Param, raw: str) -> Any:
     if p.type == "int" and p.complete == "task":
         return parse_task_id(raw)
     if p.type == "int":
-        try:
-            return int(raw.lstrip("#"), 10)
-        except ValueError:
-            raise UsageError(f"{label} must be a whole number, got {raw!r}") from None
+        text = raw.strip().lstrip("#")
+        if not _WHOLE_NUMBER.fullmatch(text):
+            raise UsageError(f"{label} must be a whole number, got {_shown(raw)}")
+        if len(text) > 20 or abs(int(text, 10)) > INT_MAX:
+            raise UsageError(f"{label} is out of range, got {_shown(raw)}")
+        return int(text, 10)
     if p.type == "ids":
         found = []
         for part in raw.replace(",", " ").split():
@@ -342,9 +361,15 @@ def convert(spec: Verb, p: Param, raw: str) -> Any:
 
 def parse_task_id(raw: str) -> int:
     text = str(raw).strip().lstrip("#")
-    if not text.isdigit() or int(text) <= 0:
-        raise UsageError(f"{raw!r} is not a task id (use 42 or #42)")
+    # ASCII digits only (str.isdigit() accepts '²'), and within the database's integer range
+    if not (text.isascii() and text.isdigit() and len(text) <= 19 and 0 < int(text) <= INT_MAX):
+        raise UsageError(f"{_shown(raw)} is not a task id (use 42 or #42)")
     return int(text)
+
+
+def _shown(raw: str) -> str:
+    """A user's value quoted for an error line, cut short: the line stays one line."""
+    return repr(raw if len(raw) <= 40 else raw[:40] + "…")
 
 
 def _to_bool(p: Param, raw: str) -> bool:

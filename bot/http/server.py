@@ -4,14 +4,36 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 from lanewarden.core.db import Database
+from lanewarden.core.errors import ConfigError
 from sqlalchemy import text
 
 log = logging.getLogger("lanewarden.http")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def check_listen(listen: str) -> None:
+    """Fail before anything starts if ``[http] listen`` cannot be bound (taken, not local,
+    or a name that does not resolve): one line, not a traceback after the dispatcher ran."""
+    host, _, port = listen.rpartition(":")
+    try:
+        infos = socket.getaddrinfo(
+            host or "127.0.0.1", int(port), type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )
+        family, kind, proto, _, address = infos[0]
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as aiohttp binds
+            probe.bind(address)
+    except (OSError, UnicodeError) as exc:
+        raise ConfigError(f"[http] listen = {listen}: cannot listen: {_reason(exc)}") from None
+
+
+def _reason(exc: BaseException) -> str:
+    return getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
 
 
 class HttpEndpoint:
@@ -44,7 +66,13 @@ class HttpEndpoint:
         self._runner = web.AppRunner(self.app, handle_signals=False, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port)
-        await site.start()
+        try:
+            await site.start()
+        except OSError as exc:  # also socket.gaierror: a host name that does not resolve
+            await self._runner.cleanup()
+            raise ConfigError(
+                f"[http] listen = {self.host}:{self.port}: cannot listen: {_reason(exc)}"
+            ) from None
         self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
         log.info("HTTP endpoint on http://%s:%d (/healthz, /metrics)", self.host, self.port)
         return self.port

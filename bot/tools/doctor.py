@@ -157,12 +157,13 @@ def check_database(report: Report, config: LanewardenConfig) -> Database | None:
         with db.read() as conn:
             conn.execute(text("SELECT 1"))
     except DBAPIError as exc:
-        report.add(
-            FAIL,
-            "database",
-            f"{where}: unreachable: {first_line(exc.orig)}",
-            "start the database server or fix board.url; leader, queue, caps and outbox checks need it",
-        )
+        if db.is_sqlite and "not a database" in str(exc.orig):
+            message = f"{where}: not a board database (corrupt, or another kind of file)"
+            fix = "restore it from a backup, or point board.url at a new file and run `lanewarden db upgrade`"
+        else:
+            message = f"{where}: unreachable: {first_line(exc.orig)}"
+            fix = "start the database server or fix board.url; leader, queue, caps and outbox checks need it"
+        report.add(FAIL, "database", message, fix)
         db.dispose()
         return None
     revision = current_revision(db)
