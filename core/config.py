@@ -246,7 +246,8 @@ class SlackConfig(_Section):
 class DiscordConfig(_Section):
     api_base: str | None = None
     gateway_url: str | None = None
-    guild_ids: list[int] = []
+    guild_ids: list[int] = []  # when set, interactions from any other server are refused
+    allow_dms: bool = False  # /kanban in direct messages to the bot (roles by user id only)
     notify_channel_id: int | None = None
     alert_channel_id: int | None = None
 

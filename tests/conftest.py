@@ -1,4 +1,5 @@
-"""Shared fixtures: a fresh board on SQLite and on PostgreSQL for every test that asks.
+"""Shared fixtures: a fresh board on SQLite and on PostgreSQL for every test that asks,
+and the fake Discord the Discord tests talk to.
 
 PostgreSQL tests get a schema of their own (dropped afterwards) in the machine's
 server on 127.0.0.1:5432. Locally they are skipped when no server answers; in CI
@@ -10,7 +11,7 @@ from __future__ import annotations
 import os
 import secrets
 import sys
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,16 @@ import pytest
 from lanewarden.core.access import Actor
 from lanewarden.core.board import Board, open_board
 from lanewarden.core.config import LanewardenConfig, parse_config
+
+from tests.fakes.discord_api import (
+    ALERTS,
+    CHANNEL,
+    NOTIFY,
+    FakeDiscord,
+    RunningBot,
+    discord_sections,
+    running_bot,
+)
 
 PG_DSN = os.environ.get("LANEWARDEN_TEST_PG", "host=127.0.0.1 port=5432 user=postgres dbname=test")
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
@@ -122,3 +133,20 @@ def lw_env(tmp_path: Path) -> dict[str, str]:
 
 
 LANEWARDEN = [sys.executable, "-m", "lanewarden.bot.cli"]
+
+
+@pytest.fixture
+async def discord_fake() -> AsyncIterator[FakeDiscord]:
+    """A fake Discord on 127.0.0.1 (tests/fakes/discord_api.py) with the test channels."""
+    fake = await FakeDiscord().start()
+    for channel in (CHANNEL, NOTIFY, ALERTS):
+        fake.add_channel(channel)
+    yield fake
+    await fake.close()
+
+
+@pytest.fixture
+async def discord_bot(board_url: str, discord_fake: FakeDiscord) -> AsyncIterator[RunningBot]:
+    """Lanewarden's Discord adapter, started as serve starts it, against ``discord_fake``."""
+    async with running_bot(make_config(board_url, **discord_sections(discord_fake)), discord_fake) as running:
+        yield running

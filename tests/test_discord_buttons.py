@@ -3,7 +3,6 @@ across a restart of the bot (the buttons are dispatched by custom_id pattern).""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -30,14 +29,6 @@ def board_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'board.db'}"
 
 
-@pytest.fixture
-async def fake() -> AsyncIterator[FakeDiscord]:
-    discord_api = await FakeDiscord().start()
-    discord_api.add_channel(CHANNEL)
-    yield discord_api
-    await discord_api.close()
-
-
 def buttons(message: dict[str, Any]) -> dict[str, str]:
     """custom_id -> label of the message's buttons."""
     return {c["custom_id"]: c["label"] for row in message["components"] for c in row["components"]}
@@ -51,22 +42,22 @@ async def post_cards(bot: RunningBot) -> None:
         pass
 
 
-def the_card(fake: FakeDiscord) -> dict[str, Any]:
-    [card] = [m for m in fake.channel_messages(CHANNEL) if m["embeds"]]
+def the_card(discord_fake: FakeDiscord) -> dict[str, Any]:
+    [card] = [m for m in discord_fake.channel_messages(CHANNEL) if m["embeds"]]
     return card
 
 
 async def test_buttons_promote_cancel_with_confirmation_and_retry_across_a_restart(
-    board_url: str, fake: FakeDiscord
+    board_url: str, discord_fake: FakeDiscord
 ) -> None:
-    config = make_config(board_url, **discord_sections(fake))
+    config = make_config(board_url, **discord_sections(discord_fake))
     board = open_board(config)
     try:
-        async with running_bot(config, fake, board) as bot:
+        async with running_bot(config, discord_fake, board) as bot:
             created = await bot.slash("add", user=OPERATOR, title="Train the model", column="backlog")
             assert "created #1 in backlog" in created.text
             await post_cards(bot)
-            card = the_card(fake)
+            card = the_card(discord_fake)
             assert buttons(card) == {"lw:promote:1": "Promote", "lw:cancel:1": "Cancel"}
 
             promoted = await bot.click(card, "lw:promote:1", user=OPERATOR)
@@ -95,11 +86,11 @@ async def test_buttons_promote_cancel_with_confirmation_and_retry_across_a_resta
             assert board.show(1).events[-1].actor == f"discord:{OPERATOR}"
 
             await post_cards(bot)
-            card = the_card(fake)
+            card = the_card(discord_fake)
             assert buttons(card) == {"lw:retry:1": "Retry"}  # the card follows the task's state
 
         # a new process, a new client: the old card's button still works
-        async with running_bot(config, fake, board) as bot:
+        async with running_bot(config, discord_fake, board) as bot:
             retried = await bot.click(card, "lw:retry:1", user=OPERATOR)
             assert retried.ephemeral and "#1 is ready for another try" in retried.text
             assert board.get(1).status == "ready"
@@ -108,12 +99,12 @@ async def test_buttons_promote_cancel_with_confirmation_and_retry_across_a_resta
 
 
 async def test_a_viewer_pressing_a_button_is_refused_audited_and_never_asked_to_confirm(
-    board_url: str, fake: FakeDiscord
+    board_url: str, discord_fake: FakeDiscord
 ) -> None:
-    async with running_bot(make_config(board_url, **discord_sections(fake)), fake) as bot:
+    async with running_bot(make_config(board_url, **discord_sections(discord_fake)), discord_fake) as bot:
         await bot.slash("add", user=OPERATOR, title="Keep me")
         await post_cards(bot)
-        card = the_card(fake)
+        card = the_card(discord_fake)
         for custom_id in ("lw:cancel:1", "lw:promote:1"):
             refused = await bot.click(card, custom_id, user=VIEWER)
             assert refused.types == [4] and refused.ephemeral
@@ -132,12 +123,12 @@ async def test_a_viewer_pressing_a_button_is_refused_audited_and_never_asked_to_
 
 
 async def test_a_button_for_a_task_in_the_wrong_state_answers_privately(
-    board_url: str, fake: FakeDiscord
+    board_url: str, discord_fake: FakeDiscord
 ) -> None:
-    async with running_bot(make_config(board_url, **discord_sections(fake)), fake) as bot:
+    async with running_bot(make_config(board_url, **discord_sections(discord_fake)), discord_fake) as bot:
         await bot.slash("add", user=OPERATOR, title="Moves on")
         await post_cards(bot)
-        stale = the_card(fake)  # shows Promote; meanwhile the task is released from elsewhere
+        stale = the_card(discord_fake)  # shows Promote; meanwhile the task is released from elsewhere
         bot.board.promote(1, "active", "cli:alice")
         again = await bot.click(stale, "lw:promote:1", user=OPERATOR)
         assert again.ephemeral and "already released" in again.text

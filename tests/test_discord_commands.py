@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +38,6 @@ from tests.fakes.discord_api import (
     FakeDiscord,
     RunningBot,
     discord_sections,
-    running_bot,
 )
 from tests.helpers import snapshot
 
@@ -51,21 +49,12 @@ def board_url(tmp_path: Path) -> str:
 
 
 @pytest.fixture
-async def fake() -> AsyncIterator[FakeDiscord]:
-    discord_api = await FakeDiscord().start()
-    discord_api.add_channel(CHANNEL)
-    yield discord_api
-    await discord_api.close()
+def bot(discord_bot: RunningBot) -> RunningBot:
+    return discord_bot
 
 
-@pytest.fixture
-async def bot(board_url: str, fake: FakeDiscord) -> AsyncIterator[RunningBot]:
-    async with running_bot(make_config(board_url, **discord_sections(fake)), fake) as running:
-        yield running
-
-
-def kanban_command(fake: FakeDiscord) -> dict[str, Any]:
-    return next(c for c in fake.commands[GUILD] if c["name"] == "kanban")
+def kanban_command(discord_fake: FakeDiscord) -> dict[str, Any]:
+    return next(c for c in discord_fake.commands[GUILD] if c["name"] == "kanban")
 
 
 def option_names(command: dict[str, Any], path: str) -> dict[str, dict[str, Any]]:
@@ -79,18 +68,23 @@ def option_names(command: dict[str, Any], path: str) -> dict[str, dict[str, Any]
 
 
 async def test_start_logs_in_connects_to_the_configured_gateway_and_registers_kanban(
-    bot: RunningBot, fake: FakeDiscord
+    bot: RunningBot, discord_fake: FakeDiscord
 ) -> None:
     # REST went to [discord] api_base and the websocket to gateway_url, never to Discord
-    assert [c.path for c in fake.calls[:2]] == ["/users/@me", "/oauth2/applications/@me"]
-    assert fake.requests("GET", "/gateway.*") == []  # a plain Client never asks /gateway
-    assert fake.gateway_queries[0]["v"] == "10" and fake.gateway_queries[0]["encoding"] == "json"
-    assert fake.identify is not None and fake.identify["token"] == TOKEN
-    assert fake.identify["intents"] & 1  # guilds, and nothing privileged
-    assert fake.identify["intents"] & ~1 == 0
+    assert [c.path for c in discord_fake.calls[:2]] == ["/users/@me", "/oauth2/applications/@me"]
+    assert discord_fake.requests("GET", "/gateway.*") == []  # a plain Client never asks /gateway
+    assert (
+        discord_fake.gateway_queries[0]["v"] == "10" and discord_fake.gateway_queries[0]["encoding"] == "json"
+    )
+    assert discord_fake.identify is not None and discord_fake.identify["token"] == TOKEN
+    assert discord_fake.identify["intents"] & 1  # guilds, and nothing privileged
+    assert discord_fake.identify["intents"] & ~1 == 0
     # serve syncs the tree to [discord] guild_ids at start-up
-    assert len(fake.requests("PUT", rf"/applications/{fake.APP_ID}/guilds/{GUILD}/commands")) == 1
-    kanban = kanban_command(fake)
+    assert (
+        len(discord_fake.requests("PUT", rf"/applications/{discord_fake.APP_ID}/guilds/{GUILD}/commands"))
+        == 1
+    )
+    kanban = kanban_command(discord_fake)
     layout = command_layout()
     assert [o["name"] for o in kanban["options"]] == list(layout)
     assert len(layout) <= 25
@@ -99,9 +93,9 @@ async def test_start_logs_in_connects_to_the_configured_gateway_and_registers_ka
 
 
 async def test_options_are_named_as_the_cli_flags_with_choices_and_autocomplete(
-    fake: FakeDiscord, bot: RunningBot
+    discord_fake: FakeDiscord, bot: RunningBot
 ) -> None:
-    kanban = kanban_command(fake)
+    kanban = kanban_command(discord_fake)
     add = option_names(kanban, "add")
     assert list(add) == [
         "title",
@@ -310,9 +304,9 @@ async def test_bad_input_gets_one_private_line_and_changes_nothing(bot: RunningB
     assert describe_caps(*bot.board.limits())["board"]["cap"] == 4
 
 
-async def test_a_stale_registration_is_answered_privately(bot: RunningBot, fake: FakeDiscord) -> None:
+async def test_a_stale_registration_is_answered_privately(bot: RunningBot, discord_fake: FakeDiscord) -> None:
     # Discord still shows a subcommand this version no longer has (sync not run after an upgrade)
-    kanban = kanban_command(fake)
+    kanban = kanban_command(discord_fake)
     kanban["options"].append({"name": "frobnicate", "type": 1, "description": "gone", "options": []})
     log = await bot.slash("frobnicate", user=VIEWER)
     assert log.types == [4] and log.ephemeral
@@ -323,17 +317,17 @@ async def test_a_stale_registration_is_answered_privately(bot: RunningBot, fake:
 
 
 async def test_slow_work_is_deferred_then_answered_by_editing_the_placeholder(
-    bot: RunningBot, fake: FakeDiscord, board_url: str
+    bot: RunningBot, discord_fake: FakeDiscord, board_url: str
 ) -> None:
     bot.adapter.handler.defer_after = 0.05
     lock = sqlite3.connect(board_url.removeprefix("sqlite:///"), isolation_level=None)
     lock.execute("BEGIN IMMEDIATE")  # another writer holds the board: the command has to wait
     try:
-        payload = fake.slash(
+        payload = discord_fake.slash(
             "add", user=OPERATOR, roles=(), channel_id=CHANNEL, guild_id=GUILD, title="Slow one"
         )
-        log = await fake.send_interaction(payload)
-        await fake.wait_until(lambda: log.types == [5])  # "Lanewarden is thinking…", privately
+        log = await discord_fake.send_interaction(payload)
+        await discord_fake.wait_until(lambda: log.types == [5])  # "Lanewarden is thinking…", privately
         assert not log.finished.is_set()
         assert log.original is not None and log.original["flags"] & 64
     finally:
@@ -341,23 +335,30 @@ async def test_slow_work_is_deferred_then_answered_by_editing_the_placeholder(
         lock.close()
     await asyncio.wait_for(log.finished.wait(), 10)
     assert log.types == [5]
-    assert len(fake.requests("PATCH", rf"/webhooks/{fake.APP_ID}/tok-{log.id}/messages/@original")) == 1
+    assert (
+        len(
+            discord_fake.requests(
+                "PATCH", rf"/webhooks/{discord_fake.APP_ID}/tok-{log.id}/messages/@original"
+            )
+        )
+        == 1
+    )
     assert "created #1 in ready" in log.text and log.ephemeral
     assert bot.board.get(1).title == "Slow one"
 
 
 async def test_an_error_after_a_public_deferral_is_not_shown_to_the_channel(
-    bot: RunningBot, fake: FakeDiscord, board_url: str
+    bot: RunningBot, discord_fake: FakeDiscord, board_url: str
 ) -> None:
     bot.adapter.handler.defer_after = 0.05
     lock = sqlite3.connect(board_url.removeprefix("sqlite:///"), isolation_level=None)
     lock.execute("BEGIN IMMEDIATE")
     try:
-        payload = fake.slash(
+        payload = discord_fake.slash(
             "show", user=VIEWER, roles=(), channel_id=CHANNEL, guild_id=GUILD, id="404", public=True
         )
-        log = await fake.send_interaction(payload)
-        await fake.wait_until(lambda: log.types == [5])
+        log = await discord_fake.send_interaction(payload)
+        await discord_fake.wait_until(lambda: log.types == [5])
         assert log.original is not None and not log.original["flags"] & 64  # a public placeholder
     finally:
         lock.execute("ROLLBACK")
@@ -367,7 +368,9 @@ async def test_an_error_after_a_public_deferral_is_not_shown_to_the_channel(
     assert log.ephemeral and log.text == "⚠️ no task #404"
 
 
-async def test_status_chart_defers_at_once_and_attaches_a_png(bot: RunningBot, fake: FakeDiscord) -> None:
+async def test_status_chart_defers_at_once_and_attaches_a_png(
+    bot: RunningBot, discord_fake: FakeDiscord
+) -> None:
     log = await bot.slash("status", user=VIEWER, chart=True)
     assert log.types == [5]
     attachments = log.answer["attachments"]
@@ -404,12 +407,12 @@ async def test_autocomplete_suggests_tasks_profiles_gateways_and_scope_names(bot
     assert board.get(3).status == "cancelled"  # suggesting never changes anything
 
 
-async def test_autocomplete_labels_say_which_task_it_is(bot: RunningBot, fake: FakeDiscord) -> None:
+async def test_autocomplete_labels_say_which_task_it_is(bot: RunningBot, discord_fake: FakeDiscord) -> None:
     await bot.slash("add", title="Summarize the April logs")
-    payload = fake.slash(
+    payload = discord_fake.slash(
         "show", user=VIEWER, roles=(), channel_id=CHANNEL, guild_id=GUILD, focused="id", id=""
     )
-    log = await fake.run(payload)
+    log = await discord_fake.run(payload)
     assert log.choices == [{"name": "#1 · Summarize the April logs · ready", "value": "1"}]
 
 
@@ -417,16 +420,16 @@ async def test_autocomplete_labels_say_which_task_it_is(bot: RunningBot, fake: F
 
 
 async def test_the_token_never_reaches_the_logs(
-    board_url: str, fake: FakeDiscord, caplog: pytest.LogCaptureFixture
+    board_url: str, discord_fake: FakeDiscord, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)
-    config = make_config(board_url, **discord_sections(fake))
+    config = make_config(board_url, **discord_sections(discord_fake))
     board = open_board(config)
     adapter = DiscordAdapter.from_env(config, {"DISCORD_TOKEN": TOKEN})
     try:
         await adapter.start(AdapterContext(config, board, None))
-        await fake.wait_until(lambda: fake.connected.is_set())
-        await fake.run(fake.slash("list", user=VIEWER, channel_id=CHANNEL, guild_id=GUILD))
+        await discord_fake.wait_until(lambda: discord_fake.connected.is_set())
+        await discord_fake.run(discord_fake.slash("list", user=VIEWER, channel_id=CHANNEL, guild_id=GUILD))
         assert TOKEN not in repr(adapter)
     finally:
         await adapter.stop()
@@ -437,23 +440,27 @@ async def test_the_token_never_reaches_the_logs(
 
 
 async def test_only_one_process_holds_the_gateway_and_another_takes_over(
-    board_url: str, fake: FakeDiscord
+    board_url: str, discord_fake: FakeDiscord
 ) -> None:
     # two serve processes share a board: Discord would send each interaction to both
-    config = make_config(board_url, scheduler={"leader_lease_seconds": 1}, **discord_sections(fake))
+    config = make_config(board_url, scheduler={"leader_lease_seconds": 1}, **discord_sections(discord_fake))
     board = open_board(config)
     first = DiscordAdapter.from_env(config, {"DISCORD_TOKEN": TOKEN})
     second = DiscordAdapter.from_env(config, {"DISCORD_TOKEN": TOKEN})
     try:
         await first.start(AdapterContext(config, board, None))
-        await fake.wait_until(lambda: fake.connected.is_set())
+        await discord_fake.wait_until(lambda: discord_fake.connected.is_set())
         await second.start(AdapterContext(config, board, None))
         await asyncio.sleep(0.6)  # two lease attempts of the second process (every ttl/4)
-        assert fake.identifies == 1 and first.holds_gateway and not second.holds_gateway
+        assert discord_fake.identifies == 1 and first.holds_gateway and not second.holds_gateway
         await first.stop()
-        await fake.wait_until(lambda: fake.identifies == 2 and fake.connected.is_set())
+        await discord_fake.wait_until(
+            lambda: discord_fake.identifies == 2 and discord_fake.connected.is_set()
+        )
         assert second.holds_gateway
-        log = await fake.run(fake.slash("list", user=VIEWER, channel_id=CHANNEL, guild_id=GUILD))
+        log = await discord_fake.run(
+            discord_fake.slash("list", user=VIEWER, channel_id=CHANNEL, guild_id=GUILD)
+        )
         assert log.types == [4]
     finally:
         await first.stop()

@@ -4,21 +4,10 @@ its dispatcher, driven from a /kanban command through the fake Discord."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from pathlib import Path
-
-import pytest
 
 from tests.fakes.discord_api import CHANNEL, GUILD, OPERATOR, TOKEN, FakeDiscord, discord_sections
 from tests.serve_helpers import ServeProcess, write_config
-
-
-@pytest.fixture
-async def fake() -> AsyncIterator[FakeDiscord]:
-    discord_api = await FakeDiscord().start()
-    discord_api.add_channel(CHANNEL)
-    yield discord_api
-    await discord_api.close()
 
 
 def field(message: dict, name: str) -> str | None:
@@ -30,9 +19,9 @@ def field(message: dict, name: str) -> str | None:
 
 
 async def test_a_task_added_in_discord_runs_and_its_card_follows_it(
-    fake: FakeDiscord, tmp_path: Path, lw_env: dict[str, str]
+    discord_fake: FakeDiscord, tmp_path: Path, lw_env: dict[str, str]
 ) -> None:
-    sections = discord_sections(fake)
+    sections = discord_sections(discord_fake)
     config = write_config(
         tmp_path / "lanewarden.toml",
         {
@@ -47,22 +36,26 @@ async def test_a_task_added_in_discord_runs_and_its_card_follows_it(
     )
     serve = ServeProcess(config, {**lw_env, "DISCORD_TOKEN": TOKEN}, tmp_path / "serve.log")
     try:
-        await fake.wait_until(lambda: fake.connected.is_set() and GUILD in fake.commands, timeout=60)
-        log = await fake.run(
-            fake.slash("add", user=OPERATOR, channel_id=CHANNEL, guild_id=GUILD, title="Say hello"),
+        await discord_fake.wait_until(
+            lambda: discord_fake.connected.is_set() and GUILD in discord_fake.commands, timeout=60
+        )
+        log = await discord_fake.run(
+            discord_fake.slash("add", user=OPERATOR, channel_id=CHANNEL, guild_id=GUILD, title="Say hello"),
             timeout=30,
         )
         assert "created #1 in ready" in log.text
 
         # the dispatcher runs it (noop runner), the leader's outbox keeps its card current
         def finished_card() -> dict | None:
-            cards = [m for m in fake.channel_messages(CHANNEL) if m["embeds"]]
+            cards = [m for m in discord_fake.channel_messages(CHANNEL) if m["embeds"]]
             return cards[0] if cards and field(cards[0], "Status") == "done" else None
 
-        card = await fake.wait_until(finished_card, timeout=60)
-        assert len([m for m in fake.channel_messages(CHANNEL) if m["embeds"]]) == 1
+        card = await discord_fake.wait_until(finished_card, timeout=60)
+        assert len([m for m in discord_fake.channel_messages(CHANNEL) if m["embeds"]]) == 1
         assert card["components"] == []  # a done task has no buttons left
-        thread = await fake.wait_until(lambda: fake.channel_messages(int(card["id"])), timeout=30)
+        thread = await discord_fake.wait_until(
+            lambda: discord_fake.channel_messages(int(card["id"])), timeout=30
+        )
         assert thread[0]["content"]  # state changes went to the card's thread
     finally:
         status = await asyncio.to_thread(serve.terminate)

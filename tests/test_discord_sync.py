@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,13 +20,6 @@ from tests.fakes.discord_api import TOKEN, FakeDiscord
 GUILD = 1_300_000_000_000_000_123
 
 
-@pytest.fixture
-async def fake() -> AsyncIterator[FakeDiscord]:
-    discord_api = await FakeDiscord().start()
-    yield discord_api
-    await discord_api.close()
-
-
 @pytest.fixture(autouse=True)
 def restore_endpoints() -> Iterator[None]:
     yield
@@ -34,12 +27,12 @@ def restore_endpoints() -> Iterator[None]:
 
 
 async def test_cli_sync_registers_kanban_in_one_guild(
-    fake: FakeDiscord, tmp_path: Path, lw_env: dict[str, str]
+    discord_fake: FakeDiscord, tmp_path: Path, lw_env: dict[str, str]
 ) -> None:
     config_file = tmp_path / "lanewarden.toml"
     config_file.write_text(
         f'[board]\nurl = "sqlite:///{tmp_path / "board.db"}"\n\n'
-        f'[discord]\napi_base = "{fake.api_base}"\ngateway_url = "{fake.gateway_url}"\n'
+        f'[discord]\napi_base = "{discord_fake.api_base}"\ngateway_url = "{discord_fake.gateway_url}"\n'
     )
     process = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -59,33 +52,33 @@ async def test_cli_sync_registers_kanban_in_one_guild(
     assert process.returncode == 0, err.decode()
     leaves = sum(len(e) if isinstance(e, dict) else 1 for e in command_layout().values())
     assert out.decode().strip() == f"registered /kanban with {leaves} subcommands in guild {GUILD}"
-    [put] = fake.requests("PUT", rf"/applications/{fake.APP_ID}/guilds/{GUILD}/commands")
+    [put] = discord_fake.requests("PUT", rf"/applications/{discord_fake.APP_ID}/guilds/{GUILD}/commands")
     assert [c["name"] for c in put.body] == ["kanban"]
-    assert fake.requests("PUT", rf"/applications/{fake.APP_ID}/commands") == []
-    assert fake.gateway_queries == []  # registering needs no gateway connection
+    assert discord_fake.requests("PUT", rf"/applications/{discord_fake.APP_ID}/commands") == []
+    assert discord_fake.gateway_queries == []  # registering needs no gateway connection
     assert TOKEN not in out.decode() + err.decode()
 
 
-async def test_sync_without_a_guild_registers_globally(fake: FakeDiscord, tmp_path: Path) -> None:
+async def test_sync_without_a_guild_registers_globally(discord_fake: FakeDiscord, tmp_path: Path) -> None:
     config = make_config(
         f"sqlite:///{tmp_path / 'board.db'}",
-        discord={"api_base": fake.api_base, "gateway_url": fake.gateway_url},
+        discord={"api_base": discord_fake.api_base, "gateway_url": discord_fake.gateway_url},
     )
     summary = await register(config, TOKEN, None)
     assert summary.endswith("subcommands globally")
-    [put] = fake.requests("PUT", rf"/applications/{fake.APP_ID}/commands")
+    [put] = discord_fake.requests("PUT", rf"/applications/{discord_fake.APP_ID}/commands")
     assert [c["name"] for c in put.body] == ["kanban"]
     assert put.body[0]["contexts"] == [0]  # guild only: roles come from guild membership
 
 
 async def test_a_refused_token_or_none_is_one_clear_line(
-    fake: FakeDiscord, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    discord_fake: FakeDiscord, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    config = make_config(f"sqlite:///{tmp_path / 'board.db'}", discord={"api_base": fake.api_base})
+    config = make_config(f"sqlite:///{tmp_path / 'board.db'}", discord={"api_base": discord_fake.api_base})
     assert sync_commands(config, None, env={}) == 2
     assert "DISCORD_TOKEN is not set" in capsys.readouterr().err
-    fake.fail("GET", "/users/@me", 401, 0, "401: Unauthorized")
+    discord_fake.fail("GET", "/users/@me", 401, 0, "401: Unauthorized")
     status = await asyncio.to_thread(sync_commands, config, GUILD, {"DISCORD_TOKEN": "revoked"})
     assert status == 2
     assert "Discord refused DISCORD_TOKEN (401)" in capsys.readouterr().err
-    assert fake.requests("PUT") == []
+    assert discord_fake.requests("PUT") == []

@@ -10,6 +10,7 @@ from __future__ import annotations
 import discord
 from lanewarden.bot.discord_app.buttons import TaskButton
 from lanewarden.bot.discord_app.options import shorten
+from lanewarden.bot.discord_app.text import inert, plain
 from lanewarden.core.tasks import Task
 
 STATUS_COLOURS: dict[str, discord.Colour] = {
@@ -31,21 +32,21 @@ def card_marker(task_id: int) -> str:
 
 def task_embed(task: Task) -> discord.Embed:
     embed = discord.Embed(
-        title=shorten(f"{task.ref} {task.title}", 256),
+        title=shorten(f"{task.ref} {inert(task.title)}", 256),
         colour=STATUS_COLOURS.get(task.status, discord.Colour.default()),
         timestamp=task.updated_at,
     )
     if task.body:
-        embed.description = shorten(task.body, 500)
+        embed.description = shorten(inert(task.body), 500)
     embed.add_field(name="Status", value=task.lane)
     embed.add_field(name="Profile", value=task.profile)
     embed.add_field(name="Priority", value=str(task.priority))
     embed.add_field(name="Attempts", value=f"{task.attempts}/{task.max_attempts}")
     if task.error and task.status in ("failed", "blocked", "ready"):
-        embed.add_field(name="Last error", value=shorten(task.error, 1024), inline=False)
+        embed.add_field(name="Last error", value=shorten(inert(task.error), 1024), inline=False)
     if task.result and task.status == "done":
-        embed.add_field(name="Result", value=shorten(task.result, 1024), inline=False)
-    embed.set_footer(text=shorten(f"{card_marker(task.id)}· created by {task.created_by}", 2048))
+        embed.add_field(name="Result", value=shorten(inert(task.result), 1024), inline=False)
+    embed.set_footer(text=shorten(f"{card_marker(task.id)}· created by {plain(task.created_by)}", 2048))
     return embed
 
 

@@ -20,7 +20,7 @@ import threading
 from typing import Any
 
 import discord
-from lanewarden.bot.discord_app.access import actor_for
+from lanewarden.bot.discord_app.access import actor_for, place_refusal
 from lanewarden.bot.discord_app.buttons import confirm_cancel_view
 from lanewarden.bot.discord_app.options import PUBLIC_OPTION, to_argv
 from lanewarden.bot.discord_app.replies import Reply, reply_for
@@ -56,6 +56,33 @@ class CommandHandler:
     def attach(self, board: Board) -> None:
         self.board = board
         self.executor = Executor(board, audit_commands=True)
+
+    # ---------------------------------------------------------- admission
+
+    async def admit(self, interaction: discord.Interaction[Any]) -> bool:
+        """False (the interaction answered and the refusal audited) when it comes from a
+        server not in ``[discord] guild_ids`` or a DM that is not allowed. Autocomplete is
+        answered with no suggestions and not audited: it fires on every keystroke."""
+        reason = place_refusal(interaction, self.config.discord)
+        if reason is None:
+            return True
+        if interaction.type is discord.InteractionType.autocomplete:
+            await interaction.response.autocomplete([])
+            return False
+        actor = actor_for(interaction, self.config.access)
+        where = f"guild {interaction.guild_id}" if interaction.guild_id else "a direct message"
+        log.warning("refused an interaction from %s by %s: %s", where, actor.id, reason)
+        try:
+            await asyncio.to_thread(
+                self._board().audit,
+                actor.id,
+                "denied",
+                f"interaction from {where} refused: {reason}",
+                data={"guild": interaction.guild_id, "channel": actor.channel},
+            )
+        finally:
+            await Responder(interaction, public=False).error(reason)
+        return False
 
     # ------------------------------------------------------------- commands
 
@@ -124,6 +151,8 @@ class CommandHandler:
     # -------------------------------------------------------------- buttons
 
     async def on_card_button(self, interaction: discord.Interaction[Any], action: str, task_id: int) -> None:
+        if not await self.admit(interaction):
+            return
         spec = REGISTRY[action]
         actor = actor_for(interaction, self.config.access)
         if action == "cancel" and actor.allows(spec.role):
@@ -140,6 +169,8 @@ class CommandHandler:
     async def on_cancel_answer(
         self, interaction: discord.Interaction[Any], confirmed: bool, task_id: int
     ) -> None:
+        if not await self.admit(interaction):
+            return
         if not confirmed:
             await interaction.response.edit_message(content=f"#{task_id} stays as it is.", view=None)
             return

@@ -1,8 +1,8 @@
 """Results as Discord replies: embeds for tasks, code blocks for tables, files for the rest.
 
-Discord caps a message at 2,000 characters and an embed description at 4,096: anything
-longer is attached as a text file rather than cut, so nothing an operator asked for is
-silently lost.
+Discord caps a message at 2,000 characters, an embed description at 4,096 and all the
+embeds of a message at 6,000: anything longer is attached as a text file rather than cut,
+so nothing an operator asked for is silently lost. User text is made inert (text.py).
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from functools import singledispatch
 import discord
 from lanewarden.bot.discord_app.cards import task_embed
 from lanewarden.bot.discord_app.options import GROUP_DEFAULT_NAME, PUBLIC_OPTION, command_layout, shorten
+from lanewarden.bot.discord_app.text import inert, plain
 from lanewarden.bot.render import render_text, status_text
 from lanewarden.core.clock import age, utcnow
 from lanewarden.core.results import (
@@ -28,6 +29,9 @@ from lanewarden.core.results import (
 
 CONTENT_LIMIT = 2000
 EMBED_DESCRIPTION_LIMIT = 4096
+EMBED_TOTAL_LIMIT = 6000  # title, description, field names and values, footer, author: all embeds
+FIELD_VALUE_LIMIT = 1024
+FENCE = "```"
 NO_MENTIONS = discord.AllowedMentions.none()  # task titles are user text: never ping anyone
 
 
@@ -43,24 +47,30 @@ class Reply:
         return [discord.File(io.BytesIO(data), filename=name) for name, data in self.attachments]
 
 
+def code_text(text: str) -> str:
+    """Text for inside a code block: markdown and mentions do not render there, but a
+    triple backtick in it would close the block."""
+    return text.replace(FENCE, "`\u200b``")
+
+
 def text_reply(text: str, *, code: bool = False, filename: str = "lanewarden.txt") -> Reply:
-    shown = f"```\n{text}\n```" if code else text
+    shown = f"{FENCE}\n{code_text(text)}\n{FENCE}" if code else plain(text)
     if len(shown) <= CONTENT_LIMIT:
         return Reply(content=shown)
-    head = shorten(text.split("\n", 1)[0], 200)
+    head = shorten(plain(text.split("\n", 1)[0]), 200)
     return Reply(
         content=f"{head}\n(the full answer is attached)", attachments=[(filename, text.encode("utf-8"))]
     )
 
 
 def error_reply(message: str) -> Reply:
-    return Reply(content=shorten(f"⚠️ {message}", CONTENT_LIMIT), always_ephemeral=True)
+    return Reply(content=shorten(f"⚠️ {plain(message)}", CONTENT_LIMIT), always_ephemeral=True)
 
 
 def reply_for(result: Result, *, chart_png: bytes | None = None) -> Reply:
     if getattr(result.command, "json", False):
         text = json.dumps(result.to_json(), indent=2, sort_keys=True, default=str)
-        shown = f"```json\n{text}\n```"
+        shown = f"{FENCE}json\n{code_text(text)}\n{FENCE}"
         if len(shown) <= CONTENT_LIMIT:
             return Reply(content=shown)
         return Reply(
@@ -85,7 +95,7 @@ def _reply(result: Result) -> Reply:
 
 @_reply.register
 def _(result: TaskChanged) -> Reply:
-    message = result.message
+    message = plain(result.message)
     if result.verb == "add":
         message += "; its card follows in this channel"
     return Reply(content=message, embeds=[task_embed(result.task)])
@@ -99,15 +109,21 @@ def _(result: TaskList) -> Reply:
         return Reply(content="no tasks")
     now = utcnow()
     lines = [
-        f"`{t.ref}` **{discord.utils.escape_markdown(shorten(t.title, 80))}** · {t.lane} · "
+        f"`{t.ref}` **{inert(shorten(t.title, 80))}** · {t.lane} · "
         f"{t.profile} · p{t.priority} · {age(t.created_at, now)}"
         for t in result.tasks
     ]
-    description, shown = _fit_lines(lines, EMBED_DESCRIPTION_LIMIT - 40)
+    description, shown = _fit_lines(lines, EMBED_DESCRIPTION_LIMIT)
     if shown < len(lines):
-        description += f"\n… and {len(lines) - shown} more (narrow with status, profile or limit)"
+        # the note needs room too: fit again against what is left once it is added
+        description, shown = _fit_lines(lines, EMBED_DESCRIPTION_LIMIT - len(_more_note(len(lines))))
+        description += _more_note(len(lines) - shown)
     embed = discord.Embed(title=f"{len(result.tasks)} task(s)", description=description)
     return Reply(embeds=[embed])
+
+
+def _more_note(hidden: int) -> str:
+    return f"\n… and {hidden} more (narrow with status, profile or limit)"
 
 
 def _fit_lines(lines: list[str], limit: int) -> tuple[str, int]:
@@ -124,35 +140,44 @@ def _fit_lines(lines: list[str], limit: int) -> tuple[str, int]:
 def _(result: TaskShown) -> Reply:
     detail = result.detail
     embed = task_embed(detail.task)
+    fields: list[tuple[str, str, bool, bool]] = []  # (name, value, inline, code), most useful first
     if detail.parents:
-        embed.add_field(
-            name="Waits for", value=shorten(", ".join(f"{p.ref} ({p.lane})" for p in detail.parents), 1024)
-        )
+        fields.append(("Waits for", ", ".join(f"{p.ref} ({p.lane})" for p in detail.parents), True, False))
     if detail.children:
-        embed.add_field(
-            name="Needed by", value=shorten(", ".join(f"{c.ref} ({c.lane})" for c in detail.children), 1024)
-        )
+        fields.append(("Needed by", ", ".join(f"{c.ref} ({c.lane})" for c in detail.children), True, False))
     if detail.waiting_on:
-        embed.add_field(
-            name="Not starting because",
-            value=shorten("\n".join(f"• {r}" for r in detail.waiting_on), 1024),
-            inline=False,
+        fields.append(
+            ("Not starting because", "\n".join(f"• {inert(r)}" for r in detail.waiting_on), False, False)
         )
     if detail.runs:
         runs = []
         for r in detail.runs[-5:]:
             took = f"{r.latency_ms / 1000:.1f}s" if r.latency_ms is not None else "-"
             runs.append(f"{r.attempt}. {r.outcome or 'running'} {took} on {r.gateway or '-'}")
-        embed.add_field(name="Runs", value=shorten("\n".join(runs), 1024), inline=False)
+        fields.append(("Runs", "\n".join(runs), False, False))
     if detail.events:
         history = [f"{e.at:%m-%d %H:%M} {e.kind}: {e.message}" for e in detail.events[-10:]]
-        embed.add_field(
-            name="History", value=shorten("```\n" + "\n".join(history), 1020) + "```", inline=False
-        )
-    # the full text view, for everything an embed has no room for
+        fields.append(("History", code_text("\n".join(history)), False, True))
+    complete = _add_within_budget(embed, fields)
+    # the full text view, for everything the embed has no room for
     full = render_text(result)
-    attachments = [(f"task-{detail.task.id}.txt", full.encode())] if len(full) > 3000 else []
+    attachments = [(f"task-{detail.task.id}.txt", full.encode())] if len(full) > 3000 or not complete else []
     return Reply(embeds=[embed], attachments=attachments)
+
+
+def _add_within_budget(embed: discord.Embed, fields: list[tuple[str, str, bool, bool]]) -> bool:
+    """Adds the fields, each cut to 1,024 and all within the 6,000 of an embed (``len`` of a
+    discord.Embed counts what Discord counts). False when anything had to be cut or left out."""
+    complete = True
+    for name, value, inline, code in fields:
+        room = min(FIELD_VALUE_LIMIT, EMBED_TOTAL_LIMIT - len(embed) - len(name))
+        fences = len(FENCE) * 2 + 1 if code else 0
+        if room - fences < 40:  # too little left to say anything useful
+            return False
+        shown = shorten(value, room - fences)
+        complete = complete and shown == value
+        embed.add_field(name=name, value=f"{FENCE}\n{shown}{FENCE}" if code else shown, inline=inline)
+    return complete
 
 
 @_reply.register

@@ -27,6 +27,7 @@ import discord
 from lanewarden.bot.discord_app.cards import card_marker, card_view, task_embed
 from lanewarden.bot.discord_app.options import shorten
 from lanewarden.bot.discord_app.replies import CONTENT_LIMIT, NO_MENTIONS
+from lanewarden.bot.discord_app.text import inert, plain
 from lanewarden.core.notifications import who
 from lanewarden.core.outbox import Card, Delivery, OutboxItem, PermanentError, RateLimited, TransientError
 from lanewarden.core.tasks import Task
@@ -37,6 +38,7 @@ UNKNOWN_CHANNEL = 10003
 UNKNOWN_MESSAGE = 10008
 THREAD_ALREADY_CREATED = 160004
 THREAD_ARCHIVE_MINUTES = 10080  # a week: a card's thread stays open while its task lives
+THREAD_NAME_LIMIT = 100
 HISTORY_SCAN = 50  # recent messages searched for a card posted just before a crash
 
 
@@ -125,8 +127,10 @@ class DiscordSink:
         text = _text(item)
         if card is None:
             # the card could not be posted (or was dropped): say which task, in the channel
-            title = f" {task.title}" if task is not None else ""
-            return await self._post(channel_id(item), shorten(f"#{item.task_id}{title}: {text}", 2000), item)
+            title = f" {inert(task.title)}" if task is not None else ""
+            return await self._post(
+                channel_id(item), shorten(f"#{item.task_id}{title}: {text}", CONTENT_LIMIT), item
+            )
         thread_id = int(card.thread_ref or card.message_ref)
         try:
             return await self._post(thread_id, text, item)
@@ -142,7 +146,7 @@ class DiscordSink:
     async def _open_thread(
         self, channel_id: int, message_id: int, task: Task | None, item: OutboxItem
     ) -> bool:
-        name = shorten(f"#{item.task_id} {task.title if task else ''}".strip(), 100)
+        name = shorten(f"#{item.task_id} {plain(task.title) if task else ''}".strip(), THREAD_NAME_LIMIT)
         try:
             await self.client.http.start_thread_with_message(
                 channel_id, message_id, name=name, auto_archive_duration=THREAD_ARCHIVE_MINUTES
@@ -184,7 +188,7 @@ def _text(item: OutboxItem) -> str:
     text = str(item.payload.get("text") or item.payload.get("event") or item.kind)
     if item.kind == "update":
         text += who(item.payload.get("actor"))
-    return shorten(text, CONTENT_LIMIT)
+    return shorten(inert(text), CONTENT_LIMIT)
 
 
 def _translate(exc: discord.HTTPException) -> Exception:

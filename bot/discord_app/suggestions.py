@@ -3,6 +3,11 @@
 Discord asks on every keystroke and shows at most 25 choices; there is no way to defer,
 so suggestions come from one bounded query and never raise (a failure shows no
 suggestions rather than an error).
+
+Suggestions show board content (task titles, window names), so they follow the roles:
+a caller gets suggestions only when their role may both read the board (what ``list``
+needs) and run the verb being typed; anyone else gets none. The roles are the grammar's,
+resolved from ``[access]`` as for commands; nothing is audited per keystroke.
 """
 
 from __future__ import annotations
@@ -14,6 +19,8 @@ from typing import Any
 
 import discord
 from discord import app_commands
+from lanewarden.bot.discord_app.access import actor_for
+from lanewarden.bot.discord_app.text import plain
 from lanewarden.core.board import Board, TaskFilter
 from lanewarden.core.config import LanewardenConfig
 from lanewarden.core.errors import LanewardenError
@@ -58,6 +65,9 @@ class Suggestions:
         *,
         many: bool = False,
     ) -> list[app_commands.Choice[str]]:
+        actor = actor_for(interaction, self.config.access)
+        if not (actor.allows(REGISTRY["list"].role) and actor.allows(spec.role)):
+            return []
         try:
             if kind == "task":
                 return await self._suggest_tasks(spec, current, many=many)
@@ -91,7 +101,7 @@ class Suggestions:
         already = {part.strip().lstrip("#") for part in done_part.split(",")}
         choices = []
         for task in [t for t in tasks if str(t.id) not in already][:CHOICES_LIMIT]:
-            label = f"{prefix}#{task.id} · {task.title}"
+            label = f"{prefix}#{task.id} · {plain(task.title)}"
             suffix = f" · {task.lane}"
             if len(label) + len(suffix) > CHOICE_LIMIT:
                 label = label[: CHOICE_LIMIT - 1 - len(suffix)] + "…"

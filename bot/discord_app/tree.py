@@ -33,12 +33,14 @@ ROOT_DESCRIPTION = "Lanewarden: the LLM-agent task board (tasks, caps, windows)"
 
 
 def build_kanban_group(handler: CommandHandler) -> app_commands.Group:
-    # guild only: roles come from guild membership, and cards belong in team channels
+    # guild only unless [discord] allow_dms: roles come from guild membership, and cards
+    # belong in team channels
+    dms = handler.config.discord.allow_dms
     root = app_commands.Group(
         name=ROOT_NAME,
         description=ROOT_DESCRIPTION,
-        guild_only=True,
-        allowed_contexts=app_commands.AppCommandContext(guild=True),
+        guild_only=not dms,
+        allowed_contexts=app_commands.AppCommandContext(guild=True, dm_channel=dms),
     )
     for name, entry in command_layout().items():
         if isinstance(entry, dict):
@@ -105,7 +107,11 @@ def _completer(handler: CommandHandler, spec: Verb, option: OptionSpec) -> Any:
 
 
 class KanbanTree(app_commands.CommandTree):
-    """Answers what discord.py itself refuses (a stale command, a value it cannot convert)."""
+    """Admits only the configured servers; answers what discord.py itself refuses (a stale
+    command, a value it cannot convert)."""
+
+    async def interaction_check(self, interaction: discord.Interaction[Any]) -> bool:
+        return await self.client.kanban.admit(interaction)  # type: ignore[attr-defined,no-any-return]
 
     async def on_error(
         self, interaction: discord.Interaction[Any], error: app_commands.AppCommandError

@@ -14,7 +14,7 @@ from functools import singledispatch
 from typing import Any
 
 from lanewarden.bot.render import render_text, status_text
-from lanewarden.bot.slack_app.mrkdwn import code_block, escape, mention, truncate
+from lanewarden.bot.slack_app.mrkdwn import FENCE, code_block, cut, escape, mention, split, truncate
 from lanewarden.core.access import Actor
 from lanewarden.core.clock import age
 from lanewarden.core.notifications import who
@@ -32,7 +32,7 @@ from lanewarden.core.results import (
 from lanewarden.core.status import StatusReport
 from lanewarden.core.tasks import Task
 
-SECTION_LIMIT = 2900  # Slack allows 3,000 characters per section; keep room for markup
+SECTION_LIMIT = 3000  # Slack's limit for a section's (and a context element's) text
 MAX_BLOCKS = 45  # of Slack's 50, leaving room for a header and a "truncated" note
 BUTTONS = ("retry", "cancel", "promote")
 ACTION_PREFIX = "lanewarden."
@@ -93,11 +93,12 @@ class Reply:
 
 
 def section(text: str) -> dict[str, Any]:
-    return {"type": "section", "text": {"type": "mrkdwn", "text": truncate(text, SECTION_LIMIT)}}
+    """A section of mrkdwn (already escaped); a last guard cuts it to Slack's limit."""
+    return {"type": "section", "text": {"type": "mrkdwn", "text": cut(text, SECTION_LIMIT)}}
 
 
 def context(text: str) -> dict[str, Any]:
-    return {"type": "context", "elements": [{"type": "mrkdwn", "text": truncate(text, SECTION_LIMIT)}]}
+    return {"type": "context", "elements": [{"type": "mrkdwn", "text": cut(text, SECTION_LIMIT)}]}
 
 
 def header(text: str) -> dict[str, Any]:
@@ -105,21 +106,15 @@ def header(text: str) -> dict[str, Any]:
 
 
 def long_text(text: str, *, code: bool = False) -> list[dict[str, Any]]:
-    """Sections for text of any length, split on line boundaries; too much is cut with a note."""
-    room = SECTION_LIMIT - 100  # escaping and code fences make the text a little longer
-    chunks: list[str] = []
-    current: list[str] = []
-    size = 0
-    for line in text.split("\n"):
-        pieces = [line[i : i + room] for i in range(0, len(line), room)] or [""]
-        for piece in pieces:
-            if current and size + len(piece) + 1 > room:
-                chunks.append("\n".join(current))
-                current, size = [], 0
-            current.append(piece)
-            size += len(piece) + 1
-    chunks.append("\n".join(current))
-    blocks = [section(code_block(c) if code else c) for c in chunks[:MAX_BLOCKS]]
+    """Sections for text of any length, split on line boundaries; too much is cut with a note.
+
+    ``text`` is mrkdwn (escaped by the caller), or with ``code`` raw text that is escaped
+    here, before it is split, so no chunk grows past the limit and no entity is cut."""
+    if code:
+        chunks = [FENCE + c + FENCE for c in split(escape(text), SECTION_LIMIT - 2 * len(FENCE))]
+    else:
+        chunks = split(text, SECTION_LIMIT)
+    blocks = [section(c) for c in chunks[:MAX_BLOCKS]]
     if len(chunks) > MAX_BLOCKS:
         blocks.append(context("… cut here: Slack shows at most 50 blocks. Use the CLI for the whole output."))
     return blocks
@@ -154,7 +149,7 @@ def task_buttons(task: Task) -> list[dict[str, Any]]:
             "title": {"type": "plain_text", "text": f"Cancel {task.ref}?"},
             "text": {
                 "type": "mrkdwn",
-                "text": truncate(
+                "text": cut(
                     f"*{escape(task.title)}* will not run again"
                     + (" and its running attempt is stopped." if task.status == "active" else ".")
                     + " Retry brings it back with a fresh retry budget.",
@@ -306,10 +301,10 @@ def _(result: TaskShown) -> tuple[str, list[dict[str, Any]]]:
         for r in d.runs[-10:]:
             took = f"{r.latency_ms / 1000:.1f}s" if r.latency_ms is not None else "-"
             runs.append(f"{r.attempt}. {r.outcome or 'running'} {took} on {r.gateway or '-'}")
-        blocks.append(section("*Runs*\n" + code_block("\n".join(runs))))
+        blocks.append(section("*Runs*\n" + code_block("\n".join(runs), SECTION_LIMIT - 10)))
     if d.events:
         history = "\n".join(f"{e.at:%m-%d %H:%M} {e.actor} {e.kind}: {e.message}" for e in d.events[-15:])
-        blocks.append(section("*History*\n" + code_block(truncate(history, 2500))))
+        blocks.append(section("*History*\n" + code_block(history, SECTION_LIMIT - 20)))
     buttons = task_buttons(t)
     if buttons:
         blocks.append({"type": "actions", "block_id": f"task-{t.id}", "elements": buttons})

@@ -54,8 +54,12 @@ TRANSIENT_ERRORS = frozenset(
 )
 # the card was deleted in Slack: post a fresh one instead of editing
 GONE_ERRORS = frozenset({"message_not_found", "cant_update_message"})
-# reading history is only a safety check: without the scope, post rather than lose
-UNCHECKABLE_ERRORS = frozenset({"missing_scope", "not_allowed_token_type", "thread_not_found"})
+# reading history is only a safety check: without the scope, post rather than lose. A
+# public channel the app posts to through chat:write.public without having joined it
+# answers not_in_channel to a read: that is "cannot check" too, never a reason to drop.
+UNCHECKABLE_ERRORS = frozenset(
+    {"missing_scope", "not_allowed_token_type", "thread_not_found", "not_in_channel"}
+)
 
 
 class MessageGone(Exception):
@@ -150,7 +154,7 @@ class SlackSink:
             if any(code in str(exc) for code in UNCHECKABLE_ERRORS):
                 log.warning(
                     "outbox %d: cannot check Slack for an earlier copy (%s; the app needs the "
-                    "*:history scopes); posting it",
+                    "*:history scopes and to be in the channel); posting it",
                     item.id,
                     exc,
                 )

@@ -16,6 +16,9 @@ What it models, from Discord's API documentation:
   the existing message back, nothing new is created), edits, history, threads started
   from a message (the thread takes the message's id; a second start is error 160004);
 - interaction callbacks (with_response), the ``@original`` message and follow-ups;
+- Discord's documented limits (tests/fakes/discord_limits.py): a message, edit or
+  interaction answer over them is refused with 400, code 50035 "Invalid Form Body" and
+  the ``errors`` object, as Discord does, and nothing is stored or shown;
 - errors as Discord words them (``{"message", "code"}``), and 429 with ``Retry-After``,
   ``X-RateLimit-*`` headers, ``Via`` (discord.py treats a 429 without it as a
   Cloudflare ban) and a JSON body with ``retry_after`` and ``global``.
@@ -40,6 +43,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import WSMsgType, web
+
+from tests.fakes.discord_limits import choices_refusal, message_refusal, thread_name_refusal
 
 EPHEMERAL = 64  # message flag
 LOADING = 128  # message flag of a "thinking" deferral
@@ -79,6 +84,7 @@ class InteractionLog:
     original_deleted: bool = False
     followups: list[dict[str, Any]] = field(default_factory=list)
     choices: list[dict[str, Any]] | None = None  # autocomplete results
+    refusals: list[dict[str, Any]] = field(default_factory=list)  # 400 bodies of refused answers
     finished: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
@@ -94,6 +100,7 @@ class InteractionLog:
         """The message the user ends up with: the last follow-up, else the original."""
         if self.followups:
             return self.followups[-1]
+        assert not self.refusals, f"Discord refused the answer to interaction {self.id}: {self.refusals}"
         assert self.original is not None, f"interaction {self.id} has no answer: {self.callbacks}"
         return self.original
 
@@ -120,6 +127,7 @@ class FakeDiscord:
 
     def __init__(self) -> None:
         self.calls: list[Call] = []
+        self.refusals: list[tuple[Call, dict[str, Any]]] = []  # every 400 Invalid Form Body answered
         self.channels: set[int] = set()
         self.threads: dict[int, dict[str, Any]] = {}  # thread id (= starter message id) -> channel
         self.messages: dict[int, dict[str, Any]] = {}  # channel messages by id
@@ -296,6 +304,10 @@ class FakeDiscord:
         finally:
             await self._touch()
         call.status = response.status
+        if response.status == 400 and isinstance(response.body, bytes):
+            answered = json.loads(response.body)
+            if answered.get("code") == 50035:
+                self.refusals.append((call, answered))
         if 200 <= response.status < 300:
             # every route has its own bucket, as on Discord; plenty left so nothing waits
             bucket = re.sub(r"\d+", "id", f"{call.method}{call.path}")
@@ -433,6 +445,8 @@ class FakeDiscord:
     ) -> web.Response:
         if channel_id not in self.channels and channel_id not in self.threads:
             return _error(404, 10003, "Unknown Channel")
+        if refusal := message_refusal(body):
+            return _json(refusal, 400)
         nonce = body.get("nonce")
         if nonce is not None and body.get("enforce_nonce"):
             existing = self._nonces.get((self.BOT_ID, str(nonce)))
@@ -450,6 +464,8 @@ class FakeDiscord:
         message = self.messages.get(message_id)
         if message is None or int(message["channel_id"]) != channel_id:
             return _error(404, 10008, "Unknown Message")
+        if refusal := message_refusal(body):
+            return _json(refusal, 400)
         _apply_edit(message, body, [self._attachment(n, d) for n, d in files])
         return _ok(message)
 
@@ -468,6 +484,8 @@ class FakeDiscord:
             return _error(400, 160004, "A thread has already been created for this message")
         if channel_id in self.threads:
             return _error(400, 50024, "Cannot execute action on this channel type")
+        if refusal := thread_name_refusal(body.get("name")):
+            return _json(refusal, 400)
         thread = {
             "id": str(message_id),
             "type": 11,
@@ -500,6 +518,14 @@ class FakeDiscord:
         if log.callbacks:
             return _error(400, 40060, "Interaction has already been acknowledged.")
         kind, data = int(body["type"]), body.get("data") or {}
+        refusal = (
+            choices_refusal(data.get("choices") or []) if kind == 8 else message_refusal(data, ("data",))
+        )
+        if refusal:
+            # the interaction stays unanswered: its user sees "The application did not respond"
+            log.refusals.append(refusal)
+            log.finished.set()
+            return _json(refusal, 400)
         log.callbacks.append((kind, data))
         message = None
         if kind == 4:  # CHANNEL_MESSAGE_WITH_SOURCE
@@ -538,6 +564,10 @@ class FakeDiscord:
         self, method: str, token: str, original: bool, body: dict[str, Any], files: list[tuple[str, bytes]]
     ) -> web.Response:
         log = self._log_for_token(token)
+        if method in ("POST", "PATCH") and (refusal := message_refusal(body)):
+            log.refusals.append(refusal)
+            log.finished.set()
+            return _json(refusal, 400)
         if original:
             if log.original is None or log.original_deleted:
                 return _error(404, 10008, "Unknown Message")
@@ -566,7 +596,7 @@ class FakeDiscord:
         user: int,
         roles: tuple[int, ...] = (),
         channel_id: int,
-        guild_id: int,
+        guild_id: int | None,
         focused: str | None = None,
         **values: Any,
     ) -> dict[str, Any]:
@@ -615,7 +645,7 @@ class FakeDiscord:
         *,
         user: int,
         roles: tuple[int, ...] = (),
-        guild_id: int,
+        guild_id: int | None,
     ) -> dict[str, Any]:
         """A button press on ``message`` (which must carry that button)."""
         ids = [c.get("custom_id") for row in message.get("components", []) for c in row.get("components", [])]
@@ -634,8 +664,8 @@ class FakeDiscord:
         self._component_messages[int(payload["id"])] = shown
         return payload
 
-    def _registered(self, guild_id: int, name: str) -> dict[str, Any]:
-        for scope in (guild_id, None):
+    def _registered(self, guild_id: int | None, name: str) -> dict[str, Any]:
+        for scope in (guild_id, None) if guild_id is not None else (None,):
             for command in self.commands.get(scope, []):
                 if command["name"] == name:
                     return command
@@ -649,54 +679,63 @@ class FakeDiscord:
         user: int,
         roles: tuple[int, ...],
         channel_id: int,
-        guild_id: int,
+        guild_id: int | None,
     ) -> dict[str, Any]:
+        """An interaction in a guild channel, or (``guild_id=None``) in a DM with the bot."""
         interaction_id = self.new_id()
-        return {
+        payload: dict[str, Any] = {
             "id": str(interaction_id),
             "application_id": str(self.APP_ID),
             "type": kind,
             "data": data,
-            "guild_id": str(guild_id),
             "channel_id": str(channel_id),
-            "channel": {
-                "id": str(channel_id),
-                "type": 0,
-                "guild_id": str(guild_id),
-                "name": f"channel-{channel_id}",
-                "position": 0,
-                "permission_overwrites": [],
-                "nsfw": False,
-                "parent_id": None,
-                "topic": None,
-                "last_message_id": None,
-                "rate_limit_per_user": 0,
-                "flags": 0,
-            },
-            "member": {
-                "user": user_payload(user, f"user{user}"),
-                "roles": [str(r) for r in roles],
-                "joined_at": "2025-01-01T00:00:00+00:00",
-                "deaf": False,
-                "mute": False,
-                "flags": 0,
-                "pending": False,
-                "nick": None,
-                "avatar": None,
-                "premium_since": None,
-                "communication_disabled_until": None,
-                "permissions": "2248473465835073",
-            },
             "token": f"tok-{interaction_id}",
             "version": 1,
             "app_permissions": "2248473465835073",
             "locale": "en-US",
-            "guild_locale": "en-US",
             "entitlements": [],
-            "authorizing_integration_owners": {"0": str(guild_id)},
-            "context": 0,
             "attachment_size_limit": 8 * 1024 * 1024,
         }
+        if guild_id is None:
+            payload["channel"] = {"id": str(channel_id), "type": 1, "last_message_id": None, "flags": 0}
+            payload["user"] = user_payload(user, f"user{user}")
+            payload["authorizing_integration_owners"] = {"1": str(user)}
+            payload["context"] = 1  # BOT_DM
+            data.pop("guild_id", None)
+            return payload
+        payload["guild_id"] = str(guild_id)
+        payload["guild_locale"] = "en-US"
+        payload["channel"] = {
+            "id": str(channel_id),
+            "type": 0,
+            "guild_id": str(guild_id),
+            "name": f"channel-{channel_id}",
+            "position": 0,
+            "permission_overwrites": [],
+            "nsfw": False,
+            "parent_id": None,
+            "topic": None,
+            "last_message_id": None,
+            "rate_limit_per_user": 0,
+            "flags": 0,
+        }
+        payload["member"] = {
+            "user": user_payload(user, f"user{user}"),
+            "roles": [str(r) for r in roles],
+            "joined_at": "2025-01-01T00:00:00+00:00",
+            "deaf": False,
+            "mute": False,
+            "flags": 0,
+            "pending": False,
+            "nick": None,
+            "avatar": None,
+            "premium_since": None,
+            "communication_disabled_until": None,
+            "permissions": "2248473465835073",
+        }
+        payload["authorizing_integration_owners"] = {"0": str(guild_id)}
+        payload["context"] = 0
+        return payload
 
 
 def user_payload(user_id: int, name: str) -> dict[str, Any]:
@@ -776,6 +815,8 @@ def _error(status: int, code: int, message: str) -> web.Response:
 
 GUILD = 1_300_000_000_000_000_001
 CHANNEL = 1_300_000_000_000_000_002
+NOTIFY = 1_300_000_000_000_000_010  # [discord] notify_channel_id, where the outbox tests want it
+ALERTS = 1_300_000_000_000_000_011  # [discord] alert_channel_id
 ADMIN_ROLE = 1_300_000_000_000_000_003  # [access] admins = ["discord-role:<this>"]
 ADMIN = 1_400_000_000_000_000_001  # has ADMIN_ROLE
 OPERATOR = 1_400_000_000_000_000_002  # [access] operators = ["discord:<this>"]

@@ -7,7 +7,10 @@ code and the wire is the libraries' own. It keeps messages per channel (with the
 metadata and threads) so ``conversations.history`` answers like Slack, records every
 call with the monotonic time it arrived, and fails on demand: 429 with Retry-After,
 500, a 500 *after* storing the message (Slack did the work but the answer was lost),
-or a held answer (the caller dies while waiting).
+or a held answer (the caller dies while waiting). Like Slack it refuses what Block Kit
+does not allow (tests/fakes/slack_limits.py): ``invalid_blocks`` and ``msg_too_long``
+from the Web API, HTTP 400 ``invalid_blocks`` from a response_url, and a Socket Mode ack
+Slack would not show is recorded in ``refusals``.
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ from urllib.parse import parse_qsl, urlencode
 import aiohttp
 from aiohttp import WSMsgType, web
 from slack_sdk.signature import SignatureVerifier
+
+from tests.fakes.slack_limits import VIEW_BLOCKS, block_errors, message_refusal
 
 BOT_TOKEN = "xoxb-test-bot-token"
 APP_TOKEN = "xapp-test-app-token"
@@ -61,7 +66,11 @@ class FakeSlack:
         self.messages: dict[str, list[dict[str, Any]]] = {}  # channel -> messages, oldest first
         self.usergroups: list[dict[str, Any]] = []
         self.closed_channels: set[str] = set()  # answer not_in_channel
+        # public channels the bot has not joined: chat:write.public lets it post there, but
+        # reading the channel (conversations.history / replies) answers not_in_channel
+        self.unjoined_channels: set[str] = set()
         self.acks: dict[str, dict[str, Any]] = {}  # socket mode envelope id -> ack message
+        self.refusals: list[tuple[str, Any]] = []  # (where, Slack's answer) for every refused body
         self.socket_connections = 0
         self._failures: dict[str, list[Failure]] = {}
         self._holds: dict[str, asyncio.Event] = {}
@@ -195,6 +204,9 @@ class FakeSlack:
                     data = json.loads(msg.data)
                     if "envelope_id" in data:
                         self.acks[data["envelope_id"]] = data
+                        errors = block_errors((data.get("payload") or {}).get("blocks") or [])
+                        if errors:
+                            self.refusals.append(("ack", errors))
                         await self._notify()
         finally:
             self._sockets.remove(ws)
@@ -205,6 +217,12 @@ class FakeSlack:
     async def _response_url(self, request: web.Request) -> web.Response:
         body = await request.json()
         body["_key"] = request.match_info["key"]
+        errors = block_errors(body.get("blocks") or [])
+        if errors or len(str(body.get("text") or "")) > 40_000:
+            self.refusals.append(("response_url", errors or "msg_too_long"))
+            await self._notify()
+            # what Slack's webhooks answer: 400 with the error as plain text; nothing is shown
+            return web.Response(status=400, text="invalid_blocks" if errors else "msg_too_long")
         self.responses.append(body)
         await self._notify()
         return web.Response(text="ok", content_type="text/plain")
@@ -233,6 +251,12 @@ class FakeSlack:
             if handler is None:
                 return self._answer(call, {"ok": False, "error": "unknown_method"})
             body = handler(args, request)
+            if body.get("ok") is False and body.get("error") in (
+                "invalid_blocks",
+                "msg_too_long",
+                "invalid_arguments",
+            ):
+                self.refusals.append((method, body))
             hold = self._holds.get(method)
             if hold is not None:
                 await self._notify()
@@ -288,6 +312,8 @@ class FakeSlack:
             return {"ok": False, "error": "not_in_channel"}
         if not args.get("text") and not args.get("blocks"):
             return {"ok": False, "error": "no_text"}
+        if refusal := message_refusal(args, _json_arg(args.get("blocks"))):
+            return refusal
         ts = self._next_ts()
         message = {
             "type": "message",
@@ -310,6 +336,8 @@ class FakeSlack:
 
     def _m_chat_update(self, args: dict[str, Any], request: web.Request) -> dict[str, Any]:
         channel = args.get("channel", "")
+        if refusal := message_refusal(args, _json_arg(args.get("blocks"))):
+            return refusal
         for message in self.messages.get(channel, []):
             if message["ts"] == args.get("ts"):
                 message["text"] = args.get("text", message["text"])
@@ -320,11 +348,15 @@ class FakeSlack:
 
     def _m_conversations_history(self, args: dict[str, Any], request: web.Request) -> dict[str, Any]:
         channel = args.get("channel", "")
+        if channel in self.closed_channels | self.unjoined_channels:
+            return {"ok": False, "error": "not_in_channel"}
         top = [m for m in self.messages.get(channel, []) if m.get("thread_ts") in (None, m["ts"])]
         return self._page(top, args)
 
     def _m_conversations_replies(self, args: dict[str, Any], request: web.Request) -> dict[str, Any]:
         channel, ts = args.get("channel", ""), args.get("ts")
+        if channel in self.closed_channels | self.unjoined_channels:
+            return {"ok": False, "error": "not_in_channel"}
         thread = [m for m in self.messages.get(channel, []) if m["ts"] == ts or m.get("thread_ts") == ts]
         if not thread:
             return {"ok": False, "error": "thread_not_found"}
@@ -362,6 +394,9 @@ class FakeSlack:
 
     def _m_views_publish(self, args: dict[str, Any], request: web.Request) -> dict[str, Any]:
         view = _json_arg(args.get("view"))
+        errors = block_errors((view or {}).get("blocks") or [], max_blocks=VIEW_BLOCKS)
+        if errors:
+            return {"ok": False, "error": "invalid_arguments", "response_metadata": {"messages": errors}}
         return {"ok": True, "view": {"id": "V0001", **(view or {})}}
 
     def _m_usergroups_list(self, args: dict[str, Any], request: web.Request) -> dict[str, Any]:
