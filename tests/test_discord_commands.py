@@ -198,6 +198,8 @@ async def test_every_verb_runs_from_discord(bot: RunningBot) -> None:
     assert not describe_caps(*board.limits())["gateways"]["gpu"]["paused"]
     status = await run("status")
     assert "queue:" in status.text
+    tuned = await run("tune")
+    assert "no load in the last hour" in tuned.text
     await run(
         "windows add",
         name="night",

@@ -168,6 +168,7 @@ EVERY_VERB = [
     ("pause", "pause --profile researcher", "profile researcher paused", True),
     ("resume", "resume --profile researcher", "profile researcher resumed", True),
     ("status", "status", "Queue:", True),
+    ("tune", "tune", "no load in the last hour", False),
     (
         "windows add",
         'windows add night --cron "0 22 * * *" --timezone UTC '
