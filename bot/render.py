@@ -8,6 +8,7 @@ from typing import Any
 
 from lanewarden.core.board import Board
 from lanewarden.core.clock import age, format_seconds, utcnow
+from lanewarden.core.nodes import format_bytes
 from lanewarden.core.results import (
     BatchPromoted,
     CapsShown,
@@ -22,7 +23,7 @@ from lanewarden.core.results import (
     TuneShown,
     WindowsShown,
 )
-from lanewarden.core.status import StatusReport
+from lanewarden.core.status import NodeStatus, StatusReport
 from lanewarden.core.tasks import Task
 
 
@@ -185,6 +186,8 @@ def status_text(r: StatusReport) -> str:
         )
         if g.healthy is False and g.last_error:
             lines.append(f"  last error: {g.last_error}")
+    lines += [node_line(n) for n in r.nodes]
+    lines += [f"tune: {a.text}" for a in r.advice if a.proposed_cap is not None]
     for p in r.profiles:
         flags = " [PAUSED]" if p.paused else ""
         lines.append(
@@ -197,6 +200,37 @@ def status_text(r: StatusReport) -> str:
             f"leader {r.leader or 'none'}"
         )
     return "\n".join(lines)
+
+
+def node_figures(n: NodeStatus) -> str:
+    """``GPU 38% busy, VRAM 14.5G/15.8G (92%), CPU 12% busy, RAM 22.5G of 23.5G free``."""
+    parts = []
+    if n.gpu_util is not None:
+        parts.append(f"GPU {n.gpu_util:.0f}% busy")
+    if n.vram_used_bytes is not None and n.vram_total_bytes:
+        share = n.vram_used_bytes / n.vram_total_bytes
+        parts.append(
+            f"VRAM {format_bytes(n.vram_used_bytes)}/{format_bytes(n.vram_total_bytes)} ({share:.0%})"
+        )
+    if n.cpu_busy is not None:
+        parts.append(f"CPU {n.cpu_busy:.0%} busy")
+    elif n.load1 is not None:
+        parts.append(f"load {n.load1:g}")
+    if n.ram_available_bytes is not None and n.ram_total_bytes:
+        parts.append(f"RAM {format_bytes(n.ram_available_bytes)} of {format_bytes(n.ram_total_bytes)} free")
+    return ", ".join(parts) or "no GPU, CPU or RAM figures in its exporters"
+
+
+def node_line(n: NodeStatus) -> str:
+    """One line per host: its figures and their age; unknown when the exporters are silent."""
+    age = "" if n.age_seconds is None else f"read {format_seconds(n.age_seconds)} ago"
+    if n.state == "not read yet":
+        return f"node {n.gateway}: not read yet"
+    if n.state == "unknown":
+        why = n.errors[0] if n.errors else "no exporter answered"
+        last = f"; last {age}: {node_figures(n)}" if n.age_seconds is not None else ""
+        return f"node {n.gateway}: unknown ({why}){last}"
+    return f"node {n.gateway}: {node_figures(n)}, {age}"
 
 
 @render_text.register

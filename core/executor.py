@@ -383,6 +383,7 @@ def _digest(ex: Executor, cmd: c.Digest, actor: Actor) -> Result:
     for gw in report.gateways:
         health = {True: "up", False: "DOWN", None: "not probed"}[gw.healthy]
         lines.append(f"Gateway {gw.name}: {health}, {gw.in_flight}/{gw.limit} in flight (cap {gw.cap})")
+    lines += [f"Tune: {a.text}" for a in report.advice]
     text = "\n".join(lines)
     data = {"hours": cmd.hours, "finished": finished, "alerts": alerts, "counts": report.counts}
     if cmd.post:

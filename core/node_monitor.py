@@ -16,12 +16,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
-from lanewarden.core.board import parents_pending
 from lanewarden.core.caps import Limits, Usage
 from lanewarden.core.clock import utcnow
 from lanewarden.core.config import GatewayConfig, LanewardenConfig
@@ -29,12 +27,13 @@ from lanewarden.core.db import Database
 from lanewarden.core.nodes import (
     CpuCounters,
     ExporterReading,
-    GpuReading,
     NodeFigures,
+    NodeReading,
     cpu_busy,
     merge,
     parse_exporter,
 )
+from lanewarden.core.readmodel import dispatchable
 from lanewarden.core.schema import node_readings, tasks
 from sqlalchemy import Connection, delete, func, insert, select
 from sqlalchemy.exc import DBAPIError
@@ -45,43 +44,6 @@ log = logging.getLogger("lanewarden.nodes")
 SCRAPE_TIMEOUT = httpx.Timeout(3.0)
 KEEP = timedelta(days=1)
 MAX_ERROR_CHARS = 200
-
-
-@dataclass(frozen=True, slots=True)
-class NodeReading:
-    """One stored round for one gateway: its host's figures and the board's view of it."""
-
-    gateway: str
-    at: datetime
-    known: bool
-    figures: NodeFigures
-    in_flight: int
-    limit: int
-    cap: int
-    waiting: int
-
-    def to_json(self) -> dict[str, Any]:
-        f = self.figures
-        return {
-            "gateway": self.gateway,
-            "at": self.at.isoformat(),
-            "known": self.known,
-            "gpu_util": f.gpu_util,
-            "vram_used_bytes": f.vram_used_bytes,
-            "vram_total_bytes": f.vram_total_bytes,
-            "gpu_temperature_c": f.gpu_temperature_c,
-            "gpu_power_w": f.gpu_power_w,
-            "cpu_busy": f.cpu_busy,
-            "load1": f.load1,
-            "ram_available_bytes": f.ram_available_bytes,
-            "ram_total_bytes": f.ram_total_bytes,
-            "gpus": [g.to_json() for g in f.gpus],
-            "errors": list(f.errors),
-            "in_flight": self.in_flight,
-            "limit": self.limit,
-            "cap": self.cap,
-            "waiting": self.waiting,
-        }
 
 
 # ------------------------------------------------------------------- scraping
@@ -157,17 +119,12 @@ class NodeMonitor:
 # -------------------------------------------------------------------- storage
 
 
-def waiting_for(conn: Connection, config: LanewardenConfig, gateway: str) -> int:
-    """Tasks the dispatcher could start on this gateway now, were there room."""
+def waiting_for(conn: Connection, config: LanewardenConfig, gateway: str, now: datetime) -> int:
+    """Dispatchable tasks whose profile sends them to this gateway (room is all they lack)."""
     profiles = [name for name, p in config.profiles.items() if p.gateway == gateway]
     if not profiles:
         return 0
-    query = select(func.count()).where(
-        tasks.c.status == "ready",
-        tasks.c.profile.in_(profiles),
-        (tasks.c.not_before.is_(None)) | (tasks.c.not_before <= utcnow()),
-        ~parents_pending(),
-    )
+    query = select(func.count()).where(dispatchable(now), tasks.c.profile.in_(profiles))
     if not config.kanban.dispatcher.enabled:  # windowed: only what a window released
         query = query.where(tasks.c.released.is_(True))
     return int(conn.execute(query).scalar_one())
@@ -188,7 +145,7 @@ def record_reading(
             in_flight=Usage.load(conn).by_gateway.get(gateway, 0),
             limit=window.limit,
             cap=window.cap,
-            waiting=waiting_for(conn, config, gateway),
+            waiting=waiting_for(conn, config, gateway, now),
         )
         conn.execute(insert(node_readings).values(**_row(reading)))
         conn.execute(
@@ -218,91 +175,3 @@ def _row(reading: NodeReading) -> dict[str, Any]:
         "waiting": reading.waiting,
         "detail": {"gpus": [g.to_json() for g in f.gpus], "errors": list(f.errors)},
     }
-
-
-def reading_from_row(row: Any) -> NodeReading:
-    detail = row.detail or {}
-    figures = NodeFigures(
-        gpu_util=row.gpu_util,
-        vram_used_bytes=row.vram_used_bytes,
-        vram_total_bytes=row.vram_total_bytes,
-        gpu_temperature_c=row.gpu_temperature_c,
-        gpu_power_w=row.gpu_power_w,
-        cpu_busy=row.cpu_busy,
-        load1=row.load1,
-        ram_available_bytes=row.ram_available_bytes,
-        ram_total_bytes=row.ram_total_bytes,
-        gpus=tuple(GpuReading.from_json(g) for g in detail.get("gpus", [])),
-        errors=tuple(detail.get("errors", [])),
-    )
-    return NodeReading(
-        gateway=row.gateway,
-        at=row.at,
-        known=row.known,
-        figures=figures,
-        in_flight=row.in_flight,
-        limit=row.current_limit,
-        cap=row.cap,
-        waiting=row.waiting,
-    )
-
-
-@dataclass(frozen=True, slots=True)
-class NodeView:
-    """What status shows for one host: the newest round, and the newest that was read."""
-
-    gateway: str
-    urls: tuple[str, ...]
-    latest: NodeReading | None
-    last_known: NodeReading | None
-
-    @property
-    def known(self) -> bool:
-        return self.latest is not None and self.latest.known
-
-    def age_seconds(self, now: datetime) -> float | None:
-        return None if self.last_known is None else (now - self.last_known.at).total_seconds()
-
-    def to_json(self, now: datetime) -> dict[str, Any]:
-        shown = self.last_known
-        return {
-            "gateway": self.gateway,
-            "urls": list(self.urls),
-            "state": "known" if self.known else "unknown",
-            "age_seconds": self.age_seconds(now),
-            "errors": list(self.latest.figures.errors) if self.latest is not None else [],
-            "reading": shown.to_json() if shown is not None else None,
-        }
-
-
-def node_views(conn: Connection, config: LanewardenConfig) -> list[NodeView]:
-    """One view per gateway that has exporters configured (two indexed lookups each)."""
-    views = []
-    for name, gw in sorted(config.gateways.items()):
-        if not gw.node_metrics:
-            continue
-        newest = select(node_readings).where(node_readings.c.gateway == name)
-        latest = conn.execute(newest.order_by(node_readings.c.at.desc()).limit(1)).first()
-        known = latest
-        if latest is not None and not latest.known:
-            known = conn.execute(
-                newest.where(node_readings.c.known.is_(True)).order_by(node_readings.c.at.desc()).limit(1)
-            ).first()
-        views.append(
-            NodeView(
-                gateway=name,
-                urls=tuple(gw.node_metrics),
-                latest=None if latest is None else reading_from_row(latest),
-                last_known=None if known is None else reading_from_row(known),
-            )
-        )
-    return views
-
-
-def readings_since(conn: Connection, gateway: str, since: datetime) -> list[NodeReading]:
-    rows = conn.execute(
-        select(node_readings)
-        .where(node_readings.c.gateway == gateway, node_readings.c.at >= since)
-        .order_by(node_readings.c.at)
-    )
-    return [reading_from_row(r) for r in rows]

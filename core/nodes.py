@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 from typing import Any
 
 from lanewarden.core.signals import prometheus_samples
@@ -154,6 +155,98 @@ class NodeFigures:
         if self.ram_available_bytes is None or not self.ram_total_bytes:
             return None
         return self.ram_available_bytes / self.ram_total_bytes
+
+
+@dataclass(frozen=True, slots=True)
+class NodeReading:
+    """One stored round for one gateway: its host's figures and the board's view of it."""
+
+    gateway: str
+    at: datetime
+    known: bool
+    figures: NodeFigures
+    in_flight: int
+    limit: int
+    cap: int
+    waiting: int
+
+    def to_json(self) -> dict[str, Any]:
+        f = self.figures
+        return {
+            "gateway": self.gateway,
+            "at": self.at.isoformat(),
+            "known": self.known,
+            "gpu_util": f.gpu_util,
+            "vram_used_bytes": f.vram_used_bytes,
+            "vram_total_bytes": f.vram_total_bytes,
+            "gpu_temperature_c": f.gpu_temperature_c,
+            "gpu_power_w": f.gpu_power_w,
+            "cpu_busy": f.cpu_busy,
+            "load1": f.load1,
+            "ram_available_bytes": f.ram_available_bytes,
+            "ram_total_bytes": f.ram_total_bytes,
+            "gpus": [g.to_json() for g in f.gpus],
+            "errors": list(f.errors),
+            "in_flight": self.in_flight,
+            "limit": self.limit,
+            "cap": self.cap,
+            "waiting": self.waiting,
+        }
+
+
+def reading_from_row(row: Any) -> NodeReading:
+    detail = row.detail or {}
+    figures = NodeFigures(
+        gpu_util=row.gpu_util,
+        vram_used_bytes=row.vram_used_bytes,
+        vram_total_bytes=row.vram_total_bytes,
+        gpu_temperature_c=row.gpu_temperature_c,
+        gpu_power_w=row.gpu_power_w,
+        cpu_busy=row.cpu_busy,
+        load1=row.load1,
+        ram_available_bytes=row.ram_available_bytes,
+        ram_total_bytes=row.ram_total_bytes,
+        gpus=tuple(GpuReading.from_json(g) for g in detail.get("gpus", [])),
+        errors=tuple(detail.get("errors", [])),
+    )
+    return NodeReading(
+        gateway=row.gateway,
+        at=row.at,
+        known=row.known,
+        figures=figures,
+        in_flight=row.in_flight,
+        limit=row.current_limit,
+        cap=row.cap,
+        waiting=row.waiting,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class NodeView:
+    """What status shows for one host: the newest round, and the newest that was read."""
+
+    gateway: str
+    urls: tuple[str, ...]
+    latest: NodeReading | None
+    last_known: NodeReading | None
+
+    @property
+    def known(self) -> bool:
+        return self.latest is not None and self.latest.known
+
+    def age_seconds(self, now: datetime) -> float | None:
+        return None if self.last_known is None else (now - self.last_known.at).total_seconds()
+
+    def to_json(self, now: datetime) -> dict[str, Any]:
+        shown = self.last_known
+        return {
+            "gateway": self.gateway,
+            "urls": list(self.urls),
+            "state": "known" if self.known else "unknown",
+            "age_seconds": self.age_seconds(now),
+            "errors": list(self.latest.figures.errors) if self.latest is not None else [],
+            "reading": shown.to_json() if shown is not None else None,
+        }
 
 
 # ---------------------------------------------------------------------- parsing

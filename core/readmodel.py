@@ -18,7 +18,8 @@ from typing import Any
 
 from lanewarden.core.board import parents_pending
 from lanewarden.core.config import LanewardenConfig
-from lanewarden.core.schema import dispatchers, gateway_limit_history, outbox, runs, tasks
+from lanewarden.core.nodes import NodeReading, NodeView, reading_from_row
+from lanewarden.core.schema import dispatchers, gateway_limit_history, node_readings, outbox, runs, tasks
 from lanewarden.core.statuses import GATEWAY_ERRORS, GATEWAY_VERDICTS, TASK_STATUSES, Outcome, Status
 from sqlalchemy import ColumnElement, Connection, func, select
 
@@ -285,3 +286,41 @@ def outbox_depth(conn: Connection) -> OutboxDepth:
         if first is not None and (oldest is None or first < oldest):
             oldest = first
     return OutboxDepth(dict(undelivered), dict(dead), oldest, by_state)
+
+
+# ---------------------------------------------------------------- node health
+
+
+def node_views(conn: Connection, config: LanewardenConfig) -> list[NodeView]:
+    """One view per gateway with exporters configured: its newest round, and the newest
+    that was read (an exporter that stops answering leaves its last figures, aged)."""
+    views = []
+    for name, gw in sorted(config.gateways.items()):
+        if not gw.node_metrics:
+            continue
+        newest = select(node_readings).where(node_readings.c.gateway == name)
+        latest = conn.execute(newest.order_by(node_readings.c.at.desc()).limit(1)).first()
+        known = latest
+        if latest is not None and not latest.known:
+            known = conn.execute(
+                newest.where(node_readings.c.known.is_(True)).order_by(node_readings.c.at.desc()).limit(1)
+            ).first()
+        views.append(
+            NodeView(
+                gateway=name,
+                urls=tuple(gw.node_metrics),
+                latest=None if latest is None else reading_from_row(latest),
+                last_known=None if known is None else reading_from_row(known),
+            )
+        )
+    return views
+
+
+def node_history(conn: Connection, gateway: str, since: datetime) -> list[NodeReading]:
+    """Every round for one gateway since ``since``, oldest first (tune, the chart)."""
+    rows = conn.execute(
+        select(node_readings)
+        .where(node_readings.c.gateway == gateway, node_readings.c.at >= since)
+        .order_by(node_readings.c.at)
+    )
+    return [reading_from_row(r) for r in rows]

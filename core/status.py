@@ -16,9 +16,11 @@ from lanewarden.core.caps import Limits, Usage
 from lanewarden.core.clock import utcnow
 from lanewarden.core.config import LanewardenConfig
 from lanewarden.core.db import Database
+from lanewarden.core.nodes import NodeFigures, NodeView
 from lanewarden.core.readmodel import (
     RECENT,
     live_dispatchers,
+    node_views,
     oldest_dispatchable,
     recent_runs,
     released_count,
@@ -27,6 +29,7 @@ from lanewarden.core.readmodel import (
 )
 from lanewarden.core.schema import gateway_state, leases, tasks
 from lanewarden.core.statuses import Status
+from lanewarden.core.tune import Advice, advise_all
 from sqlalchemy import func, select
 
 
@@ -64,6 +67,47 @@ class ProfileStatus:
 
 
 @dataclass(frozen=True, slots=True)
+class NodeStatus:
+    """The host beside a gateway (node exporters): the last figures read and their age."""
+
+    gateway: str
+    state: str  # "known", "unknown" (no exporter answered the last round), "not read yet"
+    age_seconds: float | None  # of the figures shown
+    gpu_util: float | None
+    vram_used_bytes: float | None
+    vram_total_bytes: float | None
+    cpu_busy: float | None
+    load1: float | None
+    ram_available_bytes: float | None
+    ram_total_bytes: float | None
+    gpu_temperature_c: float | None
+    gpu_power_w: float | None
+    gpus: list[dict[str, Any]]
+    errors: list[str]
+
+    @classmethod
+    def of(cls, view: NodeView, now: datetime) -> NodeStatus:
+        shown = view.last_known.figures if view.last_known is not None else NodeFigures()
+        state = "not read yet" if view.latest is None else "known" if view.known else "unknown"
+        return cls(
+            gateway=view.gateway,
+            state=state,
+            age_seconds=view.age_seconds(now),
+            gpu_util=shown.gpu_util,
+            vram_used_bytes=shown.vram_used_bytes,
+            vram_total_bytes=shown.vram_total_bytes,
+            cpu_busy=shown.cpu_busy,
+            load1=shown.load1,
+            ram_available_bytes=shown.ram_available_bytes,
+            ram_total_bytes=shown.ram_total_bytes,
+            gpu_temperature_c=shown.gpu_temperature_c,
+            gpu_power_w=shown.gpu_power_w,
+            gpus=[g.to_json() for g in shown.gpus],
+            errors=list(view.latest.figures.errors) if view.latest is not None else [],
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class StatusReport:
     counts: dict[str, int]
     released: int
@@ -77,6 +121,9 @@ class StatusReport:
     processes: list[dict[str, Any]] = field(default_factory=list)
     leader: str | None = None
     at: datetime = field(default_factory=utcnow)
+    nodes: list[NodeStatus] = field(default_factory=list)
+    # `tune`'s verdict per gateway (status shows the ones that propose a change)
+    advice: list[Advice] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -112,6 +159,8 @@ def build_status(db: Database, config: LanewardenConfig) -> StatusReport:
             for r in conn.execute(select(gateway_state.c.name, gateway_state.c.signals))
         }
         processes = [dict(r._mapping) for r in live_dispatchers(conn, config, now)]
+        nodes = [NodeStatus.of(view, now) for view in node_views(conn, config)]
+        advice = advise_all(conn, config, now=now)
         leader_row = conn.execute(select(leases).where(leases.c.name == "leader")).first()
     gateways = []
     for name, gw in sorted(config.gateways.items()):
@@ -170,4 +219,6 @@ def build_status(db: Database, config: LanewardenConfig) -> StatusReport:
         processes=processes,
         leader=leader,
         at=now,
+        nodes=nodes,
+        advice=advice,
     )

@@ -29,8 +29,8 @@ from typing import Any, Literal
 from lanewarden.core.caps import Limits
 from lanewarden.core.clock import utcnow
 from lanewarden.core.config import AlertsConfig, LanewardenConfig
-from lanewarden.core.node_monitor import NodeReading, readings_since
-from lanewarden.core.readmodel import percentile
+from lanewarden.core.nodes import NodeReading
+from lanewarden.core.readmodel import node_history, percentile
 from lanewarden.core.schema import gateway_limit_history, runs
 from sqlalchemy import Connection, select
 
@@ -268,7 +268,7 @@ def load_history(
         limit=window.limit,
         adaptive=config.gateways[gateway].adaptive,
         has_exporters=bool(config.gateways[gateway].node_metrics),
-        readings=readings_since(conn, gateway, since),
+        readings=node_history(conn, gateway, since),
         runs=[RunSample(r.finished_at, r.outcome, r.latency_ms, r.completion_tokens) for r in rows],
         limit_changes=[LimitChange(c.at, c.current_limit, c.reason) for c in changes],
     )

@@ -4,7 +4,8 @@ Rules (thresholds in ``[alerts]``): a gateway down; its error or timeout rate ov
 last five minutes; latency rising while throughput stays the same (the sign of a
 saturated server); a server-side queue building up (vLLM ``num_requests_waiting``,
 llama.cpp ``requests_deferred``); tasks active past their max runtime; the oldest
-dispatchable task waiting too long.
+dispatchable task waiting too long; from the node exporters, VRAM nearly full, RAM
+short, and a GPU saturated while latency grows.
 
 Against flapping: a condition must hold on two evaluations in a row to fire and be
 clear on two in a row to resolve, and rate/latency rules clear only below 80% of their
@@ -25,9 +26,11 @@ from datetime import datetime, timedelta
 from lanewarden.core.board import Board
 from lanewarden.core.clock import format_seconds, utcnow
 from lanewarden.core.config import LanewardenConfig
+from lanewarden.core.nodes import NodeView
 from lanewarden.core.readmodel import (
     RECENT,
     RunSample,
+    node_views,
     oldest_dispatchable,
     percentile,
     recent_runs,
@@ -42,6 +45,7 @@ log = logging.getLogger("lanewarden.alerts")
 FIRE_AFTER = 2  # consecutive evaluations
 CLEAR_AFTER = 2
 CLEAR_RATIO = 0.8
+VRAM_CLEAR_POINTS = 0.05
 BASELINE = timedelta(minutes=30)
 
 
@@ -174,6 +178,9 @@ class AlertEngine:
                 .where(tasks.c.status == "active")
             ).all()
             oldest = oldest_dispatchable(conn, now)
+            nodes = node_views(conn, self.config)
+        for view in nodes:
+            found += self._node_rules(view, recent.get(view.gateway, []), now)
         for name in sorted(self.config.gateways):
             state = states.get(name)
             down = state is not None and state.healthy is False
@@ -255,27 +262,93 @@ class AlertEngine:
     def _latency_rule(self, name: str, rows: list[RunSample], now: datetime) -> Finding:
         """Latency up while throughput is flat: more concurrency is only adding queueing."""
         cfg = self.config.alerts
-
-        def sample(r: RunSample) -> float | None:
-            return r.ttft_ms if r.ttft_ms is not None else r.latency_ms
-
-        ok = [r for r in rows if r.outcome == "succeeded" and sample(r) is not None]
-        recent = [r for r in ok if r.finished_at > now - RECENT]
-        before = [r for r in ok if r.finished_at <= now - RECENT]
         key = f"latency_rising:{name}"
-        if len(recent) < cfg.min_samples or len(before) < cfg.min_samples:
+        change = latency_change(rows, now, cfg.min_samples)
+        if change is None:
             return Finding(key, False, "", clearly_absent=True)
-        recent_rate = len(recent) / RECENT.total_seconds()
-        before_rate = len(before) / (BASELINE - RECENT).total_seconds()
-        flat = before_rate > 0 and 0.75 <= recent_rate / before_rate <= 1.33
-        p50_now = percentile([sample(r) for r in recent], 50) or 0.0
-        p50_before = percentile([sample(r) for r in before], 50) or 0.0
-        ratio = p50_now / p50_before if p50_before else 0.0
         return Finding(
             key,
-            flat and ratio >= cfg.latency_rise_ratio,
-            f"gateway {name}: median latency rose {ratio:.1f}x "
-            f"({p50_before / 1000:.1f}s -> {p50_now / 1000:.1f}s) "
+            change.flat and change.ratio >= cfg.latency_rise_ratio,
+            f"gateway {name}: median latency rose {change.ratio:.1f}x ({change.describe()}) "
             "at the same throughput: it is saturated, lower its cap",
-            clearly_absent=ratio < cfg.latency_rise_ratio * CLEAR_RATIO or not flat,
+            clearly_absent=change.ratio < cfg.latency_rise_ratio * CLEAR_RATIO or not change.flat,
         )
+
+    def _node_rules(self, view: NodeView, rows: list[RunSample], now: datetime) -> list[Finding]:
+        """VRAM nearly full, RAM short, and a GPU saturated while latency grows.
+
+        Unknown figures (the exporters did not answer) neither fire nor resolve anything:
+        the last verdict stands until the host is read again."""
+        cfg = self.config.alerts
+        name = view.gateway
+        figures = view.latest.figures if view.latest is not None and view.known else None
+        found = []
+        vram = figures.vram_ratio if figures is not None else None
+        found.append(
+            Finding(
+                f"vram_high:{name}",
+                vram is not None and vram >= cfg.vram_usage,
+                f"node {name}: VRAM {vram or 0:.0%} used (threshold {cfg.vram_usage:.0%}): a larger "
+                "context or another model will not fit; lower its cap or its context length",
+                # VRAM moves in small steps (vLLM reserves most of it up front): a 5-point band
+                clearly_absent=vram is not None and vram < cfg.vram_usage - VRAM_CLEAR_POINTS,
+            )
+        )
+        ram = figures.ram_available_ratio if figures is not None else None
+        found.append(
+            Finding(
+                f"ram_low:{name}",
+                ram is not None and ram < cfg.ram_available_min,
+                f"node {name}: only {ram or 0:.0%} of its RAM is available "
+                f"(threshold {cfg.ram_available_min:.0%}): a model spilling to the CPU, or another process",
+                clearly_absent=ram is not None and ram * CLEAR_RATIO >= cfg.ram_available_min,
+            )
+        )
+        util = figures.gpu_util if figures is not None else None
+        change = latency_change(rows, now, cfg.min_samples)
+        growing = change is not None and change.ratio >= cfg.latency_rise_ratio
+        found.append(
+            Finding(
+                f"gpu_saturated:{name}",
+                util is not None and util >= cfg.gpu_saturated_percent and growing,
+                f"node {name}: GPU {util or 0:.0f}% busy while median latency rose "
+                f"{change.ratio if change else 0:.1f}x ({change.describe() if change else '-'}): "
+                "the GPU is saturated, more concurrency only queues; lower its cap",
+                clearly_absent=util is not None
+                and (util < cfg.gpu_saturated_percent * CLEAR_RATIO or change is None or not growing),
+            )
+        )
+        return found
+
+
+@dataclass(frozen=True, slots=True)
+class LatencyChange:
+    """Median latency (TTFT where measured) of the last five minutes against the 25 before."""
+
+    before_ms: float
+    now_ms: float
+    flat: bool  # throughput within 0.75..1.33 of before
+
+    @property
+    def ratio(self) -> float:
+        return self.now_ms / self.before_ms if self.before_ms else 0.0
+
+    def describe(self) -> str:
+        return f"{self.before_ms / 1000:.1f}s -> {self.now_ms / 1000:.1f}s"
+
+
+def latency_change(rows: list[RunSample], now: datetime, min_samples: int) -> LatencyChange | None:
+    def sample(r: RunSample) -> float | None:
+        return r.ttft_ms if r.ttft_ms is not None else r.latency_ms
+
+    ok = [r for r in rows if r.outcome == "succeeded" and sample(r) is not None]
+    recent = [r for r in ok if r.finished_at > now - RECENT]
+    before = [r for r in ok if r.finished_at <= now - RECENT]
+    if len(recent) < min_samples or len(before) < min_samples:
+        return None
+    recent_rate = len(recent) / RECENT.total_seconds()
+    before_rate = len(before) / (BASELINE - RECENT).total_seconds()
+    flat = before_rate > 0 and 0.75 <= recent_rate / before_rate <= 1.33
+    p50_now = percentile([v for r in recent if (v := sample(r)) is not None], 50) or 0.0
+    p50_before = percentile([v for r in before if (v := sample(r)) is not None], 50) or 0.0
+    return LatencyChange(p50_before, p50_now, flat)

@@ -9,8 +9,9 @@ import pytest
 from lanewarden.bot.simulator.model import ServerModel
 from lanewarden.bot.simulator.server import GatewaySimulator
 from lanewarden.core.board import Board, open_board
-from lanewarden.core.node_monitor import NodeMonitor, node_views, readings_since
+from lanewarden.core.node_monitor import NodeMonitor
 from lanewarden.core.nodes import MIB, cpu_busy, parse_exporter
+from lanewarden.core.readmodel import node_history, node_views
 from lanewarden.core.schema import gateway_state
 from sqlalchemy import select
 
@@ -59,7 +60,7 @@ async def test_readings_follow_the_exporters_and_a_silent_one_is_unknown(
     assert any("HTTP 503" in e for e in third.figures.errors)
     with board.db.read() as conn:
         [view] = node_views(conn, board.config)
-        stored = readings_since(conn, "gpu1", first.at)
+        stored = node_history(conn, "gpu1", first.at)
         health = conn.execute(select(gateway_state)).all()
     assert [r.known for r in stored] == [True, True, False]
     # status shows "unknown" with the last figures read and their age, and the gateway is

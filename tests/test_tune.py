@@ -12,8 +12,8 @@ from lanewarden.core.config import AlertsConfig
 from lanewarden.core.errors import AccessDenied
 from lanewarden.core.executor import Executor
 from lanewarden.core.grammar import parse
-from lanewarden.core.node_monitor import NodeReading, record_reading
-from lanewarden.core.nodes import NodeFigures
+from lanewarden.core.node_monitor import record_reading
+from lanewarden.core.nodes import NodeFigures, NodeReading
 from lanewarden.core.schema import cap_overrides
 from lanewarden.core.tune import GatewayHistory, LimitChange, RunSample, advise
 from sqlalchemy import select

@@ -22,7 +22,7 @@ import logging
 import os
 import socket
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -31,9 +31,11 @@ from lanewarden.core.caps import Limits, Usage
 from lanewarden.core.claims import Claim, Completion, Finished
 from lanewarden.core.clock import utcnow
 from lanewarden.core.dispatcher import DispatchObserver
+from lanewarden.core.nodes import NodeView
 from lanewarden.core.readmodel import (
     OutboxDepth,
     live_dispatchers,
+    node_views,
     oldest_dispatchable,
     outbox_depth,
     task_counts,
@@ -90,6 +92,7 @@ class BoardSnapshot:
     signals: dict[str, dict[str, Any]]
     outbox: OutboxDepth
     live_processes: int = 0
+    nodes: list[NodeView] = field(default_factory=list)
 
 
 def load_snapshot(board: Board) -> BoardSnapshot:
@@ -106,8 +109,9 @@ def load_snapshot(board: Board) -> BoardSnapshot:
         }
         depth = outbox_depth(conn)
         live = len(live_dispatchers(conn, board.config, now))
+        nodes = node_views(conn, board.config)
     return BoardSnapshot(
-        now, counts, _aware(oldest.since) if oldest else None, limits, usage, signals, depth, live
+        now, counts, _aware(oldest.since) if oldest else None, limits, usage, signals, depth, live, nodes
     )
 
 
@@ -120,6 +124,59 @@ def _aware(value: Any) -> datetime | None:
     if value.tzinfo is None:
         value = value.replace(tzinfo=UTC)
     return value
+
+
+# (figure, metric suffix, help): the host beside each gateway, as its exporters said
+NODE_GAUGES = (
+    ("cpu_busy", "cpu_busy_ratio", "Share of the host's CPU time not idle between two scrapes, 0..1."),
+    ("load1", "load1", "The host's 1-minute load average (node_exporter)."),
+    ("ram_available_bytes", "memory_available_bytes", "MemAvailable of the host (node_exporter)."),
+    ("ram_total_bytes", "memory_total_bytes", "MemTotal of the host (node_exporter)."),
+)
+GPU_GAUGES = (
+    ("util", "gpu_utilization_percent", "GPU busy, 0..100 (DCGM_FI_DEV_GPU_UTIL, gpu_gfx_activity)."),
+    ("vram_used_bytes", "gpu_vram_used_bytes", "VRAM in use (FB_USED, gpu_used_vram)."),
+    ("vram_total_bytes", "gpu_vram_total_bytes", "VRAM of the card (FB_FREE + FB_USED [+ FB_RESERVED])."),
+    ("temperature_c", "gpu_temperature_celsius", "GPU temperature."),
+    ("power_w", "gpu_power_watts", "GPU power draw."),
+)
+
+
+def node_families(views: list[NodeView], now: datetime) -> Iterator[Metric]:
+    """The node exporters' figures re-exported with a ``gateway`` label: the last ones read
+    (``lanewarden_node_up`` 0 and a growing age when the exporters stop answering)."""
+    up = GaugeMetricFamily(
+        "lanewarden_node_up", "1 when the last scrape of the host's exporters was read.", labels=["gateway"]
+    )
+    age = GaugeMetricFamily(
+        "lanewarden_node_reading_age_seconds", "Age of the figures below.", labels=["gateway"]
+    )
+    host = {
+        key: GaugeMetricFamily(f"lanewarden_node_{suffix}", doc, labels=["gateway"])
+        for key, suffix, doc in NODE_GAUGES
+    }
+    gpu = {
+        key: GaugeMetricFamily(f"lanewarden_node_{suffix}", doc, labels=["gateway", "gpu", "model"])
+        for key, suffix, doc in GPU_GAUGES
+    }
+    for view in views:
+        if view.latest is None:
+            continue
+        up.add_metric([view.gateway], int(view.known))
+        if view.last_known is None:
+            continue
+        age.add_metric([view.gateway], max(0.0, (now - view.last_known.at).total_seconds()))
+        figures = view.last_known.figures
+        for key, family in host.items():
+            value = getattr(figures, key)
+            if value is not None:
+                family.add_metric([view.gateway], float(value))
+        for card in figures.gpus:
+            for key, family in gpu.items():
+                value = getattr(card, key)
+                if value is not None:
+                    family.add_metric([view.gateway, card.gpu, card.model or ""], float(value))
+    yield from (up, age, *host.values(), *gpu.values())
 
 
 class BoardCollector:
@@ -142,6 +199,7 @@ class BoardCollector:
         yield from self._caps(snap)
         yield from self._gateways(snap)
         yield from self._outbox(snap)
+        yield from node_families(snap.nodes, snap.at)
         live = GaugeMetricFamily("lanewarden_dispatchers_live", "Serve processes heartbeating on this board.")
         live.add_metric([], snap.live_processes)
         yield live
