@@ -111,9 +111,11 @@ class NodeMonitor:
                 log.warning("could not record node reading of %s: %s", name, exc.orig)
             await asyncio.sleep(gateway.probe_interval_seconds)
 
-    async def read_once(self, name: str, gateway: GatewayConfig, client: httpx.AsyncClient) -> NodeReading:
+    async def read_once(
+        self, name: str, gateway: GatewayConfig, client: httpx.AsyncClient, now: datetime | None = None
+    ) -> NodeReading:
         figures = await scrape(list(gateway.node_metrics), client, self._previous_cpu)
-        return await asyncio.to_thread(record_reading, self.db, self.config, name, figures)
+        return await asyncio.to_thread(record_reading, self.db, self.config, name, figures, now)
 
 
 # -------------------------------------------------------------------- storage

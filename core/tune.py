@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from itertools import pairwise
 from typing import Any, Literal
 
 from lanewarden.core.caps import Limits
@@ -186,10 +187,14 @@ def _evidence(history: GatewayHistory, alerts: AlertsConfig) -> dict[str, Any]:
     readings = sorted(history.readings, key=lambda r: r.at)
     full_seconds = 0.0
     full_utils: list[float] = []
+    # a round stands for the time until the next one, but no longer than two usual gaps
+    # (a leader change or a stopped board leaves holes that are not "full")
+    gaps = sorted((b.at - a.at).total_seconds() for a, b in pairwise(readings))
+    longest = 2 * gaps[len(gaps) // 2] if gaps else 0.0
     for i, here in enumerate(readings):
         if here.cap > 0 and here.in_flight >= here.cap and here.waiting > 0:
             end = readings[i + 1].at if i + 1 < len(readings) else history.now
-            full_seconds += max(0.0, (end - here.at).total_seconds())
+            full_seconds += min(longest, max(0.0, (end - here.at).total_seconds()))
             if here.known and here.figures.gpu_util is not None:
                 full_utils.append(here.figures.gpu_util)
     utils = [r.figures.gpu_util for r in readings if r.known and r.figures.gpu_util is not None]
