@@ -20,13 +20,28 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from lanewarden.bot.completion import SHELLS, completion_script
 from lanewarden.core.errors import LanewardenError, UsageError
 
 log = logging.getLogger("lanewarden.cli")
 
 EXIT_INFRASTRUCTURE = 3
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell reports for a tool cut off by `head`
-OPERATOR_COMMANDS = ("init", "db", "console", "serve", "doctor", "discord", "simulate-gateway")
+OPERATOR_COMMANDS = (
+    "init",
+    "db",
+    "console",
+    "serve",
+    "doctor",
+    "discord",
+    "simulate-gateway",
+    "completion",
+)
+GLOBAL_OPTIONS = (
+    ("--config PATH", "the config file (default: $LANEWARDEN_CONFIG, then ~/.lanewarden/config.toml)"),
+    ("--version", "print the version"),
+    ("-h, --help", "this help; `COMMAND --help` or `help COMMAND` for one command"),
+)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -43,6 +58,8 @@ def _main(args: list[str]) -> int:
         config_path, args = _take_config_option(args)
         if not args or args[0] in ("-h", "--help"):
             args = ["help"]
+        if args[0] == "help" and (len(args) == 1 or args[1] in OPERATOR_COMMANDS):
+            return _help(args[1:])
         if args[0] in ("--version", "version"):
             from importlib.metadata import version
 
@@ -126,11 +143,15 @@ def local_actor(kind: str = "cli"):  # -> Actor
 def _board_command(args: list[str], config_path: str | None) -> int:
     from lanewarden.bot.render import render_with_files
     from lanewarden.core.board import open_board
+    from lanewarden.core.commands import HelpCommand
     from lanewarden.core.config import load_config
     from lanewarden.core.executor import Executor
-    from lanewarden.core.grammar import parse
+    from lanewarden.core.grammar import help_text, parse
 
     command = parse(args)  # bad input fails before touching the database
+    if isinstance(command, HelpCommand):  # help needs no board: asking never creates one
+        print(help_text(command.topic))
+        return 0
     config, _ = load_config(config_path)
     board = open_board(config)
     try:
@@ -147,9 +168,10 @@ def _board_command(args: list[str], config_path: str | None) -> int:
         board.db.dispose()
 
 
-def _operator_command(args: list[str], config_path: str | None) -> int:
+def operator_parser() -> argparse.ArgumentParser:
+    """The operator commands, whose options argparse owns (the board verbs' are the grammar's)."""
     # imported here, not at the top: board verbs start faster without aiohttp
-    from lanewarden.bot.simulator import add_simulator_options, run_simulator
+    from lanewarden.bot.simulator import add_simulator_options
 
     parser = argparse.ArgumentParser(prog="lanewarden", description="Lanewarden operator commands")
     sub = parser.add_subparsers(dest="op", required=True)
@@ -180,7 +202,18 @@ def _operator_command(args: list[str], config_path: str | None) -> int:
         sub.add_parser("simulate-gateway", help="an OpenAI-compatible GPU server simulator on loopback")
     )
 
-    opts = parser.parse_args(args)
+    completion = sub.add_parser("completion", help="print a shell completion script")
+    completion.add_argument("shell", choices=SHELLS)
+    return parser
+
+
+def _operator_command(args: list[str], config_path: str | None) -> int:
+    from lanewarden.bot.simulator import run_simulator
+
+    opts = operator_parser().parse_args(args)
+    if opts.op == "completion":
+        print(completion_script(opts.shell, _operator_flags()))
+        return 0
     if opts.op == "init":
         return _init(opts.path, opts.force, config_path)
     if opts.op == "simulate-gateway":
@@ -219,6 +252,37 @@ def _operator_command(args: list[str], config_path: str | None) -> int:
     return 2
 
 
+def _help(topic: list[str]) -> int:
+    """``help`` for everything: the board verbs (from the grammar), the operator commands
+    and the global options; ``help serve`` shows an operator command's own options."""
+    from lanewarden.core.grammar import help_text
+
+    if topic:
+        return _operator_command([topic[0], "--help"], None)
+    lines = [help_text(), "", "operator commands (lanewarden COMMAND --help for its options):"]
+    choices = _subcommands(operator_parser())
+    width = max(len(name) for name in choices)
+    lines += [f"  {name:<{width}}  {action.help}" for name, action in choices.items()]
+    lines += ["", "options:"]
+    lines += [f"  {flags:<16} {text}" for flags, text in GLOBAL_OPTIONS]
+    print("\n".join(lines))
+    return 0
+
+
+def _subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.Action]:
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return {a.dest: a for a in sub._choices_actions}
+
+
+def _operator_flags() -> dict[str, list[str]]:
+    """Each operator command's flags, for the completion scripts."""
+    sub = next(a for a in operator_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    return {
+        name: [flag for action in parser._actions for flag in action.option_strings if flag.startswith("--")]
+        for name, parser in sub.choices.items()
+    }
+
+
 def _init(path: str | None, force: bool, config_path: str | None) -> int:
     from importlib.resources import files
 
@@ -230,7 +294,7 @@ def _init(path: str | None, force: bool, config_path: str | None) -> int:
         print(f"lanewarden: error: {target} exists; use --force to overwrite", file=sys.stderr)
         return 2
     board_path = lanewarden_home() / "board.db"
-    text = files("core").joinpath("starter_config.toml").read_text(encoding="utf-8")
+    text = files("lanewarden.core").joinpath("starter_config.toml").read_text(encoding="utf-8")
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(text.replace("{board_path}", str(board_path)), encoding="utf-8")
     config, _ = load_config(target)

@@ -222,6 +222,9 @@ def parse(source: str | Sequence[str]) -> Command:
     if not tokens:
         raise UsageError("no command given; try `help`")
     spec, rest = find_verb(tokens)
+    options = rest[: rest.index("--")] if "--" in rest else rest
+    if "--help" in options or "-h" in options:  # where people type it: `add --help`
+        return bind(REGISTRY["help"], spec.name.split())
     return bind(spec, rest)
 
 
