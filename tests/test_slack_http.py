@@ -8,6 +8,8 @@ response_url the answers go to.
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import json
 import time
 from collections.abc import AsyncIterator
@@ -15,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 from lanewarden.bot.chat import AdapterContext, build_adapters
 from lanewarden.bot.http.server import HttpEndpoint
@@ -419,3 +422,55 @@ def test_serve_builds_this_adapter_from_the_environment(tmp_path: Path) -> None:
 def outbox_rows(board: Board) -> list[Any]:
     with board.db.read() as conn:
         return conn.execute(select(outbox)).all()
+
+
+async def test_unsigned_or_malformed_requests_are_refused_before_parsing_with_one_log_line(
+    rig: HttpRig, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 12: unsigned invalid JSON, non-UTF-8 bodies and a non-numeric timestamp got 500
+    with a traceback each. Now: 401 (unsigned) or 400 (signed but unreadable), at most one
+    rate-limited line, no traceback, nothing run."""
+    await rig.command("add Baseline")
+    before = snapshot(rig.board)
+    caplog.clear()
+    async with aiohttp.ClientSession() as session:
+
+        async def post(body: bytes, headers: dict[str, str]) -> int:
+            async with session.post(rig.url, data=body, headers=headers) as resp:
+                return resp.status
+
+        json_type = {"Content-Type": "application/json"}
+        assert await post(b"{not json", json_type) == 401
+        assert (
+            await post(b"\xff\xfe\x00garbage", {"Content-Type": "application/x-www-form-urlencoded"}) == 401
+        )
+        assert (
+            await post(b"{}", {**json_type, "X-Slack-Request-Timestamp": "soon", "X-Slack-Signature": "v0=1"})
+            == 401
+        )
+        for _ in range(20):
+            assert (
+                await post(b"{}", {**json_type, "X-Slack-Request-Timestamp": "12", "X-Slack-Signature": "x"})
+                == 401
+            )
+    # signed by Slack's secret, but not readable: 400, still no traceback
+    status, _ = await post_signed(rig.url, "{not json", content_type="application/json")
+    assert status in (400, 401)
+    bad_utf8 = await _post_signed_bytes(rig.url, b"payload=\xff\xfe")
+    assert bad_utf8 == 400
+    assert snapshot(rig.board) == before
+    records = [r for r in caplog.records if r.name.startswith("lanewarden.slack")]
+    assert not any(r.exc_info for r in caplog.records), [r.getMessage() for r in caplog.records]
+    assert len([r for r in records if "refused" in r.getMessage()]) <= 1
+
+
+async def _post_signed_bytes(url: str, body: bytes) -> int:
+    ts = str(int(time.time()))
+    sig = "v0=" + hmac.new(SIGNING_SECRET.encode(), f"v0:{ts}:".encode() + body, hashlib.sha256).hexdigest()
+    headers = {
+        "Content-Type": "application/x-www-form-urlencoded",
+        "X-Slack-Request-Timestamp": ts,
+        "X-Slack-Signature": sig,
+    }
+    async with aiohttp.ClientSession() as session, session.post(url, data=body, headers=headers) as resp:
+        return resp.status

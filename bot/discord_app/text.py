@@ -14,13 +14,15 @@ from __future__ import annotations
 
 import re
 
-import discord
-
 ZERO_WIDTH = "\u200b"
 # <@user> <@!user> <@&role> <#channel> </command:id> <t:epoch> <:emoji:id> <a:emoji:id>
 _ANGLE_SYNTAX = re.compile(r"<(?=[@#/:]|t:|a:)")
 _BROADCAST = re.compile(r"@(?=everyone|here)")
 _MASKED_LINK = re.compile(r"\](?=\()")  # [text](url): the link is made by "](" together
+# markdown that works anywhere, and what only starts a line (headings, quotes, lists);
+# discord.utils.escape_markdown leaves text after a URL unescaped, so it is not used
+_INLINE_MARKUP = re.compile(r"([\\*_~`|\[\]])")
+_LINE_MARKUP = re.compile(r"^(\s*)([#>\-+])", re.MULTILINE)
 
 
 def plain(text: str) -> str:
@@ -32,4 +34,5 @@ def plain(text: str) -> str:
 
 def inert(text: str) -> str:
     """``plain``, and markdown (bold, code, spoilers, headings, masked links) escaped."""
-    return plain(discord.utils.escape_markdown(text))
+    escaped = _LINE_MARKUP.sub(r"\1\\\2", _INLINE_MARKUP.sub(r"\\\1", text))
+    return plain(escaped)

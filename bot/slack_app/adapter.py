@@ -5,8 +5,9 @@
   reconnects by itself; the first connection is made in the background so a Slack
   outage at boot does not stop the board.
 - HTTP mode (``mode = "http"``): Slack posts to ``[slack] events_path`` (default
-  /slack/events) on the [http] endpoint; slack-bolt checks the signature with
-  SLACK_SIGNING_SECRET and refuses requests older than 5 minutes (replays).
+  /slack/events) on the [http] endpoint. The signature (SLACK_SIGNING_SECRET) and the
+  timestamp (at most 5 minutes old: no replays) are checked on the raw bytes before
+  anything is parsed (http_guard.py); only then does slack-bolt see the request.
 
 Tokens come from the environment only and are never logged. ``[slack] api_base``
 points the Web API client elsewhere (a proxy, or the tests' fake Slack).
@@ -21,6 +22,7 @@ from collections.abc import Mapping
 from aiohttp import web
 from lanewarden.bot.chat import AdapterContext
 from lanewarden.bot.slack_app.errors import slack_error_code
+from lanewarden.bot.slack_app.http_guard import RequestGuard
 from lanewarden.bot.slack_app.identity import SlackIdentity
 from lanewarden.bot.slack_app.listeners import SlackListeners
 from lanewarden.bot.slack_app.sink import SlackSink
@@ -71,6 +73,7 @@ class SlackAdapter:
         self.bot_user_id: str | None = None
         self._socket: AsyncSocketModeHandler | None = None
         self._connecting: asyncio.Task[None] | None = None
+        self._guard = RequestGuard(signing_secret or "")
 
     @classmethod
     def from_env(cls, config: LanewardenConfig, env: Mapping[str, str]) -> SlackAdapter:
@@ -152,10 +155,16 @@ class SlackAdapter:
         log.info("slack: connected as %s in team %s", answer.get("user"), answer.get("team"))
 
     async def handle_http(self, request: web.Request) -> web.Response:
-        """POST /slack/events: slack-bolt verifies the signature and timestamp, then dispatches."""
+        """POST /slack/events: verified on the raw bytes first, then slack-bolt dispatches."""
         assert self.app is not None
-        bolt_request = await to_bolt_request(request)
-        bolt_response = await self.app.async_dispatch(bolt_request)
+        refused = await self._guard.check(request)
+        if refused is not None:
+            return refused
+        try:
+            bolt_request = await to_bolt_request(request)
+            bolt_response = await self.app.async_dispatch(bolt_request)
+        except Exception as exc:  # signed by Slack, but not something bolt can read
+            return self._guard.refuse(400, f"a signed request bolt could not read ({type(exc).__name__})")
         return await to_aiohttp_response(bolt_response)
 
     async def stop(self) -> None:
