@@ -291,9 +291,10 @@ def serve(config: LanewardenConfig, *, headless: bool = False, demo: bool = Fals
     configure_logging()
     companions: list[Companion] = []
     if demo:
-        from lanewarden.bot.tools.demo import demo_companion, demo_config
+        from lanewarden.bot.tools.demo import demo_companion, isolate_demo_process, prepare_demo
 
-        config = demo_config(config)
+        config = prepare_demo()
+        isolate_demo_process(config)
         companions.append(demo_companion(config, headless=headless))
     if config.http.listen:
         check_listen(config.http.listen)

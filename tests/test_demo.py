@@ -12,7 +12,14 @@ from pathlib import Path
 
 import httpx
 import pytest
-from lanewarden.bot.tools.demo import DEMO_MARKER, demo_config, demo_tasks, recreate_demo_home
+from lanewarden.bot.tools.demo import (
+    DEMO_MARKER,
+    demo_tasks,
+    guide,
+    isolate_demo_process,
+    prepare_demo,
+    recreate_demo_home,
+)
 from lanewarden.core.config import parse_config
 from lanewarden.core.errors import UsageError
 
@@ -29,12 +36,13 @@ def test_demo_config_seeds_its_own_board(tmp_path: Path, monkeypatch: pytest.Mon
     monkeypatch.setenv("LANEWARDEN_HOME", str(tmp_path))
     monkeypatch.setenv("SLACK_BOT_TOKEN", "xoxb-real-one")
     (tmp_path / "board.db").write_text("the user's real board")
-    first = demo_config(parse_config({}))
+    first = prepare_demo()
+    isolate_demo_process(first)
     home = tmp_path / "demo"
     assert os.environ["LANEWARDEN_HOME"] == str(home)  # command tasks get their workspaces in there
     assert "SLACK_BOT_TOKEN" not in os.environ  # a second Socket Mode client would steal commands
     monkeypatch.setenv("LANEWARDEN_HOME", str(tmp_path))
-    again = demo_config(parse_config({}))  # recreated, not appended to
+    again = prepare_demo()  # recreated, not appended to
 
     db = home / "board.db"
     assert again.board.url == f"sqlite:///{db}" and first.board.url == again.board.url
@@ -125,3 +133,49 @@ def test_serve_demo_runs_tasks_through_the_simulator(tmp_path: Path) -> None:
     assert board_rows(db, "SELECT count(*) FROM tasks WHERE status = 'active'")[0][0] == 0
     with pytest.raises(httpx.ConnectError):  # the simulated gateway went with it
         httpx.get(sim_url.group(1).removesuffix("/v1") + "/health", timeout=5)
+
+
+def test_every_demo_banner_says_how_to_reach_the_board_and_its_metrics(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LANEWARDEN_HOME", str(tmp_path))
+    config = prepare_demo()
+    for headless in (True, False):
+        text = guide(config, headless=headless)
+        assert f"alias lw='lanewarden --config {tmp_path / 'demo' / 'config.toml'}'" in text
+        assert f"curl http://{config.http.listen}/metrics" in text
+
+
+def test_a_second_demo_is_refused_while_the_first_runs(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    env = clean_env(home)
+    user_config = tmp_path / "lanewarden.toml"
+    user_config.write_text(f'[board]\nurl = "sqlite:///{tmp_path / "user.db"}"\n')
+    first = ServeProcess(user_config, env, tmp_path / "first.log", "--demo")
+    db = home / "demo" / "board.db"
+    try:
+        wait_until(lambda: "Lanewarden demo" in first.output(), 60, "the first demo", [first])
+        inode = db.stat().st_ino
+        second = subprocess.run(
+            [*LANEWARDEN, "--config", str(user_config), "serve", "--headless", "--demo"],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert second.returncode == 2, second.stderr
+        lines = second.stderr.strip().splitlines()
+        assert len(lines) == 1 and "a demo is already running" in lines[0], second.stderr
+        assert f"pid {first.pid}" in lines[0]
+        assert db.stat().st_ino == inode  # the running demo's board was not recreated under it
+        assert first.proc.poll() is None
+    finally:
+        if first.proc.poll() is None:
+            assert first.terminate(30) == 0
+    # once the first demo is gone the next one starts (the lock went with the process)
+    again = ServeProcess(user_config, env, tmp_path / "again.log", "--demo")
+    try:
+        wait_until(lambda: "Lanewarden demo" in again.output(), 60, "the next demo", [again])
+    finally:
+        again.kill()

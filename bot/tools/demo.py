@@ -16,6 +16,7 @@ service's commands).
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
@@ -24,12 +25,15 @@ import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from lanewarden.core.board import NewTask, open_board
 from lanewarden.core.config import LanewardenConfig, lanewarden_home, parse_config, server_root
+from lanewarden.core.errors import UsageError
 
 DEMO_MARKER = ".lanewarden-demo"  # only a directory carrying it is ever deleted
+DEMO_LOCK = "demo.lock"  # beside the demo directory: held by the running demo
+DEMO_HTTP_PORT = 8787  # the README's /metrics address, when it is free
 ACTOR = "demo:seed"
 CHAT_TOKENS = ("SLACK_BOT_TOKEN", "SLACK_APP_TOKEN", "SLACK_SIGNING_SECRET", "DISCORD_TOKEN")
 
@@ -59,35 +63,82 @@ def demo_home() -> Path:
     return lanewarden_home() / "demo"
 
 
-def demo_config(config: LanewardenConfig) -> LanewardenConfig:
-    """Recreate the demo board, seed it and return the config ``serve`` runs with.
+def prepare_demo() -> LanewardenConfig:
+    """Take the demo lock, recreate the demo home, write its config and seed its board.
 
-    ``config`` (the user's) is deliberately unused: the demo must not touch their board,
-    gateways or chat channels.
-    """
-    del config
-    home = recreate_demo_home(demo_home())
-    raw = demo_settings(home, sim_port=free_port(), http_port=free_port())
+    Refuses while another demo runs: its board lives in the very directory this one
+    would recreate. The user's own config, board and chat channels are never read."""
+    home = demo_home()
+    hold_demo_lock(home.parent / DEMO_LOCK)
+    recreate_demo_home(home)
+    raw = demo_settings(home, sim_port=free_port(), http_port=port_or_free(DEMO_HTTP_PORT))
     demo = parse_config(raw, source="the demo config")
     # so a second terminal can look at the demo board: lanewarden --config <this> status
     (home / "config.toml").write_text(to_toml(raw), encoding="utf-8")
     seed_board(demo)
-    os.environ["LANEWARDEN_HOME"] = str(home)
+    return demo
+
+
+def isolate_demo_process(config: LanewardenConfig) -> None:
+    """Point this process's ``LANEWARDEN_HOME`` at the demo (command tasks get their
+    workspaces there) and forget the chat tokens (a second Socket Mode client would steal
+    the real service's commands)."""
+    os.environ["LANEWARDEN_HOME"] = str(demo_directory(config))
     for name in CHAT_TOKENS:
         os.environ.pop(name, None)
-    return demo
+
+
+def demo_directory(config: LanewardenConfig) -> Path:
+    return Path(config.board.url.removeprefix("sqlite:///")).parent
+
+
+_lock_file: IO[str] | None = None  # held open (and locked) for the life of the demo process
+
+
+def hold_demo_lock(path: Path) -> None:
+    """An exclusive lock for this process's lifetime; the kernel drops it when we exit,
+    even on kill -9, so a crashed demo never blocks the next one."""
+    global _lock_file
+    if _lock_file is not None:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle = path.open("a+", encoding="utf-8")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "another process"
+        handle.close()
+        config = path.parent / "demo" / "config.toml"
+        raise UsageError(
+            f"a demo is already running ({holder}); reach it with `lanewarden --config {config} status`, "
+            "or stop it first"
+        ) from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"pid {os.getpid()}\n")
+    handle.flush()
+    _lock_file = handle
 
 
 def recreate_demo_home(home: Path) -> Path:
     if home.exists():
         if not (home / DEMO_MARKER).exists():
-            from lanewarden.core.errors import UsageError
-
             raise UsageError(f"{home} exists and was not made by the demo; move it away first")
         shutil.rmtree(home)
     home.mkdir(parents=True)
     (home / DEMO_MARKER).write_text("made by `lanewarden serve --demo`; deleted at its next start\n")
     return home
+
+
+def port_or_free(port: int) -> int:
+    """``port`` when nobody listens on it (the README's 8787), any free port otherwise."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return free_port()
+    return port
 
 
 def free_port() -> int:
@@ -251,7 +302,7 @@ def demo_companion(
 def guide(config: LanewardenConfig, *, headless: bool) -> str:
     """What the demo is and what to type, printed once at start."""
     gateway = config.gateways["sim"]
-    home = Path(config.board.url.removeprefix("sqlite:///")).parent
+    home = demo_directory(config)
     lines = [
         "",
         "Lanewarden demo (no GPU needed)",
@@ -263,11 +314,12 @@ def guide(config: LanewardenConfig, *, headless: bool) -> str:
         "  window       demo-release: every 30 s, " + RELEASE_COMMAND,
         "",
     ]
+    alias = f"  alias lw='lanewarden --config {home / 'config.toml'}'"
     if headless:
-        lines += ["From another terminal:", f"  alias lw='lanewarden --config {home / 'config.toml'}'"]
+        lines += ["From another terminal:", alias]
         prefix = "  lw "
     else:
-        lines.append("Type at the prompt:")
+        lines += ["From another terminal (the same board):", alias, "", "Type at the prompt:"]
         prefix = "  "
     commands = [
         ("status", "queue shape, gateways (in flight / limit / server queue), profiles"),
