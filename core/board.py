@@ -30,6 +30,7 @@ from lanewarden.core.schema import BODY_MAX, COMMENT_MAX, TITLE_MAX, events, run
 from lanewarden.core.statuses import OPEN_STATUSES, TASK_STATUSES
 from lanewarden.core.task_view import task_detail
 from lanewarden.core.tasks import Event, Task, TaskDetail
+from lanewarden.core.text import check_text
 from sqlalchemy import Connection, Exists, delete, exists, func, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
 
@@ -259,9 +260,8 @@ class Board(Controls):
     # ------------------------------------------------------------------ writes
 
     def add(self, new: NewTask, actor: str) -> Task:
-        _check_text("title", new.title)
-        _check_text("body", new.body)
-        title = " ".join(new.title.split())
+        title = " ".join(check_text("title", new.title).split())
+        check_text("body", new.body)
         if not title:
             raise UsageError("a task needs a title")
         if len(title) > TITLE_MAX:
@@ -614,14 +614,8 @@ def _check_range(name: str, value: int, bounds: tuple[int, int]) -> None:
         raise UsageError(f"{name} must be between {low} and {high}, got {value}")
 
 
-def _check_text(name: str, value: str) -> None:
-    """PostgreSQL cannot store a NUL character (SQLite can): refuse it on both."""
-    if "\x00" in value:
-        raise UsageError(f"{name} contains a NUL character")
-
-
 def _check_length(name: str, value: str, limit: int) -> None:
-    _check_text(name, value)
+    check_text(name, value)
     if len(value) > limit:
         raise UsageError(f"{name} is {len(value)} characters; the limit is {limit}")
 

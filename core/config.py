@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
+import string
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from lanewarden.core.errors import ConfigError
+from lanewarden.core.redaction import secret_kind
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -30,6 +33,9 @@ Role = Literal["viewer", "operator", "admin"]
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 Name = Annotated[str, Field(pattern=NAME_PATTERN)]
+EnvName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
+# what the command runner sets itself, from the profile and its gateway
+AGENT_VARIABLES = ("OPENAI_BASE_URL", "OPENAI_API_KEY", "OPENAI_MODEL")
 
 
 def lanewarden_home() -> Path:
@@ -42,7 +48,8 @@ def default_board_url() -> str:
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # strict: `enabled = "yes"` or `max_concurrency = "4"` is a mistake to report, not to guess
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 class DispatcherConfig(_Section):
@@ -138,14 +145,26 @@ class ProfileConfig(_Section):
     max_tokens: int | None = Field(None, ge=1, le=1_000_000)
     # extra fields for the chat completions body: temperature, top_p, logit_bias, ...
     request_params: dict[str, Any] = {}
+    # a command agent's environment beyond the documented minimum (core/runners/agent_env.py)
+    env: dict[EnvName, str] = {}
+    pass_env: list[EnvName] = []
 
     @field_validator("command", mode="before")
     @classmethod
     def _split_command(cls, value: Any) -> Any:
         if isinstance(value, str):
-            import shlex
-
             return shlex.split(value)
+        return value
+
+    @field_validator("command")
+    @classmethod
+    def _user_text_cannot_be_an_option(cls, value: list[str] | None) -> list[str] | None:
+        exposed = exposed_positional(value or [])
+        if exposed is not None:
+            raise ValueError(
+                f"{exposed!r} fills a whole argument, so a title starting with '-' would become an "
+                f'option of the agent; put "--" before it or attach it to an option ("--query={{prompt}}")'
+            )
         return value
 
     @model_validator(mode="after")
@@ -155,6 +174,42 @@ class ProfileConfig(_Section):
         if self.runner == "command" and not self.command:
             raise ValueError("runner 'command' needs 'command' (an argv list or a shell-like string)")
         return self
+
+
+# placeholders that carry user text (the prompt begins with the title)
+USER_TEXT_PLACEHOLDERS = ("title", "prompt")
+
+
+def exposed_arguments(argv: list[str]) -> list[int]:
+    """Indexes of the argv elements a user's text could turn into an option.
+
+    An element is exposed when it begins with ``{title}`` or ``{prompt}`` (nothing but
+    dashes before it) and no ``--`` precedes it; ``--query={prompt}`` and ``-- {prompt}``
+    are safe."""
+    exposed = []
+    for index, part in enumerate(argv):
+        if part == "--":
+            break
+        try:
+            pieces = list(string.Formatter().parse(part))
+        except ValueError:
+            continue  # a malformed template fails the run with its own message
+        if pieces:
+            literal, field_name, _spec, _conv = pieces[0]
+            if field_name in USER_TEXT_PLACEHOLDERS and not literal.strip("-"):
+                exposed.append(index)
+    return exposed
+
+
+def takes_value(argv: list[str], index: int) -> bool:
+    """Whether ``argv[index]`` follows an option such as ``-q`` (so it is that option's value)."""
+    before = argv[index - 1] if index > 0 else ""
+    return before.startswith("-") and before != "-" and "=" not in before and "{" not in before
+
+
+def exposed_positional(argv: list[str]) -> str | None:
+    """An exposed element that is not an option's value: a profile with one is refused."""
+    return next((argv[i] for i in exposed_arguments(argv) if not takes_value(argv, i)), None)
 
 
 class JobConfig(_Section):
@@ -282,6 +337,22 @@ class LanewardenConfig(_Section):
                 raise ValueError(
                     f"profiles.{name}.gateway = {profile.gateway!r}: no such gateway (known: {known})"
                 )
+        return self
+
+    @model_validator(mode="after")
+    def _agents_get_no_secrets(self) -> LanewardenConfig:
+        for name, profile in self.profiles.items():
+            for key, variables in (("env", list(profile.env)), ("pass_env", profile.pass_env)):
+                for variable in variables:
+                    if variable in AGENT_VARIABLES:
+                        raise ValueError(
+                            f"profiles.{name}.{key}: {variable} is set by Lanewarden from the profile's gateway"
+                        )
+                    kind = secret_kind(variable, self, own_gateway=profile.gateway)
+                    if kind is not None:
+                        raise ValueError(
+                            f"profiles.{name}.{key}: {variable} is {kind}; agents never receive it"
+                        )
         return self
 
     def profile(self, name: str) -> ProfileConfig | None:

@@ -29,6 +29,7 @@ from typing import Any, TypeVar
 from lanewarden.core.board import Board
 from lanewarden.core.claims import Claim, ClaimKernel, Completion, Finished
 from lanewarden.core.clock import utcnow
+from lanewarden.core.redaction import redact, secret_values
 from lanewarden.core.runners import GatewayBusy, GatewayDown, Job, Runner, TaskFailed
 from lanewarden.core.runners.command import CommandRunner
 from lanewarden.core.runners.llm import LLMRunner
@@ -288,6 +289,11 @@ class Dispatcher:
 
     async def _execute(self, claim: Claim, started_at: Any, t0: float) -> Completion:
         def done(outcome: str, **kw: Any) -> Completion:
+            # an agent may print what it should not have seen: keep secrets off the board
+            hidden = secret_values(self.config)
+            for key in ("result", "error"):
+                if key in kw:
+                    kw[key] = redact(kw[key], hidden)
             return Completion(
                 claim.run_id,
                 claim.task_id,

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, TypeVar, Union
 
 from lanewarden.core.errors import UsageError
+from lanewarden.core.text import check_text
 
 Role = Literal["viewer", "operator", "admin"]
 # the largest integer the board stores (a signed 64-bit column on SQLite and PostgreSQL)
@@ -258,7 +259,7 @@ def bind(spec: Verb, tokens: Sequence[str]) -> Command:
             name, eq, inline = token[2:].partition("=")
             param_spec = by_flag.get(name.lower())
             if param_spec is None:
-                raise UsageError(_unknown_flag(spec, name))
+                raise UsageError(_unknown_flag(spec, check_text("an option name", name)))
             if param_spec.type == "bool":
                 if eq:
                     values[param_spec.name] = _to_bool(param_spec, inline)
@@ -323,7 +324,7 @@ def _assign_loose(spec: Verb, values: dict[str, Any], loose: list[str]) -> None:
     if words is not None and loose:
         if words.name in values:
             raise UsageError(f"{spec.name}: {words.name} given both as --{words.flags[0]} and as words")
-        values[words.name] = " ".join(loose)
+        values[words.name] = check_text(f"--{words.flags[0]}", " ".join(loose))
         loose = []
     if loose:
         raise UsageError(f"{spec.name}: unexpected {' '.join(loose)!r} (usage: {spec.usage})")
@@ -353,7 +354,7 @@ def convert(spec: Verb, p: Param, raw: str) -> Any:
         return tuple(found)
     if p.type == "bool":
         return _to_bool(p, raw)
-    value = raw.strip()
+    value = check_text(label, raw.strip())
     if p.choices:
         lowered = value.lower()
         if lowered not in p.choices:

@@ -113,7 +113,7 @@ async def test_missing_command_fails_clearly_and_dispatcher_survives(board_url: 
     config = dispatch_config(
         board_url,
         profiles={
-            "broken": {"runner": "command", "command": ["/nonexistent/agent", "{prompt}"]},
+            "broken": {"runner": "command", "command": ["/nonexistent/agent", "--", "{prompt}"]},
             "fine": {"runner": "noop"},
         },
     )
@@ -133,7 +133,11 @@ async def test_command_runner_env_workspace_and_placeholders(
     board_url: str, tmp_path: Path, gateways
 ) -> None:
     gw = gateways()
-    script = 'echo "$LANEWARDEN_TASK_ID|$OPENAI_BASE_URL|$OPENAI_MODEL|$OPENAI_API_KEY|$(pwd)|$1"'
+    # the agent gets its gateway's key; the result shows whether it did without printing it
+    script = (
+        'key=no; [ "$OPENAI_API_KEY" = sekret-key ] && key=yes; '
+        'echo "$LANEWARDEN_TASK_ID|$OPENAI_BASE_URL|$OPENAI_MODEL|$key|$(pwd)|$1"'
+    )
     config = dispatch_config(
         board_url,
         gateways={"g": {"base_url": gw.base_url, "api_key_env": "LW_TEST_KEY"}},
@@ -146,7 +150,7 @@ async def test_command_runner_env_workspace_and_placeholders(
             }
         },
     )
-    os.environ["LW_TEST_KEY"] = "sekret"
+    os.environ["LW_TEST_KEY"] = "sekret-key"
     try:
         board = new_board(config)
         (tid,) = add_tasks(board, 1)
@@ -155,7 +159,7 @@ async def test_command_runner_env_workspace_and_placeholders(
     finally:
         del os.environ["LW_TEST_KEY"]
     result = board.get(tid).result
-    assert result == f"{tid}|{gw.base_url}|m1|sekret|{tmp_path / f'task-{tid}'}|{tid}:[task 0]"
+    assert result == f"{tid}|{gw.base_url}|m1|yes|{tmp_path / f'task-{tid}'}|{tid}:[task 0]"
     board.db.dispose()
 
 

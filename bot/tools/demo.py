@@ -49,7 +49,7 @@ RELEASE_COMMAND = "promote-batch --from backlog --to ready --max 4"
 # No braces: the command runner fills {placeholders} in every argv part.
 CHECK_SCRIPT = """\
 import pathlib, sys, time
-task, title, workspace = sys.argv[1:4]
+task, title, workspace = sys.argv[2:5]  # after the "--"
 time.sleep(1.0 + int(task) % 3 * 0.5)
 marker = pathlib.Path(workspace, 'failed-once')
 if 'always fails' in title or ('fails once' in title and not marker.exists()):
@@ -187,7 +187,7 @@ def demo_settings(home: Path, *, sim_port: int, http_port: int) -> dict[str, Any
             },
             "checker": {
                 "runner": "command",
-                "command": [sys.executable, "-c", CHECK_SCRIPT, "{task_id}", "{title}", "{workspace}"],
+                "command": [sys.executable, "-c", CHECK_SCRIPT, "--", "{task_id}", "{title}", "{workspace}"],
                 "max_parallel": 2,
                 "timeout_seconds": 30.0,
             },

@@ -1,8 +1,10 @@
 """Run an agent command line per task, in its own workspace and process group.
 
-The argv may use ``{prompt}``, ``{task_id}``, ``{title}`` and ``{workspace}``; the
-profile's gateway is exported as ``OPENAI_BASE_URL``, ``OPENAI_API_KEY`` and
-``OPENAI_MODEL``, plus ``LANEWARDEN_TASK_ID`` and ``LANEWARDEN_RUN_ID``. Stdout is the
+The argv may use ``{prompt}``, ``{task_id}``, ``{title}`` and ``{workspace}``. User text
+never becomes an option of the agent: core/config.py refuses a profile that passes it as
+a whole positional argument without ``--`` before it, and where it is an option's value
+(``-q {prompt}``) a title beginning with ``-`` fails the run.
+The environment is a minimal one (core/runners/agent_env.py). Stdout is the
 result and the exit code the outcome. On timeout or stop the whole process group gets
 SIGTERM, then SIGKILL after a grace period, so agents cannot leave children behind.
 """
@@ -14,8 +16,9 @@ import contextlib
 import os
 import signal
 
-from lanewarden.core.config import lanewarden_home
+from lanewarden.core.config import exposed_arguments, lanewarden_home
 from lanewarden.core.runners import Job, RunOutput, TaskFailed
+from lanewarden.core.runners.agent_env import agent_environment
 
 MAX_OUTPUT_BYTES = 1_000_000
 KILL_GRACE_SECONDS = 3.0
@@ -39,17 +42,8 @@ class CommandRunner:
             argv = [part.format_map(values) for part in argv_template]
         except (KeyError, ValueError) as exc:
             raise TaskFailed(f"bad placeholder in the profile's command: {exc}", retryable=False) from None
-        env = dict(os.environ)
-        env.update(
-            LANEWARDEN_TASK_ID=str(task.id),
-            LANEWARDEN_RUN_ID=str(job.claim.run_id),
-            LANEWARDEN_WORKSPACE=str(workspace),
-        )
-        if job.gateway is not None:
-            env["OPENAI_BASE_URL"] = job.gateway.base_url
-            env["OPENAI_API_KEY"] = job.gateway.api_key() or "not-needed"
-        if job.profile.model:
-            env["OPENAI_MODEL"] = job.profile.model
+        refuse_option_lookalikes(argv_template, argv)
+        env = agent_environment(job, workspace)
         try:
             process = await asyncio.create_subprocess_exec(
                 *argv,
@@ -77,6 +71,19 @@ class CommandRunner:
 
     async def aclose(self) -> None:
         return None
+
+
+def refuse_option_lookalikes(template: list[str], argv: list[str]) -> None:
+    """A title beginning with '-' where the command passes it as an option's whole value
+    (``-q {prompt}``): some parsers would read it as an option, so the run is refused."""
+    for index in exposed_arguments(template):
+        if argv[index].startswith("-"):
+            raise TaskFailed(
+                f"the task's title begins with '-' and the profile's command passes it as the whole "
+                f"argument {template[index]!r}, where an agent could read it as an option; retitle "
+                "the task, or write the command with --name={prompt} or -- {prompt}",
+                retryable=False,
+            )
 
 
 async def kill_group(process: asyncio.subprocess.Process) -> None:

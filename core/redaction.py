@@ -1,0 +1,75 @@
+"""Lanewarden's own secrets: which they are, and keeping them out of what users read.
+
+Secrets live in the environment of ``serve`` (chat tokens, the Slack signing secret,
+the database password, each gateway's key) or in ``board.url``. Agents never receive
+them (core/runners/agent_env.py builds a minimal environment), a profile that names one
+in ``env`` or ``pass_env`` is refused at load (core/config.py), and whatever an agent
+prints is redacted before it becomes a result, an error, an event or a chat reply.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING
+
+from sqlalchemy.engine import make_url
+
+if TYPE_CHECKING:
+    from lanewarden.core.config import LanewardenConfig
+
+CHAT_SECRETS = ("SLACK_BOT_TOKEN", "SLACK_APP_TOKEN", "SLACK_SIGNING_SECRET", "DISCORD_TOKEN")
+DATABASE_SECRETS = ("DATABASE_URL", "PGPASSWORD", "PGPASSFILE")
+# everything LANEWARDEN_* belongs to the server (future secrets included); agents get
+# the few LANEWARDEN_* variables the runner sets itself
+OWN_PREFIX = "LANEWARDEN_"
+# which LANEWARDEN_* values are redacted too (not LANEWARDEN_HOME: paths stay readable)
+SECRET_SUFFIXES = ("SECRET", "TOKEN", "PASSWORD", "KEY", "_URL")
+REDACTED = "[redacted]"
+# shorter values would redact ordinary words; real tokens and passwords are longer
+MIN_REDACTED_LENGTH = 6
+
+
+def secret_kind(
+    name: str, config: LanewardenConfig | None = None, *, own_gateway: str | None = None
+) -> str | None:
+    """What the variable ``name`` holds if it is one of Lanewarden's secrets, else None.
+
+    Gateways' keys are known from ``config``; ``own_gateway``'s key is not a secret from
+    the agent that uses that gateway."""
+    if name in CHAT_SECRETS:
+        return "a chat token"
+    if name in DATABASE_SECRETS:
+        return "the database's credentials"
+    if name.startswith(OWN_PREFIX):
+        return "Lanewarden's own setting"
+    for gateway_name, gateway in config.gateways.items() if config is not None else ():
+        if gateway.api_key_env == name and gateway_name != own_gateway:
+            return f"the key of gateway {gateway_name!r}"
+    return None
+
+
+def secret_values(config: LanewardenConfig, environ: Mapping[str, str] | None = None) -> list[str]:
+    """The values to redact, longest first (so a password inside a URL goes with the URL)."""
+    env = os.environ if environ is None else environ
+    names = [*CHAT_SECRETS, *DATABASE_SECRETS]
+    names += [g.api_key_env for g in config.gateways.values() if g.api_key_env]
+    names += [n for n in env if n.startswith(OWN_PREFIX) and n.endswith(SECRET_SUFFIXES)]
+    values = {env.get(n, "") for n in names}
+    try:
+        url = make_url(config.board.url)
+    except Exception:  # an unparsable URL was refused at load; nothing to hide here
+        url = None
+    if url is not None and url.password:
+        values.update({config.board.url, str(url.password)})
+    return sorted((v for v in values if len(v) >= MIN_REDACTED_LENGTH), key=len, reverse=True)
+
+
+def redact(text: str | None, values: Iterable[str]) -> str | None:
+    """``text`` with every secret value replaced by ``[redacted]``."""
+    if not text:
+        return text
+    for value in values:
+        if value in text:
+            text = text.replace(value, REDACTED)
+    return text
