@@ -346,7 +346,8 @@ class LanewardenConfig(_Section):
                 for variable in variables:
                     if variable in AGENT_VARIABLES:
                         raise ValueError(
-                            f"profiles.{name}.{key}: {variable} is set by Lanewarden from the profile's gateway"
+                            f"profiles.{name}.{key}: {variable} is set by Lanewarden "
+                            "from the profile's gateway"
                         )
                     kind = secret_kind(variable, self, own_gateway=profile.gateway)
                     if kind is not None:
