@@ -58,6 +58,15 @@ class WakeBus:
             fn(topic)
 
 
+def gateway_down_hint(name: str, base_url: str) -> str:
+    return (
+        f"nothing runs on gateway {name} until {base_url} answers. Is the server running? "
+        f"To point Lanewarden at yours: `lanewarden init`, then edit [gateways.{name}] base_url in "
+        "~/.lanewarden/config.toml. To try it without a GPU: `lanewarden serve --demo` "
+        "(`make run ARGS=--demo`)."
+    )
+
+
 class Service:
     def __init__(
         self,
@@ -82,6 +91,13 @@ class Service:
         # front ends besides the console (chat adapters, ...): leaving the console keeps them
         self.front_ends: list[str] = []
         self._cleanups: list[Callable[[], Any]] = []
+        self._explained: set[str] = set()  # gateways whose first outage was explained
+
+    def _gateway_changed(self, name: str, healthy: bool) -> None:
+        self.bus.publish("dispatch")
+        if not healthy and name not in self._explained:
+            self._explained.add(name)  # once per gateway: the next step, not a log flood
+            log.warning("%s", gateway_down_hint(name, self.config.gateways[name].base_url))
 
     def request_stop(self) -> None:
         self.stopping.set()
@@ -126,7 +142,7 @@ class Service:
         monitor = GatewayMonitor(
             board.db,
             dict(self.config.gateways),
-            on_change=lambda _name, _healthy: self.bus.publish("dispatch"),
+            on_change=self._gateway_changed,
         )
         self.spawn(monitor.run(), "gateway-monitor")
 
@@ -138,6 +154,7 @@ class Service:
                 dispatcher_id=dispatcher.id,
                 metrics=metrics.scrape,
                 is_leader=lambda: self.lease is not None and self.lease.is_leader,
+                gateways=sorted(self.config.gateways),
             )
         context = AdapterContext(self.config, board, self.http)
         for adapter in adapters:

@@ -1,16 +1,25 @@
-"""The HTTP endpoint (aiohttp): /healthz, /metrics and, in Slack HTTP mode, /slack/events."""
+"""The HTTP endpoint (aiohttp): /healthz, /readyz, /metrics and, in Slack HTTP mode,
+/slack/events.
+
+``/healthz`` is liveness: 200 while the database answers, with each gateway's state in
+the body (``degraded`` when one is down). ``/readyz`` is readiness: 503 while no
+configured gateway is up, so a load balancer or an orchestrator can tell "running" from
+"able to do work".
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
 
 from aiohttp import web
 from lanewarden.core.db import Database
 from lanewarden.core.errors import ConfigError
-from sqlalchemy import text
+from lanewarden.core.schema import gateway_state
+from sqlalchemy import select
 
 log = logging.getLogger("lanewarden.http")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -45,6 +54,7 @@ class HttpEndpoint:
         dispatcher_id: str = "",
         metrics: Callable[[], Awaitable[bytes]] | None = None,
         is_leader: Callable[[], bool] | None = None,
+        gateways: Sequence[str] = (),
     ) -> None:
         host, _, port = listen.rpartition(":")
         self.host = host or "127.0.0.1"
@@ -53,8 +63,10 @@ class HttpEndpoint:
         self.dispatcher_id = dispatcher_id
         self.metrics = metrics
         self.is_leader = is_leader or (lambda: False)
+        self.gateways = list(gateways)
         self.app = web.Application()
         self.app.router.add_get("/healthz", self._healthz)
+        self.app.router.add_get("/readyz", self._readyz)
         self.app.router.add_get("/metrics", self._metrics)
         self._runner: web.AppRunner | None = None
 
@@ -74,7 +86,7 @@ class HttpEndpoint:
                 f"[http] listen = {self.host}:{self.port}: cannot listen: {_reason(exc)}"
             ) from None
         self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        log.info("HTTP endpoint on http://%s:%d (/healthz, /metrics)", self.host, self.port)
+        log.info("HTTP endpoint on http://%s:%d (/healthz, /readyz, /metrics)", self.host, self.port)
         return self.port
 
     async def stop(self) -> None:
@@ -82,22 +94,37 @@ class HttpEndpoint:
             await self._runner.cleanup()
 
     async def _healthz(self, request: web.Request) -> web.Response:
+        body = await self._health()
+        return web.json_response(body, status=200 if body["database"] == "ok" else 503)
+
+    async def _readyz(self, request: web.Request) -> web.Response:
+        body = await self._health()
+        up = [name for name, state in body["gateways"].items() if state == "up"]
+        ready = body["database"] == "ok" and (bool(up) or not self.gateways)
+        body["status"] = "ready" if ready else "not ready"
+        return web.json_response(body, status=200 if ready else 503)
+
+    async def _health(self) -> dict[str, Any]:
         try:
-            await asyncio.wait_for(asyncio.to_thread(self._ping), timeout=5)
+            states = await asyncio.wait_for(asyncio.to_thread(self._gateway_states), timeout=5)
             database = "ok"
         except Exception as exc:  # any failure means the process cannot do its job
-            database = f"unavailable: {type(exc).__name__}"
-        body = {
-            "status": "ok" if database == "ok" else "degraded",
+            states, database = {}, f"unavailable: {type(exc).__name__}"
+        gateways = {name: states.get(name, "unknown") for name in self.gateways}
+        degraded = database != "ok" or any(state == "down" for state in gateways.values())
+        return {
+            "status": "degraded" if degraded else "ok",
             "database": database,
+            "gateways": gateways,
             "dispatcher": self.dispatcher_id,
             "leader": self.is_leader(),
         }
-        return web.json_response(body, status=200 if database == "ok" else 503)
 
-    def _ping(self) -> None:
+    def _gateway_states(self) -> dict[str, str]:
+        """up, down, or unknown (not probed yet), as the monitors recorded them."""
         with self.db.read() as conn:
-            conn.execute(text("SELECT 1"))
+            rows = conn.execute(select(gateway_state.c.name, gateway_state.c.healthy))
+            return {r.name: "unknown" if r.healthy is None else "up" if r.healthy else "down" for r in rows}
 
     async def _metrics(self, request: web.Request) -> web.Response:
         if self.metrics is None:
