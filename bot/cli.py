@@ -179,6 +179,12 @@ def operator_parser() -> argparse.ArgumentParser:
     init = sub.add_parser("init", help="write a commented starter config and create the board")
     init.add_argument("--path", help="where to write the config (default: ~/.lanewarden/config.toml)")
     init.add_argument("--force", action="store_true", help="overwrite an existing file")
+    init.add_argument(
+        "--admin",
+        action="append",
+        default=[],
+        help="the first admin: slack:U0123ABCD or discord:<user id> (repeatable; asked on a terminal)",
+    )
 
     db = sub.add_parser("db", help="database maintenance")
     db.add_argument("action", choices=("upgrade", "current"))
@@ -215,7 +221,7 @@ def _operator_command(args: list[str], config_path: str | None) -> int:
         print(completion_script(opts.shell, _operator_flags()))
         return 0
     if opts.op == "init":
-        return _init(opts.path, opts.force, config_path)
+        return _init(opts.path, opts.force, config_path, opts.admin)
     if opts.op == "simulate-gateway":
         return run_simulator(opts)
 
@@ -283,9 +289,10 @@ def _operator_flags() -> dict[str, list[str]]:
     }
 
 
-def _init(path: str | None, force: bool, config_path: str | None) -> int:
+def _init(path: str | None, force: bool, config_path: str | None, admins: list[str]) -> int:
     from importlib.resources import files
 
+    from lanewarden.core.access import check_person
     from lanewarden.core.board import open_board
     from lanewarden.core.config import lanewarden_home, load_config
 
@@ -293,15 +300,49 @@ def _init(path: str | None, force: bool, config_path: str | None) -> int:
     if target.exists() and not force:
         print(f"lanewarden: error: {target} exists; use --force to overwrite", file=sys.stderr)
         return 2
+    admins = [check_person(a) for a in admins] or _ask_for_admin()
     board_path = lanewarden_home() / "board.db"
     text = files("lanewarden.core").joinpath("starter_config.toml").read_text(encoding="utf-8")
+    text = text.replace("{board_path}", str(board_path))
+    if admins:
+        # without an admin nobody can change caps, pauses or windows from chat
+        text = text.replace("# [access] ", "[access]   ", 1).replace(
+            '# admins = ["slack:U0123ABCD"]', "admins = [" + ", ".join(f'"{a}"' for a in admins) + "]", 1
+        )
     target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(text.replace("{board_path}", str(board_path)), encoding="utf-8")
+    target.write_text(text, encoding="utf-8")
     config, _ = load_config(target)
     board = open_board(config)
     print(f"wrote {target}")
     print(f"board ready at {board.db.describe()}")
+    if config.access.admins:
+        print(f"admins: {', '.join(config.access.admins)}")
+    else:
+        print(
+            "no admin yet: everyone is a viewer; add one with `lanewarden init --admin slack:U...` "
+            f"or under [access] admins in {target}",
+            file=sys.stderr,
+        )
     return 0
+
+
+def _ask_for_admin() -> list[str]:
+    """On a terminal, ask for the first admin until the answer is valid or empty."""
+    from lanewarden.core.access import check_person
+
+    if not sys.stdin.isatty():
+        return []
+    while True:
+        try:
+            answer = input("First admin (slack:U0123ABCD or discord:<user id>, empty to skip): ").strip()
+        except EOFError:
+            return []
+        if not answer:
+            return []
+        try:
+            return [check_person(answer)]
+        except LanewardenError as exc:
+            print(exc, file=sys.stderr)
 
 
 if __name__ == "__main__":
