@@ -53,7 +53,7 @@ async def scrape(
     urls: list[str], client: httpx.AsyncClient, previous_cpu: dict[str, CpuCounters]
 ) -> NodeFigures:
     """Every endpoint of one host, concurrently; ``previous_cpu`` (by URL) is updated."""
-    results = await asyncio.gather(*(_fetch(url, client) for url in urls))
+    results = await asyncio.gather(*(fetch_exporter(url, client) for url in urls))
     readings: list[ExporterReading] = []
     errors: list[str] = []
     busy: float | None = None
@@ -70,7 +70,7 @@ async def scrape(
     return merge(readings, busy, errors)
 
 
-async def _fetch(url: str, client: httpx.AsyncClient) -> tuple[ExporterReading | None, str | None]:
+async def fetch_exporter(url: str, client: httpx.AsyncClient) -> tuple[ExporterReading | None, str | None]:
     try:
         response = await client.get(url, timeout=SCRAPE_TIMEOUT)
     except httpx.HTTPError as exc:

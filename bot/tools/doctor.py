@@ -26,18 +26,20 @@ import os
 import sys
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from lanewarden.bot.tools.doctor_gateways import check_gateways
+from lanewarden.bot.tools.doctor_nodes import check_nodes
 from lanewarden.bot.tools.doctor_report import EXIT_STATUS, FAIL, OK, WARN, Report, ago, first_line
 from lanewarden.core.caps import Limits, Usage
 from lanewarden.core.clock import utcnow
 from lanewarden.core.config import LanewardenConfig, config_search_path, load_config
 from lanewarden.core.db import SCHEMA_REVISION, Database, current_revision
 from lanewarden.core.errors import LanewardenError
+from lanewarden.core.nodes import NodeView
 from lanewarden.core.readmodel import (
     Interval,
     OldestWaiting,
@@ -45,6 +47,7 @@ from lanewarden.core.readmodel import (
     concurrency,
     live_dispatchers,
     live_window,
+    node_views,
     oldest_dispatchable,
     outbox_depth,
     released_count,
@@ -77,6 +80,7 @@ def doctor(config_path: str | None, out: Callable[[str], None] | None = None) ->
             if state is not None:
                 check_processes_and_leader(report, config, state)
             check_gateways(report, config, state)
+            check_nodes(report, config, state)
             if state is not None:
                 check_caps(report, config, state)
                 check_queue(report, config, state)
@@ -218,6 +222,7 @@ class BoardState:
     intervals: dict[str | None, list[Interval]]  # runs of the peak window, per gateway
     outbox: OutboxDepth
     last_dead: Any
+    nodes: list[NodeView] = field(default_factory=list)  # what the leader last read of each host
 
 
 def board_state(db: Database, config: LanewardenConfig) -> BoardState:
@@ -250,6 +255,7 @@ def board_state(db: Database, config: LanewardenConfig) -> BoardState:
             intervals=run_intervals(conn, now - PEAK_WINDOW, now),
             outbox=outbox_depth(conn),
             last_dead=last_dead,
+            nodes=node_views(conn, config),
         )
 
 
