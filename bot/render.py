@@ -33,7 +33,9 @@ def render_with_files(result: Result, board: Board) -> str:
     if isinstance(result, StatusShown) and result.chart:
         from lanewarden.bot.tools.chart import write_status_chart
 
-        text += f"\nchart written to {write_status_chart(board)}"
+        output = getattr(result.command, "output", None)
+        path = write_status_chart(board, output=output, window=result.chart_window)
+        text += f"\nchart written to {path}"
     return text
 
 

@@ -235,6 +235,8 @@ class Resume(Command):
 class Status(Command):
     chart: bool = param(False, help="also render a PNG of the last hour per gateway")
     json: bool = param(False, help="machine-readable output")
+    since: str | None = param(None, help="the chart's window: 15m, 6h (default 1h, at most 1d)")
+    output: str | None = param(None, help="where the CLI writes the chart: a .png or a directory")
 
 
 @verb(

@@ -15,7 +15,7 @@ from lanewarden.core import commands as c
 from lanewarden.core.access import Actor
 from lanewarden.core.board import Board, NewTask, TaskFilter
 from lanewarden.core.caps import describe_caps, scope_label
-from lanewarden.core.clock import parse_when, utcnow
+from lanewarden.core.clock import parse_duration, parse_when, utcnow
 from lanewarden.core.errors import AccessDenied, Conflict, UsageError
 from lanewarden.core.grammar import Command, help_text
 from lanewarden.core.notifications import ADAPTERS, parse_channel
@@ -258,7 +258,14 @@ def _resume(ex: Executor, cmd: c.Resume, actor: Actor) -> Result:
 
 @handles(c.Status)
 def _status(ex: Executor, cmd: c.Status, actor: Actor) -> Result:
-    return StatusShown(cmd, build_status(ex.board.db, ex.board.config), chart=cmd.chart)
+    window = timedelta(hours=1)
+    if cmd.since is not None:
+        window = parse_duration(cmd.since)
+        if not timedelta(minutes=1) <= window <= timedelta(days=1):
+            raise UsageError(f"--since {cmd.since}: the chart covers 1m to 1d")
+    if (cmd.since or cmd.output) and not cmd.chart:
+        raise UsageError("--since and --output are for the chart: add --chart")
+    return StatusShown(cmd, build_status(ex.board.db, ex.board.config), chart=cmd.chart, chart_window=window)
 
 
 @handles(c.Tune)

@@ -74,6 +74,9 @@ def record_health(
                 record_limit(conn, health.name, now, 1, 0, "recovered")
         else:
             values["last_error"] = health.detail
+            # nothing is sent while it is down: the history (and the chart) shows the outage
+            # as a window of 0 until "recovered"
+            record_limit(conn, health.name, now, 0, 0, "down")
         set_gateway_state(conn, health.name, now, **values)
         return True
 

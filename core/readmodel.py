@@ -19,7 +19,15 @@ from typing import Any
 from lanewarden.core.board import parents_pending
 from lanewarden.core.config import LanewardenConfig
 from lanewarden.core.nodes import NodeReading, NodeView, reading_from_row
-from lanewarden.core.schema import dispatchers, gateway_limit_history, node_readings, outbox, runs, tasks
+from lanewarden.core.schema import (
+    dispatchers,
+    events,
+    gateway_limit_history,
+    node_readings,
+    outbox,
+    runs,
+    tasks,
+)
 from lanewarden.core.statuses import GATEWAY_ERRORS, GATEWAY_VERDICTS, TASK_STATUSES, Outcome, Status
 from sqlalchemy import ColumnElement, Connection, func, select
 
@@ -324,3 +332,51 @@ def node_history(conn: Connection, gateway: str, since: datetime) -> list[NodeRe
         .order_by(node_readings.c.at)
     )
     return [reading_from_row(r) for r in rows]
+
+
+# ------------------------------------------------------------ chart history
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveredRun:
+    """A finished request's answer: its tokens, delivered between ``start`` and ``end``."""
+
+    start: datetime
+    end: datetime
+    tokens: int
+
+
+def delivered_runs(conn: Connection, since: datetime) -> dict[str, list[DeliveredRun]]:
+    """Requests with a token count that finished after ``since``, per gateway."""
+    rows = conn.execute(
+        select(
+            runs.c.gateway, runs.c.claimed_at, runs.c.started_at, runs.c.finished_at, runs.c.completion_tokens
+        ).where(runs.c.gateway.is_not(None), runs.c.finished_at > since, runs.c.completion_tokens > 0)
+    )
+    found: dict[str, list[DeliveredRun]] = defaultdict(list)
+    for r in rows:
+        found[r.gateway].append(
+            DeliveredRun(r.started_at or r.claimed_at, r.finished_at, r.completion_tokens)
+        )
+    return dict(found)
+
+
+def gateway_cap_changes(
+    conn: Connection, config: LanewardenConfig, until: datetime
+) -> dict[str, list[tuple[datetime, int]]]:
+    """Every recorded ``caps set``/``caps reset`` of a gateway up to ``until``: (when, the cap
+    from then on). Before the first one the cap was the config's."""
+    found: dict[str, list[tuple[datetime, int]]] = defaultdict(list)
+    rows = conn.execute(
+        select(events.c.at, events.c.data)
+        .where(events.c.kind == "caps_changed", events.c.at <= until)
+        .order_by(events.c.at, events.c.id)
+    )
+    for r in rows:
+        data = r.data or {}
+        name = data.get("name")
+        if data.get("scope") != "gateway" or name not in config.gateways:
+            continue
+        value = data.get("value")
+        found[name].append((r.at, config.gateways[name].max_concurrency if value is None else int(value)))
+    return dict(found)

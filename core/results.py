@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 from lanewarden.core.grammar import Command
@@ -73,6 +74,7 @@ class CapsShown(Result):
 class StatusShown(Result):
     report: StatusReport
     chart: bool = False
+    chart_window: timedelta = timedelta(hours=1)
 
     def to_json(self) -> Any:
         return self.report.to_json()
