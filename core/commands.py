@@ -293,14 +293,21 @@ class WindowsRemove(Command):
 @dataclass(frozen=True, kw_only=True)
 class Subscribe(Command):
     topic: str = param("tasks", positional=True, choices=TOPIC_CHOICES, help="what to receive")
-    channel: str | None = param(None, help="another channel than this one (slack:C123, discord:42)")
+    channel: str | None = param(None, help="another channel than this one (slack:C123, discord:42; admin)")
+
+    def role_needed(self) -> Role:
+        # routing cards elsewhere (a private channel, another team's) is an admin's decision
+        return "admin" if self.channel else self.VERB.role
 
 
 @verb("unsubscribe", "Stop notifications to this channel", role="operator")
 @dataclass(frozen=True, kw_only=True)
 class Unsubscribe(Command):
     topic: str = param("tasks", positional=True, choices=TOPIC_CHOICES, help="what to stop")
-    channel: str | None = param(None, help="another channel than this one")
+    channel: str | None = param(None, help="another channel than this one (admin)")
+
+    def role_needed(self) -> Role:
+        return "admin" if self.channel else self.VERB.role
 
 
 @verb("digest", "Summarize the last day: finished, failed, waiting, gateways", role="operator")

@@ -18,7 +18,7 @@ from lanewarden.core.caps import describe_caps, scope_label
 from lanewarden.core.clock import parse_duration, parse_when, utcnow
 from lanewarden.core.errors import AccessDenied, Conflict, UsageError
 from lanewarden.core.grammar import Command, help_text
-from lanewarden.core.notifications import ADAPTERS, parse_channel
+from lanewarden.core.notifications import ADAPTERS, channel_shape_error, parse_channel
 from lanewarden.core.results import (
     BatchPromoted,
     CapsShown,
@@ -314,6 +314,9 @@ def _channel_for(cmd: c.Subscribe | c.Unsubscribe, actor: Actor) -> tuple[str, s
             "subscribe needs a chat channel: run it in Slack or Discord, or pass "
             f"--channel slack:C123 / discord:123 (adapters: {', '.join(ADAPTERS)})"
         )
+    problem = channel_shape_error(*parsed) if cmd.channel else None
+    if problem:
+        raise UsageError(problem)
     return parsed
 
 

@@ -8,6 +8,7 @@ is delivered, so pending card edits coalesce into the newest state for free.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -47,6 +48,19 @@ def who(actor: str | None) -> str:
     if actor and actor.partition(":")[0] in HUMAN_ACTORS:
         return f" (by {actor})"
     return ""
+
+
+# what a channel id looks like on each platform: Slack C/G/D + upper-case letters and
+# digits; Discord a snowflake (a 64-bit integer, 17 to 20 digits today)
+CHANNEL_SHAPES = {"slack": re.compile(r"[CGD][A-Z0-9]{2,20}"), "discord": re.compile(r"[0-9]{15,20}")}
+
+
+def channel_shape_error(adapter: str, channel: str) -> str | None:
+    """Why ``channel`` cannot be a channel id of ``adapter``; None when it can."""
+    if CHANNEL_SHAPES[adapter].fullmatch(channel):
+        return None
+    example = "slack:C0123ABCD" if adapter == "slack" else "discord:1234567890123456789"
+    return f"{adapter}:{channel} is not a {adapter.title()} channel id (like {example})"
 
 
 def parse_channel(ref: str | None) -> tuple[str, str] | None:

@@ -16,10 +16,11 @@ from lanewarden.core.access import Actor
 from lanewarden.core.board import NewTask
 from lanewarden.core.clock import utcnow
 from lanewarden.core.commands import Digest, Subscribe
+from lanewarden.core.errors import UsageError
 from lanewarden.core.executor import Executor
 from lanewarden.core.outbox import Card, OutboxDeliverer, OutboxItem
-from lanewarden.core.schema import cards, outbox
-from sqlalchemy import select, update
+from lanewarden.core.schema import cards, outbox, subscriptions
+from sqlalchemy import insert, select, update
 
 from tests.conftest import make_config
 from tests.fakes.discord_api import (
@@ -265,7 +266,14 @@ async def test_without_history_access_the_nonce_still_prevents_a_second_card(
 async def test_a_channel_that_is_not_a_discord_id_is_refused_for_good(
     bot: RunningBot, discord_fake: FakeDiscord
 ) -> None:
-    Executor(bot.board).execute(Subscribe(topic="alerts", channel="discord:general"), OPS)
+    with pytest.raises(UsageError, match="not a Discord channel id"):
+        Executor(bot.board).execute(Subscribe(topic="alerts", channel="discord:general"), OPS)
+    with bot.board.db.write() as conn:  # a row stored before subscribe checked the shape
+        conn.execute(
+            insert(subscriptions).values(
+                adapter="discord", channel="general", topic="alerts", created_by="t", created_at=utcnow()
+            )
+        )
     bot.board.notify("alerts", "alerts", "alert", "gateway gpu is DOWN", {})
     await deliver_all(deliverer(bot))
     [bad] = [r for r in rows(bot) if r.channel == "general"]

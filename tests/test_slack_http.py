@@ -26,7 +26,7 @@ from lanewarden.core.board import Board, NewTask, TaskFilter, open_board
 from lanewarden.core.errors import ConfigError
 from lanewarden.core.grammar import REGISTRY
 from lanewarden.core.outbox import OutboxDeliverer
-from lanewarden.core.schema import events, outbox
+from lanewarden.core.schema import events, outbox, subscriptions
 from sqlalchemy import select
 
 from tests.conftest import make_config
@@ -474,3 +474,23 @@ async def _post_signed_bytes(url: str, body: bytes) -> int:
     }
     async with aiohttp.ClientSession() as session, session.post(url, data=body, headers=headers) as resp:
         return resp.status
+
+
+async def test_subscribe_channel_is_checked_and_routing_elsewhere_needs_an_admin(rig: HttpRig) -> None:
+    """Issue 12: ``slack:C1; DROP`` was stored, and an operator routed cards to any channel."""
+    before = snapshot(rig.board)
+    odd = await rig.command("subscribe tasks --channel 'slack:C1; DROP'", user="UADMIN")
+    assert "is not a Slack channel id" in text_of(odd)
+    elsewhere = await rig.command("subscribe tasks --channel <#C0999PRIV|private>", user="UOPS")
+    assert "needs the admin role" in text_of(elsewhere)
+    assert without_events(snapshot(rig.board)) == without_events(before)
+    with rig.board.db.read() as conn:
+        denied = conn.execute(select(events.c.actor, events.c.message).where(events.c.kind == "denied")).all()
+    assert [d.actor for d in denied] == ["slack:UOPS"]
+    here = await rig.command("subscribe tasks", user="UOPS", channel="C0042")  # its own channel: fine
+    assert "now gets tasks" in text_of(here)
+    routed = await rig.command("subscribe alerts --channel <#C0999PRIV|private>", user="UADMIN")
+    assert "now gets alerts" in text_of(routed)
+    with rig.board.db.read() as conn:
+        stored = conn.execute(select(subscriptions.c.channel, subscriptions.c.topic)).all()
+    assert sorted(stored) == [("C0042", "tasks"), ("C0999PRIV", "alerts")]
