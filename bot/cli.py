@@ -159,7 +159,8 @@ def _board_command(args: list[str], config_path: str | None) -> int:
         output = render_with_files(result, board)
         if output:
             print(output)
-        if result.verb == "promote-batch":
+        if result.verb == "promote-batch" and not sys.stdout.isatty():
+            # for host cron: a timestamped line in its log (on a terminal, stdout said it already)
             promoted = ", ".join(t.ref for t in result.tasks) or "nothing"  # type: ignore[attr-defined]
             logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
             log.info("promote-batch %s: %s", " ".join(args[1:]), promoted)

@@ -8,6 +8,7 @@ The keys of the Hermes Kanban guides (``[kanban.dispatcher]``, ``[kanban.workers
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 import shlex
@@ -433,7 +434,9 @@ def describe_error(err: Any, raw: dict[str, Any]) -> str:
     key = ".".join(loc) or "(top level)"
     if err["type"] == "extra_forbidden":
         allowed = _allowed_keys(loc[:-1])
-        hint = f"; allowed here: {', '.join(allowed)}" if allowed else ""
+        close = difflib.get_close_matches(loc[-1], allowed, n=1) if allowed else []
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        hint += f"; allowed here: {', '.join(allowed)}" if allowed else ""
         return f"{key}: unknown key{hint}"
     if err["type"] == "missing":
         return f"{key}: required key is missing"

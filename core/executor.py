@@ -17,7 +17,7 @@ from lanewarden.core.board import Board, NewTask, TaskFilter
 from lanewarden.core.caps import describe_caps, scope_label
 from lanewarden.core.clock import parse_duration, parse_when, utcnow
 from lanewarden.core.errors import AccessDenied, Conflict, UsageError
-from lanewarden.core.grammar import Command, help_text
+from lanewarden.core.grammar import Command, did_you_mean, help_text
 from lanewarden.core.notifications import ADAPTERS, channel_shape_error, parse_channel
 from lanewarden.core.results import (
     BatchPromoted,
@@ -117,7 +117,10 @@ def _list(ex: Executor, cmd: c.ListTasks, actor: Actor) -> Result:
         statuses = tuple(s.strip().lower() for s in cmd.status.split(",") if s.strip())
         bad = [s for s in statuses if s not in c.STATUS_CHOICES]
         if bad:
-            raise UsageError(f"--status must be among {', '.join(c.STATUS_CHOICES)}, got {', '.join(bad)}")
+            raise UsageError(
+                f"--status (or --column) must be among {', '.join(c.STATUS_CHOICES)}, "
+                f"got {', '.join(bad)}{did_you_mean(bad[0], c.STATUS_CHOICES)}"
+            )
     if cmd.profile:
         ex.board.require_profile(cmd.profile)
     found = ex.board.list_tasks(

@@ -358,9 +358,16 @@ def convert(spec: Verb, p: Param, raw: str) -> Any:
     if p.choices:
         lowered = value.lower()
         if lowered not in p.choices:
-            raise UsageError(f"{label} must be one of {', '.join(p.choices)}, got {raw!r}")
+            hint = did_you_mean(lowered, p.choices)
+            raise UsageError(f"{label} must be one of {', '.join(p.choices)}, got {raw!r}{hint}")
         return lowered
     return value
+
+
+def did_you_mean(value: str, choices: Sequence[str]) -> str:
+    """`` Did you mean `x`?`` for the closest choice, or nothing."""
+    close = difflib.get_close_matches(value, list(choices), n=1)
+    return f". Did you mean `{close[0]}`?" if close else ""
 
 
 def parse_task_id(raw: str) -> int:

@@ -106,7 +106,7 @@ def test_list_quiet_promote_and_json(cli_env: dict[str, str]) -> None:
         (["add", "x", "--profile", "ghost"], "no profile 'ghost'"),
         (["add", "--title", ""], "needs a title"),
         (["add", "x" * 300], "limit is 200"),
-        (["list", "--column", "sideways"], "--status must be among"),
+        (["list", "--column", "sideways"], "--status (or --column) must be among"),
         (["promote", "--id", "1", "--column", "done"], "must be one of ready, active"),
         (["link", "1", "1"], "cannot depend on itself"),
         (["frobnicate"], "unknown command"),

@@ -88,7 +88,8 @@ def test_search_path_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
         ),
         (
             {"kanban": {"dispatcher": {"max_active_task": 3}}},
-            "kanban.dispatcher.max_active_task: unknown key; allowed here: drain_timeout_seconds, enabled",
+            "kanban.dispatcher.max_active_task: unknown key (did you mean max_active_tasks?); "
+            "allowed here: drain_timeout_seconds, enabled",
         ),
         (
             {"profiles": {"p": {"gateway": "nope", "model": "m"}}},

@@ -297,7 +297,7 @@ async def test_bad_input_gets_one_private_line_and_changes_nothing(bot: RunningB
     no_name = await bot.slash("caps set", scope="gateway", value=2)
     assert no_name.ephemeral and no_name.text.startswith("⚠️")
     bad_status = await bot.slash("list", status="doing")
-    assert bad_status.ephemeral and "--status must be among" in bad_status.text
+    assert bad_status.ephemeral and "--status (or --column) must be among" in bad_status.text
     after = snapshot(bot.board)
     # only the audit trail grew: nothing else changed
     assert {k: v for k, v in after.items() if k != "events"} == {

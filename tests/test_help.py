@@ -3,6 +3,7 @@ that lists everything, and shell completion generated from the grammar."""
 
 from __future__ import annotations
 
+import shlex
 import subprocess
 from pathlib import Path
 
@@ -84,3 +85,39 @@ def test_zsh_and_fish_scripts_name_every_verb(lw_env: dict[str, str], shell: str
         assert name.split()[0] in result.stdout
     refused = run(lw_env, "completion", "powershell")
     assert refused.returncode == 2
+
+
+def test_promote_batch_says_it_once_on_a_terminal(lw_env: dict[str, str], tmp_path: Path) -> None:
+    """On a terminal stdout says what was released; the timestamped log line is for cron."""
+    for title in ("a", "b"):
+        assert run(lw_env, "add", title, "--column", "backlog").returncode == 0
+    command = " ".join(
+        shlex.quote(a)
+        for a in [*LANEWARDEN, "promote-batch", "--from", "backlog", "--to", "ready", "--max", "5"]
+    )
+    # `script` gives the command a real terminal, as a person's shell would
+    result = subprocess.run(
+        ["script", "-qec", command, "/dev/null"], env=lw_env, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.count("#1") == 1 and result.stdout.count("#2") == 1, result.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "hint"),
+    [
+        (["list", "--column", "readyy"], "Did you mean `ready`?"),
+        (["add", "x", "--column", "bakclog"], "Did you mean `backlog`?"),
+    ],
+)
+def test_a_mistyped_value_gets_a_did_you_mean(lw_env: dict[str, str], args: list[str], hint: str) -> None:
+    result = run(lw_env, *args)
+    assert result.returncode == 2 and hint in result.stderr and result.stderr.count("\n") == 1
+
+
+def test_a_mistyped_config_key_gets_a_did_you_mean(lw_env: dict[str, str], tmp_path: Path) -> None:
+    config = tmp_path / "lanewarden.toml"
+    config.write_text('[gateways.g]\nbase_url = "http://127.0.0.1:1/v1"\nmax_concurency = 3\n')
+    result = run(lw_env, "--config", str(config), "list")
+    assert result.returncode == 2
+    assert "gateways.g.max_concurency: unknown key (did you mean max_concurrency?)" in result.stderr
