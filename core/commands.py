@@ -57,6 +57,7 @@ class ListTasks(Command):
     profile: str | None = param(None, help="only this profile", complete="profile")
     limit: int = param(50, help="at most this many tasks")
     all: bool = param(False, help="include done and cancelled tasks")
+    mine: bool = param(False, help="only the tasks you created")
     quiet: bool = param(False, help="print only ids, one per line")
     json: bool = param(False, help="machine-readable output")
 

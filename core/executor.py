@@ -124,7 +124,13 @@ def _list(ex: Executor, cmd: c.ListTasks, actor: Actor) -> Result:
     if cmd.profile:
         ex.board.require_profile(cmd.profile)
     found = ex.board.list_tasks(
-        TaskFilter(statuses=statuses, profile=cmd.profile, limit=cmd.limit, include_closed=cmd.all)
+        TaskFilter(
+            statuses=statuses,
+            profile=cmd.profile,
+            limit=cmd.limit,
+            include_closed=cmd.all,
+            created_by=actor.id if cmd.mine else None,
+        )
     )
     return TaskList(cmd, found)
 

@@ -122,3 +122,11 @@ def test_the_manifest_asks_for_what_the_adapter_uses() -> None:
         "mpim:history",
         "usergroups:read",  # usergroups.list
     }
+
+
+def test_a_title_cannot_open_a_code_block_over_the_rest_of_the_card() -> None:
+    """Issue 12: a title with triple backticks turned everything after it into code."""
+    _, blocks = task_card(replace(TASK, title="```rm -rf <!here>", status="failed", error="``` oops"))
+    shown = json.dumps(blocks, ensure_ascii=False)
+    assert "```" not in shown and "`\u200b``rm -rf &lt;!here&gt;" in shown
+    assert all(len(b["text"]["text"]) <= 3000 for b in long_text("x```y" * 2000, code=True))

@@ -352,6 +352,10 @@ async def test_app_home_shows_the_callers_tasks_and_the_queue(rig: HttpRig) -> N
     await post_signed(rig.url, json.dumps(home_opened("USTRANGER")), content_type="application/json")
     [stranger] = await rig.fake.wait_for(lambda: rig.fake.calls_to("views.publish", user_id="USTRANGER"))
     assert "no Lanewarden role" in text_of(stranger.args["view"]) and "Mine to do" not in str(stranger.args)
+    # the executor refused it, as it refuses a command: the one place that checks roles audits it
+    with rig.board.db.read() as conn:
+        denied = conn.execute(select(events.c.actor, events.c.data).where(events.c.kind == "denied")).all()
+    assert [(d.actor, d.data["verb"]) for d in denied] == [("slack:USTRANGER", "list")]
 
 
 async def test_start_refuses_missing_tokens_and_a_refused_token(

@@ -4,7 +4,9 @@ Slack wants an acknowledgement within 3 seconds, so each listener acks first and
 the work after: parsing (pure and instant) happens before the ack so a typo is
 answered in the ack itself; board calls (synchronous database work) run in a thread
 and their answer goes to the command's response_url. Roles are checked, and every
-command audited with its Slack user and channel, by the shared executor.
+command audited with its Slack user and channel, by the shared executor. App Home reads
+the board through an executor too (``list --mine`` and ``status``), so its role check is
+the same one.
 """
 
 from __future__ import annotations
@@ -28,12 +30,13 @@ from lanewarden.bot.slack_app.errors import slack_error_code
 from lanewarden.bot.slack_app.identity import SlackIdentity
 from lanewarden.bot.slack_app.mrkdwn import command_text, escape
 from lanewarden.core.access import Actor
-from lanewarden.core.board import Board, TaskFilter
-from lanewarden.core.errors import LanewardenError, UsageError
+from lanewarden.core.board import Board
+from lanewarden.core.commands import ListTasks, Status
+from lanewarden.core.errors import AccessDenied, LanewardenError, UsageError
 from lanewarden.core.executor import Executor
 from lanewarden.core.grammar import Command, parse, parse_task_id
-from lanewarden.core.results import Result, StatusShown
-from lanewarden.core.status import StatusReport, build_status
+from lanewarden.core.results import Result, StatusShown, TaskList
+from lanewarden.core.status import StatusReport
 from lanewarden.core.tasks import Task
 from slack_bolt.async_app import AsyncApp
 from slack_sdk.errors import SlackApiError
@@ -56,6 +59,10 @@ class SlackListeners:
     executor: Executor
     identity: SlackIdentity
     client: AsyncWebClient
+
+    def __post_init__(self) -> None:
+        # App Home's reads: role-checked by an executor like every command, not audited
+        self.reads = Executor(self.board)
 
     def register(self, app: AsyncApp) -> None:
         app.command(ANY_COMMAND)(self.on_command)
@@ -184,18 +191,22 @@ class SlackListeners:
 
     async def _home_view(self, user_id: str) -> dict[str, Any]:
         actor = await self.identity.actor(user_id, None)
-        if not actor.allows("viewer"):
-            return {"type": "home", "blocks": [section(NO_ROLE)]}
         try:
-            tasks, report = await asyncio.to_thread(self._home_data, actor.id)
+            tasks, report = await asyncio.to_thread(self._home_data, actor)
+        except AccessDenied:
+            return {"type": "home", "blocks": [section(NO_ROLE)]}
         except DBAPIError as exc:
             log.warning("slack: App Home: database unavailable: %s", exc.orig)
             return {"type": "home", "blocks": [section(f":warning: {DATABASE_DOWN}")]}
         return home_view(tasks, report)
 
-    def _home_data(self, actor_id: str) -> tuple[list[Task], StatusReport]:
-        tasks = self.board.list_tasks(TaskFilter(created_by=actor_id, limit=15))
-        return tasks, build_status(self.board.db, self.board.config)
+    def _home_data(self, actor: Actor) -> tuple[list[Task], StatusReport]:
+        """The Home tab is ``list --mine`` and ``status``, run (and role-checked) by the
+        executor like any command; opening the tab is not audited as a command."""
+        listed = self.reads.execute(ListTasks(mine=True, limit=15), actor, source_text="App Home")
+        shown = self.reads.execute(Status(), actor, source_text="App Home")
+        assert isinstance(listed, TaskList) and isinstance(shown, StatusShown)
+        return listed.tasks, shown.report
 
     # ------------------------------------------------------------------ errors
 
