@@ -29,6 +29,7 @@ from lanewarden.core.gateways import GatewayMonitor
 from lanewarden.core.leader import LeaderLease
 from lanewarden.core.node_monitor import NodeMonitor
 from lanewarden.core.outbox import OutboxDeliverer, OutboxSink
+from lanewarden.core.redaction import hide_process_environment
 from lanewarden.core.wakeup import PostgresListener, SqliteChangeWatcher
 from lanewarden.core.windows import Window, WindowStore, host_timezone
 from lanewarden.scheduler.alerts import AlertEngine
@@ -306,6 +307,7 @@ def configure_logging() -> None:
 
 def serve(config: LanewardenConfig, *, headless: bool = False, demo: bool = False) -> int:
     configure_logging()
+    hide_process_environment()  # agents run as our uid: keep /proc/<pid>/environ from them
     companions: list[Companion] = []
     if demo:
         from lanewarden.bot.tools.demo import demo_companion, isolate_demo_process, prepare_demo

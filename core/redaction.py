@@ -9,7 +9,9 @@ prints is redacted before it becomes a result, an error, an event or a chat repl
 
 from __future__ import annotations
 
+import ctypes
 import os
+import sys
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING
 
@@ -63,6 +65,24 @@ def secret_values(config: LanewardenConfig, environ: Mapping[str, str] | None = 
     if url is not None and url.password:
         values.update({config.board.url, str(url.password)})
     return sorted((v for v in values if len(v) >= MIN_REDACTED_LENGTH), key=len, reverse=True)
+
+
+PR_SET_DUMPABLE = 4
+
+
+def hide_process_environment() -> bool:
+    """Make this process's /proc/<pid>/environ (and memory) unreadable to its own uid.
+
+    Agents run as the same user as ``serve``: without this, one could read the secrets
+    from /proc/$PPID/environ whatever environment it was given. A non-dumpable process's
+    /proc files belong to root; children are dumpable again after their exec."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
 
 
 def redact(text: str | None, values: Iterable[str]) -> str | None:

@@ -8,6 +8,7 @@ operator reads is searched for every secret value.
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -27,6 +28,24 @@ SECRETS = {
     "LANEWARDEN_WEB_SECRET": "web-signing-secret-6464",
 }
 URL_PASSWORD = "url-password-7575"
+# an agent printing the key it was given
+PRINT_KEY = "import os; print('key=' + os.environ['OPENAI_API_KEY'])"
+# serve hides its /proc/<pid>/environ from processes of its own uid (agents). As root the
+# probe first becomes nobody (root reads everything anyway), makes itself readable again
+# (a change of uid had hidden it) to show the attack, then hides itself as serve does.
+PROC_ENVIRON_PROBE = """
+import ctypes, os, subprocess
+from lanewarden.core.redaction import PR_SET_DUMPABLE, hide_process_environment
+if os.geteuid() == 0:
+    os.setgroups([]); os.setgid(65534); os.setuid(65534)
+ctypes.CDLL(None).prctl(PR_SET_DUMPABLE, 1, 0, 0, 0)
+def agent_reads_parent():
+    read = subprocess.run(["cat", f"/proc/{os.getpid()}/environ"], capture_output=True, cwd="/")
+    return b"PROBE_SECRET=" in read.stdout
+before = agent_reads_parent()
+hidden = hide_process_environment()
+print(before, hidden, agent_reads_parent())
+"""
 
 
 def test_no_surface_shows_a_secret(tmp_path: Path, pg_schema: str) -> None:
@@ -43,7 +62,7 @@ def test_no_surface_shows_a_secret(tmp_path: Path, pg_schema: str) -> None:
             "profiles.agent": {
                 "gateway": "g",
                 "runner": "command",
-                "command": [sys.executable, "-c", "import os; print('key=' + os.environ['OPENAI_API_KEY'])"],
+                "command": [sys.executable, "-c", PRINT_KEY],
             },
             "http": {"listen": "127.0.0.1:0"},
         },
@@ -96,8 +115,18 @@ def test_no_surface_shows_a_secret(tmp_path: Path, pg_schema: str) -> None:
             board.db.dispose()
     surfaces["serve log at DEBUG"] = log_path.read_text()
     assert " DEBUG " in surfaces["serve log at DEBUG"]  # the log really is at DEBUG
-    assert '"key=[redacted]"' in surfaces[f"show {agent_task} --json"]  # the agent printed its key
+    shown = surfaces[f"show {agent_task} --json"]
+    assert "key=[redacted]" in shown  # the agent printed its key
     assert "postgres:***@" in surfaces["doctor"]  # doctor names the database, password hidden
     for name, text in surfaces.items():
         for secret in [*SECRETS.values(), URL_PASSWORD]:
             assert secret not in text, f"{secret} appears in {name}"
+
+
+def test_serve_environment_is_unreadable_to_its_own_uid() -> None:
+    """An agent given no secrets could still read /proc/$PPID/environ; not once hidden."""
+    env = {**os.environ, "PROBE_SECRET": "probe-secret-value"}
+    proc = subprocess.run(
+        [sys.executable, "-c", PROC_ENVIRON_PROBE], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert proc.stdout.split() == ["True", "True", "False"], proc.stderr
