@@ -142,6 +142,7 @@ def local_actor(kind: str = "cli"):  # -> Actor
 
 def _board_command(args: list[str], config_path: str | None) -> int:
     from lanewarden.bot.render import render_with_files
+    from lanewarden.bot.tools.chart import status_chart_png
     from lanewarden.core.board import open_board
     from lanewarden.core.commands import HelpCommand
     from lanewarden.core.config import load_config
@@ -155,7 +156,9 @@ def _board_command(args: list[str], config_path: str | None) -> int:
     config, _ = load_config(config_path)
     board = open_board(config)
     try:
-        result = Executor(board).execute(command, local_actor(), source_text=" ".join(args))
+        # `digest --post` sends the status chart along
+        executor = Executor(board, chart=status_chart_png)
+        result = executor.execute(command, local_actor(), source_text=" ".join(args))
         output = render_with_files(result, board)
         if output:
             print(output)

@@ -21,10 +21,12 @@ from typing import Any
 from lanewarden.bot.chat import AdapterContext, build_adapters
 from lanewarden.bot.http.metrics import Metrics
 from lanewarden.bot.http.server import HttpEndpoint, check_listen
+from lanewarden.bot.tools.chart import status_chart_png
 from lanewarden.core.board import Board, open_board
 from lanewarden.core.clock import utcnow
 from lanewarden.core.config import LanewardenConfig
 from lanewarden.core.dispatcher import Dispatcher
+from lanewarden.core.executor import Executor
 from lanewarden.core.gateways import GatewayMonitor
 from lanewarden.core.leader import LeaderLease
 from lanewarden.core.node_monitor import NodeMonitor
@@ -198,7 +200,6 @@ class Service:
     async def _console(self, board: Board) -> None:
         from lanewarden.bot.cli import local_actor
         from lanewarden.bot.console import Console
-        from lanewarden.core.executor import Executor
 
         console = Console(Executor(board), local_actor("console"))
         loop = asyncio.get_running_loop()
@@ -248,6 +249,8 @@ class LeaderDuties:
                 builtin=builtin_windows(config),
                 holder=service.dispatcher.id,
                 on_run=service.metrics.job_ran if service.metrics is not None else None,
+                # the daily digest goes out with the status chart
+                executor=Executor(board, chart=status_chart_png),
             )
             await self.windows.start()
             windows = self.windows

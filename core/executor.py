@@ -7,6 +7,7 @@ changes nothing but leaves an audit event.
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
@@ -18,7 +19,7 @@ from lanewarden.core.caps import describe_caps, scope_label
 from lanewarden.core.clock import parse_duration, parse_when, utcnow
 from lanewarden.core.errors import AccessDenied, Conflict, UsageError
 from lanewarden.core.grammar import Command, did_you_mean, help_text
-from lanewarden.core.notifications import ADAPTERS, channel_shape_error, parse_channel
+from lanewarden.core.notifications import ADAPTERS, channel_shape_error, fan_out_notice, parse_channel
 from lanewarden.core.results import (
     BatchPromoted,
     CapsShown,
@@ -53,11 +54,20 @@ def handles(command_type: type[Command]) -> Callable[[Handler], Handler]:
 
 
 class Executor:
-    def __init__(self, board: Board, *, audit_commands: bool = False) -> None:
+    def __init__(
+        self,
+        board: Board,
+        *,
+        audit_commands: bool = False,
+        chart: Callable[[Board], bytes] | None = None,
+    ) -> None:
         self.board = board
         self.windows = WindowStore(board)
         # chat front ends audit every command with its user and channel
         self.audit_commands = audit_commands
+        # draws the status chart that `digest --post` sends along (given by the front end:
+        # drawing is not the domain's business)
+        self.chart = chart
 
     def execute(self, command: Command, actor: Actor, *, source_text: str | None = None) -> Result:
         spec = command.VERB
@@ -407,7 +417,24 @@ def _digest(ex: Executor, cmd: c.Digest, actor: Actor) -> Result:
     data = {"hours": cmd.hours, "finished": finished, "alerts": alerts, "counts": report.counts}
     if cmd.post:
         ex.board.notify(actor.id, "digest", "digest", text, data)
+        if ex.chart is not None:
+            post_chart(
+                ex.board, ex.chart(ex.board), f"Lanewarden, the last hour ({utcnow():%Y-%m-%d %H:%M} UTC)"
+            )
     return DigestShown(cmd, text, data)
+
+
+def post_chart(board: Board, png: bytes, caption: str) -> int:
+    """The digest's chart: one outbox row per digest channel (the image travels in the row,
+    so delivery does not depend on this process)."""
+    payload = {"text": caption, "png_b64": base64.b64encode(png).decode("ascii")}
+    with board.db.write() as conn:
+        count = fan_out_notice(
+            conn, board.config, topic="digest", kind="chart", payload=payload, now=utcnow()
+        )
+        if count:
+            board.signal(conn, "outbox")
+    return count
 
 
 @handles(c.HelpCommand)

@@ -102,8 +102,11 @@ class WindowScheduler:
         on_run: Callable[[str, str], None] | None = None,
         builtin: list[Window] | None = None,
         holder: str = "",
+        executor: Executor | None = None,
     ) -> None:
         self.board = board
+        # what runs the windows' commands (serve gives one that can draw the digest's chart)
+        self.executor = executor or Executor(board)
         self.holder = holder
         # windows that come with the product rather than the table (the periodic digest)
         self.builtin = builtin or []
@@ -123,7 +126,7 @@ class WindowScheduler:
     async def start(self) -> None:
         global _runtime
         self._loop = asyncio.get_running_loop()
-        _runtime = WindowRuntime(self.board, Executor(self.board), self.is_leader)
+        _runtime = WindowRuntime(self.board, self.executor, self.is_leader)
         scheduler = AsyncIOScheduler(
             jobstores={"default": BoardJobStore(engine=self.board.db.engine, tablename=JOBS_TABLE)},
             job_defaults={

@@ -19,6 +19,8 @@ retry:
 
 from __future__ import annotations
 
+import base64
+import io
 import logging
 from typing import Any
 
@@ -59,6 +61,8 @@ class DiscordSink:
                 return await self._card(item, task, card)
             if item.kind == "update":
                 return await self._update(item, task, card)
+            if item.kind == "chart":
+                return await self._chart(channel_id(item), item)
             return await self._post(channel_id(item), _text(item), item)
         except discord.HTTPException as exc:
             raise _translate(exc) from exc
@@ -173,6 +177,20 @@ class DiscordSink:
             )
         message = await channel.send(
             content=text, nonce=nonce_for(item), allowed_mentions=NO_MENTIONS, **extra
+        )
+        return Delivery(str(message.id))
+
+    async def _chart(self, channel_id: int, item: OutboxItem) -> Delivery:
+        """The digest's status chart, as an attachment."""
+        png = base64.b64decode(str(item.payload.get("png_b64") or ""))
+        if not png:
+            raise PermanentError(f"chart row {item.id} has no image")
+        channel = self.client.get_partial_messageable(channel_id)
+        message = await channel.send(
+            content=_text(item),
+            file=discord.File(io.BytesIO(png), filename="lanewarden-status.png"),
+            nonce=nonce_for(item),
+            allowed_mentions=NO_MENTIONS,
         )
         return Delivery(str(message.id))
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from functools import singledispatch
 from typing import Any
 
-from lanewarden.bot.render import render_text, status_text
+from lanewarden.bot.render import node_line, render_text, status_text
 from lanewarden.bot.slack_app.mrkdwn import FENCE, code_block, cut, escape, mention, split, truncate
 from lanewarden.core.access import Actor
 from lanewarden.core.clock import age
@@ -380,6 +380,9 @@ def home_view(tasks: list[Task], report: StatusReport) -> dict[str, Any]:
                 f" (cap {gw.cap})" + (" · paused" if gw.paused else "")
             )
         )
+    # the host beside each gateway (node exporters), and what `tune` proposes
+    blocks += [context(f":desktop_computer: {escape(node_line(n))}") for n in report.nodes]
+    blocks += [context(f":bulb: {escape(a.text)}") for a in report.advice if a.proposed_cap is not None]
     blocks.append({"type": "divider"})
     if tasks:
         blocks.append(section(f"*Your open tasks* ({len(tasks)})"))

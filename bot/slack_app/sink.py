@@ -14,6 +14,7 @@ refusal (unknown channel, app not in the channel, invalid blocks) -> ``Permanent
 
 from __future__ import annotations
 
+import base64
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
@@ -85,6 +86,8 @@ class SlackSink:
             return await self._card(item, task, card)
         if item.kind == "update":
             return await self._update(item, task, card)
+        if item.kind == "chart":
+            return await self._chart(item)
         text, blocks = notice_message(item.kind, item.payload)
         if not text:
             raise PermanentError(f"{item.kind} row {item.id} has no text to post")
@@ -122,6 +125,21 @@ class SlackSink:
         thread = card.thread_ref or card.message_ref
         ts = await self._post(item, text, blocks, thread_ts=thread)
         return Delivery(ts, thread)
+
+    async def _chart(self, item: OutboxItem) -> Delivery:
+        """The digest's status chart, uploaded as a file (files.uploadV2)."""
+        png = base64.b64decode(str(item.payload.get("png_b64") or ""))
+        if not png:
+            raise PermanentError(f"chart row {item.id} has no image")
+        answer = await _call(
+            self.client.files_upload_v2,
+            channel=item.channel,
+            file=png,
+            filename="lanewarden-status.png",
+            title=truncate(str(item.payload.get("text") or "Lanewarden status"), 200),
+        )
+        uploaded = answer.get("file") or {}
+        return Delivery(str(uploaded.get("id") or "file"))
 
     async def _post(
         self, item: OutboxItem, text: str, blocks: list[dict[str, Any]], *, thread_ts: str | None = None
