@@ -116,11 +116,14 @@ async def test_secrets_an_agent_prints_are_redacted_everywhere(server_env: None,
     ok = board.add(NewTask(title="prints and succeeds"), "test").id
     failed = board.add(NewTask(title="prints and fails", max_attempts=1), "test").id
     assert (ok, failed) == (1, 2)
+    # a channel follows the board, so results and errors also become chat cards (the outbox)
+    Executor(board).execute(parse("subscribe tasks --channel slack:C0123ABCD"), ADMIN)
     async with running(board, workspace_root=tmp_path / "ws"):
         await wait_for(lambda: all_in(board, "done", "failed"), what="both agents to finish")
     assert board.get(ok).status == "done" and board.get(failed).status == "failed"
     assert "stdout [redacted]" in (board.get(ok).result or "")
     stored = everything_stored(board)
+    assert "stderr [redacted]" in json.dumps(snapshot(board)["outbox"], default=str)  # the chat update
     assert "stderr [redacted]" in stored  # the failure's error went through the same filter
     for value in [*SECRETS.values(), OWN_KEY]:
         assert value not in stored, f"{value} reached the board"
