@@ -6,6 +6,7 @@ title, and NUL breaks PostgreSQL. Newline and tab stay allowed.
 
 from __future__ import annotations
 
+import json
 import subprocess
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from lanewarden.core.grammar import REGISTRY, bind, parse
 from tests.conftest import ADMIN, LANEWARDEN, pg_url
 from tests.helpers import snapshot
 from tests.serve_helpers import write_config
+from tests.test_slack_http import HttpRig, fake_slack, rig, text_of  # noqa: F401 (fixtures)
 
 OSC_TITLE = "\x1b]0;owned terminal\x07"
 ATTACKS = [
@@ -104,3 +106,12 @@ def test_console_on_postgres_refuses_nul_cleanly(
     assert "Traceback" not in out + proc.stderr.decode()
     assert out.count("error: ") == 3 and "U+0000" in out and "U+001B" in out
     assert '"clean title"' in out and out.count('"title"') == 1  # only the clean task exists
+
+
+async def test_slack_slash_command_is_refused_in_the_ack(rig: HttpRig) -> None:  # noqa: F811
+    """Chat: a signed /kanban from Slack with an OSC sequence in the title."""
+    before = snapshot(rig.board)
+    answer = await rig.command(f"add innocent{OSC_TITLE}")
+    assert answer.get("response_type", "ephemeral") == "ephemeral"
+    assert "U+001B" in text_of(answer) and "\x1b" not in json.dumps(answer)
+    assert snapshot(rig.board) == before
