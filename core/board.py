@@ -18,6 +18,15 @@ from lanewarden.core.clock import utcnow
 from lanewarden.core.config import LanewardenConfig
 from lanewarden.core.controls import Controls
 from lanewarden.core.db import LINK_LOCK, Database, ensure_schema, retry_on_conflict
+from lanewarden.core.edits import (
+    MAX_ATTEMPTS_RANGE,
+    PRIORITY_RANGE,
+    Edits,
+    check_length,
+    check_range,
+    clean_body,
+    clean_title,
+)
 from lanewarden.core.errors import Conflict, NotFound, UsageError
 from lanewarden.core.notifications import (
     TaskNote,
@@ -26,16 +35,13 @@ from lanewarden.core.notifications import (
     parse_channel,
     task_channels,
 )
-from lanewarden.core.schema import BODY_MAX, COMMENT_MAX, TITLE_MAX, events, runs, task_links, tasks
+from lanewarden.core.schema import COMMENT_MAX, events, runs, task_links, tasks
 from lanewarden.core.statuses import OPEN_STATUSES, TASK_STATUSES
 from lanewarden.core.task_view import task_detail
 from lanewarden.core.tasks import Event, Task, TaskDetail
-from lanewarden.core.text import check_text
 from sqlalchemy import Connection, Exists, delete, exists, func, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
 
-PRIORITY_RANGE = (-1_000_000, 1_000_000)
-MAX_ATTEMPTS_RANGE = (1, 100)
 LIST_LIMIT_MAX = 1000
 PROMOTE_BATCH_MAX = 1000
 
@@ -87,7 +93,7 @@ class TaskFilter:
     created_by: str | None = None
 
 
-class Board(Controls):
+class Board(Controls, Edits):
     """The board's public operations. Thread-safe; each call is its own transaction."""
 
     def __init__(self, db: Database, config: LanewardenConfig) -> None:
@@ -260,18 +266,12 @@ class Board(Controls):
     # ------------------------------------------------------------------ writes
 
     def add(self, new: NewTask, actor: str) -> Task:
-        title = " ".join(check_text("title", new.title).split())
-        check_text("body", new.body)
-        if not title:
-            raise UsageError("a task needs a title")
-        if len(title) > TITLE_MAX:
-            raise UsageError(f"title is {len(title)} characters; the limit is {TITLE_MAX}")
-        if len(new.body) > BODY_MAX:
-            raise UsageError(f"body is {len(new.body)} characters; the limit is {BODY_MAX}")
+        title = clean_title(new.title)
+        clean_body(new.body)
         if new.column not in ("backlog", "ready"):
             raise UsageError(f"a new task goes to backlog or ready, not {new.column!r}")
-        _check_range("priority", new.priority, PRIORITY_RANGE)
-        _check_range("max-attempts", new.max_attempts, MAX_ATTEMPTS_RANGE)
+        check_range("priority", new.priority, PRIORITY_RANGE)
+        check_range("max-attempts", new.max_attempts, MAX_ATTEMPTS_RANGE)
         profile = new.profile or self.config.default_profile
         self.require_profile(profile)
         parents = list(dict.fromkeys(new.parents))
@@ -361,7 +361,7 @@ class Board(Controls):
             raise UsageError("promote-batch goes --from backlog|ready --to ready|active")
         if order.index(to_column) <= order.index(from_column):
             raise UsageError(f"--to {to_column} is not ahead of --from {from_column}")
-        _check_range("max", max_count, (1, PROMOTE_BATCH_MAX))
+        check_range("max", max_count, (1, PROMOTE_BATCH_MAX))
         if profile is not None:
             self.require_profile(profile)
         query = select(tasks).where(tasks.c.status == from_column)
@@ -414,7 +414,7 @@ class Board(Controls):
             )
 
     def block(self, task_id: int, actor: str, reason: str = "") -> Task:
-        _check_length("reason", reason, COMMENT_MAX)
+        check_length("reason", reason, COMMENT_MAX)
         with self.db.write() as conn:
             task = self._lock(conn, task_id)
             if task.status not in ("backlog", "ready", "active"):
@@ -445,7 +445,7 @@ class Board(Controls):
             )
 
     def cancel(self, task_id: int, actor: str, reason: str = "") -> Task:
-        _check_length("reason", reason, COMMENT_MAX)
+        check_length("reason", reason, COMMENT_MAX)
         with self.db.write() as conn:
             task = self._lock(conn, task_id)
             if task.status in ("done", "cancelled"):
@@ -485,7 +485,7 @@ class Board(Controls):
         body = body.strip()
         if not body:
             raise UsageError("a comment needs some text")
-        _check_length("comment", body, COMMENT_MAX)
+        check_length("comment", body, COMMENT_MAX)
         with self.db.write() as conn:
             task = self._lock(conn, task_id)
             event_id = self.record(conn, actor, "commented", body, task=task)
@@ -606,18 +606,6 @@ class Board(Controls):
         )
         reach = reach.union(select(task_links.c.child_id).join(reach, task_links.c.parent_id == reach.c.id))
         return conn.execute(select(exists().where(reach.c.id == target))).scalar_one()
-
-
-def _check_range(name: str, value: int, bounds: tuple[int, int]) -> None:
-    low, high = bounds
-    if not low <= value <= high:
-        raise UsageError(f"{name} must be between {low} and {high}, got {value}")
-
-
-def _check_length(name: str, value: str, limit: int) -> None:
-    check_text(name, value)
-    if len(value) > limit:
-        raise UsageError(f"{name} is {len(value)} characters; the limit is {limit}")
 
 
 def parents_pending() -> Exists:

@@ -125,8 +125,11 @@ class Move(Command):
 )
 @dataclass(frozen=True, kw_only=True)
 class Block(Command):
-    id: int = param(positional=True, help=_ID, complete="task")
+    id: int | None = param(None, positional=True, help=_ID, complete="task")
     reason: str = param("", free_words=True, help="why")
+    status: str | None = param(None, help="instead of an id: every task in these statuses (comma-separated)")
+    profile: str | None = param(None, help="with --status: only this profile", complete="profile")
+    yes: bool = param(False, help="with --status: really do it (otherwise: say which tasks would change)")
 
 
 @verb("unblock", "Unblock a task back to where it was", role="operator")
@@ -138,14 +141,47 @@ class Unblock(Command):
 @verb("cancel", "Cancel a task (stops it if it is running)", role="operator")
 @dataclass(frozen=True, kw_only=True)
 class Cancel(Command):
-    id: int = param(positional=True, help=_ID, complete="task")
+    id: int | None = param(None, positional=True, help=_ID, complete="task")
     reason: str = param("", free_words=True, help="why")
+    status: str | None = param(None, help="instead of an id: every task in these statuses (comma-separated)")
+    profile: str | None = param(None, help="with --status: only this profile", complete="profile")
+    yes: bool = param(False, help="with --status: really do it (otherwise: say which tasks would change)")
 
 
 @verb("retry", "Send a failed or cancelled task back to ready with a fresh retry budget", role="operator")
 @dataclass(frozen=True, kw_only=True)
 class Retry(Command):
+    id: int | None = param(None, positional=True, help=_ID, complete="task")
+    status: str | None = param(None, help="instead of an id: every task in these statuses (comma-separated)")
+    profile: str | None = param(None, help="with --status: only this profile", complete="profile")
+    yes: bool = param(False, help="with --status: really do it (otherwise: say which tasks would change)")
+
+
+@verb(
+    "edit",
+    "Change a task's title, body, priority or profile (not its title, body or profile while it runs)",
+    role="operator",
+    examples=("edit 7 --priority 10", 'edit 7 --title "Summarize the May logs"'),
+)
+@dataclass(frozen=True, kw_only=True)
+class Edit(Command):
     id: int = param(positional=True, help=_ID, complete="task")
+    title: str | None = param(None, help="the new title")
+    body: str | None = param(None, help="the new body")
+    priority: int | None = param(None, help="the new priority (higher starts first)")
+    profile: str | None = param(None, help="hand it to another profile", complete="profile")
+
+
+@verb(
+    "purge",
+    "Delete done and cancelled tasks finished longer ago than --older-than (says which without --yes)",
+    role="admin",
+    examples=("purge --older-than 30d", "purge --older-than 30d --yes"),
+)
+@dataclass(frozen=True, kw_only=True)
+class Purge(Command):
+    older_than: str = param(help="an age: 30d, 12h (at least 1d)")
+    yes: bool = param(False, help="really delete (otherwise: say which tasks would go)")
 
 
 @verb(

@@ -181,6 +181,8 @@ def _move(ex: Executor, cmd: c.Move, actor: Actor) -> Result:
 
 @handles(c.Block)
 def _block(ex: Executor, cmd: c.Block, actor: Actor) -> Result:
+    if cmd.id is None:
+        return _bulk(ex, cmd, actor, "blocked", lambda i: ex.board.block(i, actor.id, cmd.reason))
     task = ex.board.block(cmd.id, actor.id, cmd.reason)
     return TaskChanged(cmd, task, f"{task.ref} blocked")
 
@@ -193,14 +195,66 @@ def _unblock(ex: Executor, cmd: c.Unblock, actor: Actor) -> Result:
 
 @handles(c.Cancel)
 def _cancel(ex: Executor, cmd: c.Cancel, actor: Actor) -> Result:
+    if cmd.id is None:
+        return _bulk(ex, cmd, actor, "cancelled", lambda i: ex.board.cancel(i, actor.id, cmd.reason))
     task = ex.board.cancel(cmd.id, actor.id, cmd.reason)
     return TaskChanged(cmd, task, f"{task.ref} cancelled")
 
 
 @handles(c.Retry)
 def _retry(ex: Executor, cmd: c.Retry, actor: Actor) -> Result:
+    if cmd.id is None:
+        return _bulk(ex, cmd, actor, "sent back to ready", lambda i: ex.board.retry(i, actor.id))
     task = ex.board.retry(cmd.id, actor.id)
     return TaskChanged(cmd, task, f"{task.ref} is ready for another try")
+
+
+def _bulk(
+    ex: Executor, cmd: c.Block | c.Cancel | c.Retry, actor: Actor, done: str, change: Callable[[int], Any]
+) -> Result:
+    """``cancel|retry|block --status S [--profile P]``: say which tasks match, and change
+    them only with ``--yes``; each task is its own transaction, and one that moved on in
+    the meantime (a Conflict) is skipped and named, never half-changed."""
+    if not cmd.status:
+        raise UsageError(f"{cmd.VERB.name} needs a task id, or --status (with --yes) for many")
+    statuses = [s.strip().lower() for s in cmd.status.split(",") if s.strip()]
+    ids = ex.board.select_ids(statuses, cmd.profile)
+    refs = ", ".join(f"#{i}" for i in ids) or "none"
+    if not cmd.yes:
+        return Done(cmd, f"{len(ids)} task(s) would be {done}: {refs}; add --yes to do it", {"ids": ids})
+    changed: list[int] = []
+    skipped: list[str] = []
+    for task_id in ids:
+        try:
+            change(task_id)
+            changed.append(task_id)
+        except Conflict as exc:
+            skipped.append(str(exc))
+    message = f"{len(changed)} task(s) {done}" + (
+        f": {', '.join(f'#{i}' for i in changed)}" if changed else ""
+    )
+    if skipped:
+        message += f"; skipped {len(skipped)}: " + "; ".join(skipped)
+    return Done(cmd, message, {"ids": changed, "skipped": skipped})
+
+
+@handles(c.Edit)
+def _edit(ex: Executor, cmd: c.Edit, actor: Actor) -> Result:
+    task = ex.board.edit(
+        cmd.id, actor.id, title=cmd.title, body=cmd.body, priority=cmd.priority, profile=cmd.profile
+    )
+    return TaskChanged(cmd, task, f"{task.ref} edited")
+
+
+@handles(c.Purge)
+def _purge(ex: Executor, cmd: c.Purge, actor: Actor) -> Result:
+    ids = ex.board.purge(parse_duration(cmd.older_than), actor.id, apply=cmd.yes)
+    refs = ", ".join(f"#{i}" for i in ids) or "none"
+    if not cmd.yes:
+        return Done(
+            cmd, f"{len(ids)} finished task(s) would be deleted: {refs}; add --yes to do it", {"ids": ids}
+        )
+    return Done(cmd, f"deleted {len(ids)} finished task(s)", {"ids": ids})
 
 
 @handles(c.Link)

@@ -309,7 +309,8 @@ def _assign(spec: Verb, values: dict[str, Any], p: Param, raw: str) -> None:
 
 def _assign_loose(spec: Verb, values: dict[str, Any], loose: list[str]) -> None:
     """Bare words go to positionals in field order (an optional one only takes a word the
-    required ones can spare, as in argparse), then to the free-words parameter."""
+    required ones can spare, as in argparse, or beside free words one that looks like an
+    id), then to the free-words parameter."""
     words = next((p for p in spec.params if p.free_words), None)
     positionals = [p for p in spec.params if p.positional and p.name not in values]
     required_left = sum(p.required for p in positionals)
@@ -318,7 +319,11 @@ def _assign_loose(spec: Verb, values: dict[str, Any], loose: list[str]) -> None:
             break
         if p.required:
             required_left -= 1
-        elif words is not None or len(loose) <= required_left:
+        elif words is not None:
+            # beside free words (`cancel [ID] [REASON...]`) it takes only what looks like an id
+            if p.type != "int" or not re.fullmatch(r"#?\d+", loose[0]):
+                continue
+        elif len(loose) <= required_left:
             continue
         _assign(spec, values, p, loose.pop(0))
     if words is not None and loose:
