@@ -184,6 +184,10 @@ async def test_every_verb_runs_from_discord(bot: RunningBot) -> None:
     assert [p.id for p in board.show(2).parents] == [1]
     await run("comment", id="2", text="the logs are in /srv/logs")
     assert any(e.kind == "commented" for e in board.show(2).events)
+    await run("edit", id="2", priority=8)
+    assert board.get(2).priority == 8
+    purged = await run("purge", **{"older-than": "30d"})
+    assert "would be deleted" in purged.text
     caps = await run("caps show")
     assert "board: 0/4 active" in caps.text
     await run("caps set", scope="board", value=6)
