@@ -65,7 +65,7 @@ def _main(args: list[str]) -> int:
 
             print(f"lanewarden {version('lanewarden')}")
             return 0
-        if args[0] in OPERATOR_COMMANDS:
+        if args[0] in OPERATOR_COMMANDS or args[:2] == ["web", "link"]:
             return _operator_command(args, config_path)
         return _board_command(args, config_path)
     except LanewardenError as exc:
@@ -208,6 +208,13 @@ def operator_parser() -> argparse.ArgumentParser:
     sync = discord_sub.add_parser("sync", help="register the /kanban commands")
     sync.add_argument("--guild", type=int, help="a guild id (instant); global otherwise")
 
+    web = sub.add_parser("web", help="the web board")
+    web_sub = web.add_subparsers(dest="web_op", required=True)
+    link = web_sub.add_parser("link", help="print a one-time sign-in link for someone")
+    link.add_argument("--user", required=True, help="who signs in (recorded as web:USER)")
+    link.add_argument("--role", required=True, choices=("viewer", "operator", "admin"))
+    link.add_argument("--minutes", type=int, help="how long the link works (default: [web] link_minutes)")
+
     add_simulator_options(
         sub.add_parser("simulate-gateway", help="an OpenAI-compatible GPU server simulator on loopback")
     )
@@ -255,6 +262,8 @@ def _operator_command(args: list[str], config_path: str | None) -> int:
         from lanewarden.bot.serve import serve
 
         return serve(config, headless=opts.headless, demo=opts.demo)
+    if opts.op == "web":
+        return _web_link(config, opts.user, opts.role, opts.minutes)
     if opts.op == "discord":
         from lanewarden.bot.discord_app import sync_commands
 
@@ -291,6 +300,37 @@ def _operator_flags() -> dict[str, list[str]]:
         name: [flag for action in parser._actions for flag in action.option_strings if flag.startswith("--")]
         for name, parser in sub.choices.items()
     }
+
+
+def _web_link(config, user: str, role: str, minutes: int | None) -> int:  # config: LanewardenConfig
+    from lanewarden.core.board import open_board
+    from lanewarden.core.signin import mint_link, sign_in_url, web_base_url
+
+    name = user.strip()
+    if not name or len(name) > 64 or any(c.isspace() for c in name):
+        print("lanewarden: error: --user needs a short name without spaces", file=sys.stderr)
+        return 2
+    web_base_url(config)  # refuses when the board page is off
+    board = open_board(config)
+    try:
+        link = mint_link(
+            board,
+            actor_id=f"web:{name}",
+            role=role,
+            name=name,
+            created_by=local_actor().id,
+            minutes=minutes or config.web.link_minutes,
+        )
+    finally:
+        board.db.dispose()
+    # the link is the secret: it goes to this terminal only, never to a log
+    print(sign_in_url(config, link.token))
+    print(
+        f"signs in web:{name} as {role}; works once, until "
+        f"{link.sign_in.expires_at.isoformat(timespec='seconds')}",
+        file=sys.stderr,
+    )
+    return 0
 
 
 def _init(path: str | None, force: bool, config_path: str | None, admins: list[str]) -> int:

@@ -21,6 +21,7 @@ from lanewarden.core.results import (
     TaskList,
     TaskShown,
     TuneShown,
+    WebLinkShown,
     WindowsShown,
 )
 from lanewarden.core.status import NodeStatus, StatusReport
@@ -267,3 +268,11 @@ def _(result: TuneShown) -> str:
     if not result.applied and not result.command.apply and any(a.proposed_cap for a in result.advice):
         lines.append("(nothing changed: `tune --apply` as an admin sets the proposed caps)")
     return "\n".join(lines)
+
+
+@render_text.register
+def _(result: WebLinkShown) -> str:
+    return (
+        f"Your sign-in link to the web board ({result.role}): {result.url}\n"
+        f"It works once, within {result.minutes} minutes. Do not share it: it signs in as you."
+    )

@@ -22,6 +22,7 @@ from lanewarden.bot.chat import AdapterContext, build_adapters
 from lanewarden.bot.http.metrics import Metrics
 from lanewarden.bot.http.server import HttpEndpoint, check_listen
 from lanewarden.bot.tools.chart import status_chart_png
+from lanewarden.bot.web import WebBoard, load_secret
 from lanewarden.core.board import Board, open_board
 from lanewarden.core.clock import utcnow
 from lanewarden.core.config import LanewardenConfig
@@ -159,6 +160,10 @@ class Service:
                 is_leader=lambda: self.lease is not None and self.lease.is_leader,
                 gateways=sorted(self.config.gateways),
             )
+        if self.http is not None and self.config.web.enabled:
+            web_board = WebBoard(board, secret=load_secret())
+            web_board.install(self.http.app)
+            self.bus.subscribe(web_board.hub.wake)  # other processes' changes
         context = AdapterContext(self.config, board, self.http)
         for adapter in adapters:
             await adapter.start(context)

@@ -105,15 +105,18 @@ class Board(Controls, Edits):
 
     def subscribe(self, listener: Listener) -> None:
         """``listener(topic)`` runs after a commit that may change what can be dispatched
-        (topic ``dispatch``) or that asks running work to stop (topic ``stop``)."""
+        (topic ``dispatch``), that asks running work to stop (topic ``stop``) or that
+        recorded any event (topic ``board``: what the web board follows)."""
         self._listeners.append(listener)
 
     def signal(self, conn: Connection, topic: str) -> None:
         """Inside a write transaction: wake this process after commit and, on PostgreSQL,
         every other process (NOTIFY is delivered at commit)."""
+        pending = conn.info.setdefault("lanewarden_signals", set())
+        if topic in pending:
+            return  # once per transaction is enough
         if self.db.is_postgres:
             conn.execute(text("SELECT pg_notify('lanewarden', :topic)"), {"topic": topic})
-        pending = conn.info.setdefault("lanewarden_signals", set())
         if not pending:
             from sqlalchemy import event as sa_event
 
@@ -148,6 +151,7 @@ class Board(Controls, Edits):
     ) -> int:
         """Append one event (and its outbox rows); returns the event id."""
         now = now or utcnow()
+        self.signal(conn, "board")  # every change is an event: the web board follows them
         event_id = conn.execute(
             insert(events)
             .values(
@@ -165,6 +169,7 @@ class Board(Controls, Edits):
         """Append task events in one statement: the dispatcher's hot path."""
         if not entries:
             return
+        self.signal(conn, "board")
         rows = [
             {
                 "task_id": e.task.id,

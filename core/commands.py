@@ -354,6 +354,17 @@ class Digest(Command):
     post: bool = param(False, help="also send it to the digest channels")
 
 
+@verb(
+    "web",
+    "A private one-time link that signs you in to the web board (same role as here)",
+    role="viewer",
+    examples=("web",),
+)
+@dataclass(frozen=True, kw_only=True)
+class WebLink(Command):
+    pass
+
+
 @verb("help", "List the commands, or explain one", role="viewer", examples=("help add",))
 @dataclass(frozen=True, kw_only=True)
 class HelpCommand(Command):

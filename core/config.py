@@ -259,6 +259,26 @@ class HttpConfig(_Section):
         return value
 
 
+class WebConfig(_Section):
+    """The live board page on the [http] endpoint. ``public_url`` is how people reach it
+    (the reverse proxy's https address); sign-in links are built on it."""
+
+    enabled: bool = True
+    public_url: str | None = None
+    link_minutes: int = Field(10, ge=1, le=60)
+    session_hours: float = Field(12.0, gt=0, le=24 * 30)
+    page_size: int = Field(50, ge=10, le=500)
+
+    @field_validator("public_url")
+    @classmethod
+    def _web_url(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must be an http:// or https:// URL such as https://board.example.com")
+        return value.rstrip("/")
+
+
 class SlackConfig(_Section):
     """``mode``: socket (SLACK_APP_TOKEN, no public URL) or http (SLACK_SIGNING_SECRET,
     Slack posts to ``events_path`` on the [http] endpoint). ``api_base`` points the Web
@@ -326,6 +346,7 @@ class LanewardenConfig(_Section):
     scheduler: SchedulerConfig = SchedulerConfig()
     alerts: AlertsConfig = AlertsConfig()
     http: HttpConfig = HttpConfig()
+    web: WebConfig = WebConfig()
     slack: SlackConfig = SlackConfig()
     discord: DiscordConfig = DiscordConfig()
     access: AccessConfig = AccessConfig()

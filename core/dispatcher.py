@@ -96,6 +96,8 @@ class Dispatcher:
 
     def wake(self, topic: str = "dispatch") -> None:
         """Thread-safe: something may be dispatchable (or must stop) now."""
+        if topic not in ("dispatch", "stop"):
+            return  # board, outbox, windows: nothing for the dispatcher
         loop = self._loop
         if loop is None or loop.is_closed():
             return

@@ -32,9 +32,11 @@ from lanewarden.core.results import (
     TaskList,
     TaskShown,
     TuneShown,
+    WebLinkShown,
     WindowsShown,
 )
 from lanewarden.core.schema import events, subscriptions, tasks
+from lanewarden.core.signin import mint_link, sign_in_url, web_base_url
 from lanewarden.core.status import build_status
 from lanewarden.core.tune import advise_all
 from lanewarden.core.windows import WindowStore
@@ -489,6 +491,18 @@ def post_chart(board: Board, png: bytes, caption: str) -> int:
         if count:
             board.signal(conn, "outbox")
     return count
+
+
+@handles(c.WebLink)
+def _web_link(ex: Executor, cmd: c.WebLink, actor: Actor) -> Result:
+    config = ex.board.config
+    minutes = config.web.link_minutes
+    web_base_url(config)  # refuses before minting when the board page is off
+    link = mint_link(
+        ex.board, actor_id=actor.id, role=actor.role, name=actor.name, created_by=actor.id, minutes=minutes
+    )
+    url = sign_in_url(config, link.token)
+    return WebLinkShown(cmd, url, actor.id, actor.role, link.sign_in.expires_at, minutes)
 
 
 @handles(c.HelpCommand)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from lanewarden.core.grammar import Command
@@ -125,4 +125,23 @@ class TuneShown(Result):
         return {
             "advice": [a.to_json() for a in self.advice],
             "applied": [{"gateway": g, "cap": cap} for g, cap in self.applied],
+        }
+
+
+@dataclass(frozen=True)
+class WebLinkShown(Result):
+    """A sign-in link: for the person who asked only (front ends answer privately)."""
+
+    url: str
+    actor_id: str
+    role: str
+    expires_at: datetime
+    minutes: int
+
+    def to_json(self) -> Any:
+        return {
+            "url": self.url,
+            "actor": self.actor_id,
+            "role": self.role,
+            "expires_at": self.expires_at.isoformat(),
         }

@@ -325,3 +325,32 @@ windows = Table(
     Column("created_at", UTCDateTime, nullable=False),
     CheckConstraint(_in("source", ("config", "user")), name="source"),
 )
+
+# the web board's sign-in: one-time links and the sessions they open. Only hashes of the
+# secrets are stored, so a copy of the database signs nobody in.
+web_links = Table(
+    "web_links",
+    metadata,
+    Column("token_hash", String(64), primary_key=True),
+    Column("actor_id", String(128), nullable=False),
+    Column("role", String(16), nullable=False),
+    Column("name", String(128)),
+    Column("created_by", String(128), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("expires_at", UTCDateTime, nullable=False),
+    Column("used_at", UTCDateTime),
+    CheckConstraint(_in("role", ("viewer", "operator", "admin")), name="role"),
+)
+
+web_sessions = Table(
+    "web_sessions",
+    metadata,
+    Column("id_hash", String(64), primary_key=True),
+    Column("actor_id", String(128), nullable=False),
+    Column("role", String(16), nullable=False),
+    Column("name", String(128)),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("expires_at", UTCDateTime, nullable=False),
+    Column("ended_at", UTCDateTime),
+    CheckConstraint(_in("role", ("viewer", "operator", "admin")), name="role"),
+)

@@ -148,5 +148,7 @@ async def discord_fake() -> AsyncIterator[FakeDiscord]:
 @pytest.fixture
 async def discord_bot(board_url: str, discord_fake: FakeDiscord) -> AsyncIterator[RunningBot]:
     """Lanewarden's Discord adapter, started as serve starts it, against ``discord_fake``."""
-    async with running_bot(make_config(board_url, **discord_sections(discord_fake)), discord_fake) as running:
+    # [http] listen only names where `/kanban web` links point; nothing listens there
+    config = make_config(board_url, http={"listen": "127.0.0.1:8787"}, **discord_sections(discord_fake))
+    async with running_bot(config, discord_fake) as running:
         yield running

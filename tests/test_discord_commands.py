@@ -226,6 +226,8 @@ async def test_every_verb_runs_from_discord(bot: RunningBot) -> None:
         assert conn.execute(select(subscriptions)).all() == []
     digest = await run("digest")
     assert "Lanewarden digest, last 24h" in digest.text
+    link = await run("web")
+    assert link.ephemeral and "http://127.0.0.1:8787/signin/" in link.text  # never in the channel
     helped = await run("help", topic="caps set")
     assert "usage: caps set" in helped.text and helped.ephemeral
     assert ran == set(REGISTRY), f"verbs never run from Discord: {set(REGISTRY) - ran}"

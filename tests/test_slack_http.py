@@ -96,6 +96,8 @@ async def rig(tmp_path: Path, fake_slack: FakeSlack) -> AsyncIterator[HttpRig]:
         f"sqlite:///{tmp_path / 'board.db'}",
         slack={"mode": "http", "api_base": fake_slack.api_base},
         access=ACCESS,
+        http={"listen": "127.0.0.1:0"},
+        web={"public_url": "https://board.example"},  # where `/kanban web` links point
     )
     board = open_board(config)
     http = HttpEndpoint("127.0.0.1:0", board.db)
@@ -185,6 +187,7 @@ EVERY_VERB = [
     ("unsubscribe", "unsubscribe alerts", "this channel no longer gets alerts", True),
     ("digest", "digest --hours 2", "digest, last 2h", False),
     ("help", "help add", "usage: add", False),
+    ("web", "web", "<https://board.example/signin/", False),  # a sign-in link: only for the caller
 ]
 
 

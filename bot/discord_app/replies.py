@@ -25,6 +25,7 @@ from lanewarden.core.results import (
     TaskChanged,
     TaskList,
     TaskShown,
+    WebLinkShown,
 )
 
 CONTENT_LIMIT = 2000
@@ -212,3 +213,9 @@ def discord_usage() -> str:
         + "".join(f"; {b}" for b in bare)
         + f"; read commands take `{PUBLIC_OPTION}: True` to answer in the channel."
     )
+
+
+@_reply.register
+def _(result: WebLinkShown) -> Reply:
+    # the link signs in as the caller: only they may see it, whatever `public` says
+    return Reply(content=render_text(result), always_ephemeral=True)

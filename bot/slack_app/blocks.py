@@ -28,6 +28,7 @@ from lanewarden.core.results import (
     TaskChanged,
     TaskList,
     TaskShown,
+    WebLinkShown,
 )
 from lanewarden.core.status import StatusReport
 from lanewarden.core.tasks import Task
@@ -395,3 +396,16 @@ def home_view(tasks: list[Task], report: StatusReport) -> dict[str, Any]:
         blocks.append(section("You have no open tasks. Create one with `/kanban add What to do`."))
     blocks.append(context("`/kanban help` lists every command."))
     return {"type": "home", "blocks": blocks[:100]}
+
+
+@_render.register
+def _(result: WebLinkShown) -> tuple[str, list[dict[str, Any]]]:
+    # never in the channel: the link signs in as the caller (not in IN_CHANNEL_VERBS)
+    text = render_text(result)
+    blocks = [
+        section(f"<{result.url}|Open the Lanewarden board> as *{escape(result.role)}*"),
+        context(
+            f"The link works once, within {result.minutes} minutes. It signs in as you: do not share it."
+        ),
+    ]
+    return text, blocks
