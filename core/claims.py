@@ -21,6 +21,7 @@ whose run was reclaimed can neither complete nor fail the task afterwards.
 
 from __future__ import annotations
 
+import logging
 import random
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
@@ -32,10 +33,13 @@ from lanewarden.core.caps import Limits, Usage
 from lanewarden.core.clock import utcnow
 from lanewarden.core.db import CLAIM_LOCK
 from lanewarden.core.gateway_state import update_gateway_window
+from lanewarden.core.processes import ProcessIdentity, leftover_gone
 from lanewarden.core.schema import cap_overrides, runs, task_links, tasks
 from lanewarden.core.statuses import INFRASTRUCTURE_OUTCOMES, TASK_ERROR_OUTCOMES
 from lanewarden.core.tasks import Task
 from sqlalchemy import Connection, bindparam, func, insert, select, text, update
+
+log = logging.getLogger("lanewarden.claims")
 
 
 @dataclass(frozen=True, slots=True)
@@ -456,10 +460,14 @@ class ClaimKernel:
         return sum(1 for f in self.finish(completions) if f.accepted)
 
     def reclaim_expired(self, now: datetime | None = None) -> list[int]:
-        """Any dispatcher may close runs whose lease expired and requeue their tasks."""
+        """Any dispatcher may close runs whose lease expired and requeue their tasks, once
+        their agent process is known to be gone (``_leftovers_gone``)."""
         now = now or utcnow()
+        gone = self._leftovers_gone(now)
+        if not gone:
+            return []
         query = select(runs.c.id, runs.c.task_id, runs.c.stop_requested, runs.c.dispatcher).where(
-            runs.c.finished_at.is_(None), runs.c.lease_expires_at < now
+            runs.c.finished_at.is_(None), runs.c.lease_expires_at < now, runs.c.id.in_(gone)
         )
         if self.db.is_postgres:
             query = query.with_for_update(skip_locked=True)
@@ -495,6 +503,50 @@ class ClaimKernel:
             if reclaimed:
                 self.board.signal(conn, "dispatch")
         return reclaimed
+
+    def _leftovers_gone(self, now: datetime) -> list[int]:
+        """The expired runs whose slot may be freed: no recorded agent process, or one this
+        host has killed and seen gone, or one on another host (its lease is all we have;
+        its dispatcher's death killed the agent itself there). Killing happens here,
+        outside any transaction."""
+        with self.db.read() as conn:
+            expired = conn.execute(
+                select(runs.c.id, runs.c.host, runs.c.process_group, runs.c.process_start).where(
+                    runs.c.finished_at.is_(None), runs.c.lease_expires_at < now
+                )
+            ).all()
+        gone = []
+        for row in expired:
+            if row.process_group is None or row.process_start is None or row.host is None:
+                gone.append(row.id)
+                continue
+            verdict = leftover_gone(ProcessIdentity(row.host, row.process_group, row.process_start))
+            if verdict is False:
+                log.warning("run %d: its agent's process group %d is still alive", row.id, row.process_group)
+                continue  # try again at the next heartbeat; the slot stays taken meanwhile
+            gone.append(row.id)
+        return gone
+
+    def record_process(self, run_id: int, identity: ProcessIdentity) -> None:
+        with self.db.write() as conn:
+            conn.execute(
+                update(runs)
+                .where(runs.c.id == run_id, runs.c.dispatcher == self.dispatcher_id)
+                .values(
+                    host=identity.host,
+                    process_group=identity.process_group,
+                    process_start=identity.process_start,
+                )
+            )
+
+    def run_outcomes(self, run_ids: Sequence[int]) -> tuple[dict[int, str | None], list[int]]:
+        """Outcomes of the finished runs among ``run_ids``, and which of them are still open."""
+        with self.db.read() as conn:
+            rows = conn.execute(
+                select(runs.c.id, runs.c.outcome, runs.c.finished_at).where(runs.c.id.in_(run_ids))
+            ).all()
+        finished = {r.id: r.outcome for r in rows if r.finished_at is not None}
+        return finished, [r.id for r in rows if r.finished_at is None]
 
     def parent_results(self, task_id: int) -> list[tuple[int, str, str]]:
         """(id, title, result) of each parent, for the runner's context."""

@@ -77,6 +77,9 @@ class DispatcherConfig(_Section):
 class WorkersConfig(_Section):
     profile: Name = "default"
     max_parallel_per_profile: int = Field(2, ge=1, le=100_000)
+    # command agents' workspaces (core/workspaces.py): which to keep when a run ends, and how long
+    keep_workspaces: Literal["failed", "all", "none"] = "failed"
+    keep_workspaces_days: float = Field(7.0, ge=0)
 
 
 class KanbanConfig(_Section):

@@ -16,6 +16,7 @@ All database work runs in threads so the event loop never blocks on it.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import secrets
@@ -26,15 +27,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from lanewarden.core import workspaces
 from lanewarden.core.board import Board
 from lanewarden.core.claims import Claim, ClaimKernel, Completion, Finished
 from lanewarden.core.clock import utcnow
+from lanewarden.core.config import lanewarden_home
+from lanewarden.core.processes import identify
 from lanewarden.core.redaction import redact, secret_values
 from lanewarden.core.runners import GatewayBusy, GatewayDown, Job, Runner, TaskFailed
 from lanewarden.core.runners.command import CommandRunner
 from lanewarden.core.runners.llm import LLMRunner
 from lanewarden.core.runners.noop import NoopRunner
 from lanewarden.core.schema import dispatchers
+from lanewarden.core.workspaces import board_key, run_directory
 from sqlalchemy import insert, update
 from sqlalchemy.exc import DBAPIError
 
@@ -42,6 +47,7 @@ log = logging.getLogger("lanewarden.dispatcher")
 T = TypeVar("T")
 
 DEFAULT_TIMEOUT_SECONDS = 600.0
+WORKSPACE_SWEEP_SECONDS = 3600.0
 
 
 def new_dispatcher_id() -> str:
@@ -76,7 +82,9 @@ class Dispatcher:
         self.id = dispatcher_id or new_dispatcher_id()
         self.kernel = ClaimKernel(board, self.id)
         self.runners = runners or default_runners()
-        self.workspace_root = workspace_root
+        # command agents work under <root>/<board key>/task-N-run-M (core/workspaces.py)
+        self.workspaces = (workspace_root or lanewarden_home() / "workspaces") / board_key(board.db.url)
+        self._next_sweep = 0.0
         self.observer = observer or DispatchObserver()
         self.workers: dict[int, asyncio.Task[None]] = {}
         self._gateway_of: dict[int, str | None] = {}
@@ -189,6 +197,9 @@ class Dispatcher:
                 if reclaimed:
                     log.warning("reclaimed %d run(s) whose dispatcher stopped heartbeating", len(reclaimed))
                 await self._db(self._touch)
+                if time.monotonic() >= self._next_sweep:
+                    self._next_sweep = time.monotonic() + WORKSPACE_SWEEP_SECONDS
+                    await self._db(self._sweep_workspaces)
             except DBAPIError as exc:
                 log.warning("heartbeat failed (database unavailable?): %s", exc.orig)
 
@@ -282,6 +293,11 @@ class Dispatcher:
                 )
         finally:
             self.workers.pop(claim.run_id, None)
+            outcome = completion.outcome if completion is not None else "cancelled"
+            rule = self.config.kanban.workers.keep_workspaces
+            path = run_directory(self.workspaces, claim.task_id, claim.run_id)
+            if path.exists():
+                await asyncio.shield(self._db(workspaces.discard, path, outcome, rule))
             if completion is not None:
                 self._unflushed += 1
                 self._completions.put_nowait(completion)
@@ -315,7 +331,15 @@ class Dispatcher:
         parents = (
             [] if profile.runner == "noop" else await self._db(self.kernel.parent_results, claim.task_id)
         )
-        job = Job(claim, claim.profile, profile, gateway, parents, self.workspace_root)
+        job = Job(
+            claim,
+            claim.profile,
+            profile,
+            gateway,
+            parents,
+            self.workspaces,
+            on_process=functools.partial(self._record_process, claim.run_id),
+        )
         timeout = profile.timeout_seconds or (gateway.timeout_seconds if gateway else DEFAULT_TIMEOUT_SECONDS)
         try:
             async with asyncio.timeout(timeout):
@@ -341,6 +365,31 @@ class Dispatcher:
             prompt_tokens=output.prompt_tokens,
             completion_tokens=output.completion_tokens,
         )
+
+    # --------------------------------------------------- agents and workspaces
+
+    async def _record_process(self, run_id: int, pid: int) -> None:
+        """Where the run's agent runs, so a leftover can be killed after a crash."""
+        identity = identify(pid)
+        if identity is None:
+            return
+        try:
+            await self._db(self.kernel.record_process, run_id, identity)
+        except DBAPIError as exc:  # the lease still protects the run; only the cleanup is weaker
+            log.warning("could not record the process of run %d: %s", run_id, exc.orig)
+
+    def _sweep_workspaces(self) -> None:
+        """The retention rule for workspaces whose runs ended without us (a crash, another host)."""
+        directories = workspaces.run_ids_in(self.workspaces)
+        if not directories:
+            return
+        outcomes, still_open = self.kernel.run_outcomes(list(directories))
+        cfg = self.config.kanban.workers
+        removed = workspaces.sweep(
+            directories, outcomes, still_open, cfg.keep_workspaces, cfg.keep_workspaces_days
+        )
+        if removed:
+            log.info("removed %d workspace(s) under %s", len(removed), self.workspaces)
 
     # ----------------------------------------------------------------- helpers
 

@@ -137,6 +137,11 @@ runs = Table(
     Column("prompt_tokens", Integer),
     Column("completion_tokens", Integer),
     Column("error", Text),
+    # where a command agent runs (core/processes.py): a dispatcher reclaiming the run on
+    # the same host kills what is left of this process group before freeing the slot
+    Column("host", String(128)),
+    Column("process_group", Integer),
+    Column("process_start", String(96)),
     CheckConstraint(_in("outcome", RUN_OUTCOMES), name="outcome"),
     CheckConstraint("(finished_at IS NULL) = (outcome IS NULL)", name="finished_has_outcome"),
 )

@@ -11,6 +11,7 @@ import pytest
 from lanewarden.core.claims import ClaimKernel, Completion
 from lanewarden.core.clock import utcnow
 from lanewarden.core.schema import runs, tasks
+from lanewarden.core.workspaces import board_key
 from sqlalchemy import update
 
 from tests.dispatch_helpers import (
@@ -159,7 +160,10 @@ async def test_command_runner_env_workspace_and_placeholders(
     finally:
         del os.environ["LW_TEST_KEY"]
     result = board.get(tid).result
-    assert result == f"{tid}|{gw.base_url}|m1|yes|{tmp_path / f'task-{tid}'}|{tid}:[task 0]"
+    (run_id,) = [r.id for r in run_rows(board, tid)]
+    workspace = tmp_path / board_key(board.db.url) / f"task-{tid}-run-{run_id}"
+    assert result == f"{tid}|{gw.base_url}|m1|yes|{workspace}|{tid}:[task 0]"
+    assert not workspace.exists(), "a succeeded run's workspace is removed (keep_workspaces = failed)"
     board.db.dispose()
 
 

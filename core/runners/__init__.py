@@ -7,12 +7,14 @@ cancellation; a runner must then abort its HTTP call or kill its process group.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
 from lanewarden.core.claims import Claim
-from lanewarden.core.config import GatewayConfig, ProfileConfig
+from lanewarden.core.config import GatewayConfig, ProfileConfig, lanewarden_home
+from lanewarden.core.workspaces import run_directory
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,7 +24,15 @@ class Job:
     profile: ProfileConfig
     gateway: GatewayConfig | None
     parents: list[tuple[int, str, str]] = field(default_factory=list)
-    workspace_root: Path | None = None
+    workspace_root: Path | None = None  # this board's directory of run workspaces
+    # called with the pid of an agent process as soon as it runs (recorded on the run row)
+    on_process: Callable[[int], Awaitable[None]] | None = None
+
+    @property
+    def workspace(self) -> Path:
+        """The run's own working directory (core/workspaces.py)."""
+        root = self.workspace_root or lanewarden_home() / "workspaces"
+        return run_directory(root, self.claim.task.id, self.claim.run_id)
 
     def prompt(self) -> str:
         """The task as the agent sees it: title, body, and its parents' results."""

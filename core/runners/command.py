@@ -7,21 +7,27 @@ a whole positional argument without ``--`` before it, and where it is an option'
 The environment is a minimal one (core/runners/agent_env.py). Stdout is the
 result and the exit code the outcome. On timeout or stop the whole process group gets
 SIGTERM, then SIGKILL after a grace period, so agents cannot leave children behind.
+The agent dies with its dispatcher, and its process group is recorded on the run so a
+leftover can be killed after a crash (core/processes.py); it works in a directory of
+its own per board and run (core/workspaces.py).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import signal
 
-from lanewarden.core.config import exposed_arguments, lanewarden_home
+from lanewarden.core.config import exposed_arguments
+from lanewarden.core.processes import kill_what_is_left, tie_to_dispatcher
 from lanewarden.core.runners import Job, RunOutput, TaskFailed
 from lanewarden.core.runners.agent_env import agent_environment
 
 MAX_OUTPUT_BYTES = 1_000_000
 KILL_GRACE_SECONDS = 3.0
+EXIT_POLL_SECONDS = 0.1
 
 
 class CommandRunner:
@@ -30,7 +36,7 @@ class CommandRunner:
         if not argv_template:
             raise TaskFailed("profile has no command", retryable=False)
         task = job.claim.task
-        workspace = (job.workspace_root or lanewarden_home() / "workspaces") / f"task-{task.id}"
+        workspace = job.workspace
         workspace.mkdir(parents=True, exist_ok=True)
         values = {
             "prompt": job.prompt(),
@@ -53,13 +59,16 @@ class CommandRunner:
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,
                 start_new_session=True,  # its own process group, killed as a whole
+                preexec_fn=functools.partial(tie_to_dispatcher, os.getpid()),  # dies with us
             )
         except FileNotFoundError:
             raise TaskFailed(f"command not found: {argv[0]}", retryable=False) from None
         except PermissionError:
             raise TaskFailed(f"command is not executable: {argv[0]}", retryable=False) from None
         try:
-            stdout, stderr = await process.communicate()
+            if job.on_process is not None:
+                await job.on_process(process.pid)
+            stdout, stderr = await outputs_until_exit(process)
         except BaseException:
             await kill_group(process)
             raise
@@ -84,6 +93,27 @@ def refuse_option_lookalikes(template: list[str], argv: list[str]) -> None:
                 "the task, or write the command with --name={prompt} or -- {prompt}",
                 retryable=False,
             )
+
+
+async def outputs_until_exit(process: asyncio.subprocess.Process) -> tuple[bytes, bytes]:
+    """Stdout and stderr of an agent, read until it exits. Then whatever it left running in
+    its group is killed: a background child holding the pipes would otherwise keep the run
+    (and its slot) open long after the agent itself finished. (``Process.wait()`` itself
+    waits for the pipes to close on Python 3.11, hence the look at ``returncode``.)"""
+    assert process.stdout is not None and process.stderr is not None
+    reading = asyncio.ensure_future(asyncio.gather(process.stdout.read(), process.stderr.read()))
+    try:
+        while not reading.done() and process.returncode is None:
+            await asyncio.wait({reading}, timeout=EXIT_POLL_SECONDS)
+        if process.returncode is None:  # it closed its output but still works: let it finish
+            await process.wait()
+        kill_what_is_left(process.pid)
+        stdout, stderr = await reading
+        await process.wait()
+    except BaseException:
+        reading.cancel()
+        raise
+    return stdout, stderr
 
 
 async def kill_group(process: asyncio.subprocess.Process) -> None:
