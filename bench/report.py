@@ -223,6 +223,26 @@ def main() -> None:
             ),
             "",
         ]
+    nodes = load("node_scrape")
+    if nodes:
+        parts += [
+            "## Node exporters (`python -m bench node_scrape`)",
+            "",
+            f"The leader scraping {nodes['hosts']} hosts every {nodes['interval_seconds']:g} s, each a "
+            f"dcgm-exporter page ({nodes['dcgm_page_bytes'] // 1024} kB, 8 GPUs with MIG) and a "
+            f"node_exporter page ({nodes['node_page_lines']:,} lines: {nodes['node_exporter']}), "
+            "parsing both and writing one reading per host to SQLite.",
+            "",
+            md_table(
+                ["measure", "value", "target"],
+                [
+                    ["CPU per round (all hosts)", f"{nodes['cpu_ms_per_round']:.1f} ms", ""],
+                    ["wall per round", f"{nodes['wall_ms_per_round']:.1f} ms", ""],
+                    ["share of one core", f"{nodes['share_of_one_core']:.2%}", "< 1%"],
+                ],
+            ),
+            "",
+        ]
     gateway = load("gateway_protection")
     if gateway:
         parts += [section_gateway(gateway)]
