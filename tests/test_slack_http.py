@@ -167,6 +167,8 @@ EVERY_VERB = [
     ("unlink", "unlink 1 2", "#2 no longer waits for #1", False),
     ("link", "link --parent 1 --child 2", "#2 now waits for #1", False),
     ("comment", "comment 1 the logs are in /srv/logs", "comment added to #1", False),
+    ("edit", "edit 1 --priority 4", "#1 edited", False),
+    ("purge", "purge --older-than 30d", "would be deleted", False),
     ("caps", "caps", "gateway gpu", False),
     ("caps set", "caps set gateway gpu 1", "gateway gpu cap is now 1", True),
     ("caps reset", "caps reset gateway gpu", "gateway gpu cap follows the config", True),
