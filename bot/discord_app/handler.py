@@ -17,6 +17,7 @@ import asyncio
 import logging
 import shlex
 import threading
+from datetime import timedelta
 from typing import Any
 
 import discord
@@ -139,14 +140,14 @@ class CommandHandler:
         result = await asyncio.to_thread(executor.execute, command, actor, source_text=source)
         chart = None
         if isinstance(result, StatusShown) and result.chart:
-            chart = await asyncio.to_thread(self._chart)
+            chart = await asyncio.to_thread(self._chart, result.chart_window)
         return reply_for(result, chart_png=chart)
 
-    def _chart(self) -> bytes:
+    def _chart(self, window: timedelta) -> bytes:
         from lanewarden.bot.tools.chart import status_chart_png
 
         with _chart_lock:
-            return status_chart_png(self._board())
+            return status_chart_png(self._board(), window=window)
 
     # -------------------------------------------------------------- buttons
 

@@ -20,6 +20,10 @@ from lanewarden.core.grammar import REGISTRY, Param, Verb
 DESCRIPTION_LIMIT = 100  # Discord's limit for command and option descriptions
 SUBCOMMAND_LIMIT = 25  # Discord's limit for the children of a command or group
 GROUP_DEFAULT_NAME = "show"  # `caps` alone is `/kanban caps show`
+# Discord allows 25 subcommands per level: these verbs sit in the group of what they are
+# about (`tune` advises caps: `/kanban caps tune`); the grammar, the CLI and Slack keep
+# their names, and the verb run is the same
+DISCORD_GROUP = {"tune": "caps"}
 
 # A Discord-only switch on the read commands (those that take --json): answers are
 # ephemeral by default, ``public: True`` posts them in the channel. It is presentation,
@@ -122,6 +126,8 @@ def command_layout(registry: Mapping[str, Verb] = REGISTRY) -> dict[str, Verb | 
     layout: dict[str, Verb | dict[str, Verb]] = {}
     for name, spec in registry.items():
         head, _, tail = name.partition(" ")
+        if DISCORD_GROUP.get(name) in group_heads:
+            head, tail = DISCORD_GROUP[name], name
         if head in group_heads:
             group = layout.setdefault(head, {})
             assert isinstance(group, dict)

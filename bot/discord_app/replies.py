@@ -14,7 +14,13 @@ from functools import singledispatch
 
 import discord
 from lanewarden.bot.discord_app.cards import task_embed
-from lanewarden.bot.discord_app.options import GROUP_DEFAULT_NAME, PUBLIC_OPTION, command_layout, shorten
+from lanewarden.bot.discord_app.options import (
+    DISCORD_GROUP,
+    GROUP_DEFAULT_NAME,
+    PUBLIC_OPTION,
+    command_layout,
+    shorten,
+)
 from lanewarden.bot.discord_app.text import inert, plain
 from lanewarden.bot.render import render_text, status_text
 from lanewarden.core.clock import age, utcnow
@@ -207,6 +213,7 @@ def discord_usage() -> str:
         for sub, sub_spec in entry.items()
         if sub == GROUP_DEFAULT_NAME
     ]
+    bare += [f"`{verb}` is `/kanban {group} {verb}`" for verb, group in DISCORD_GROUP.items()]
     return (
         "In Discord: `/kanban <command>` with options named as the flags above "
         "(`--max-attempts` is `max-attempts`)"

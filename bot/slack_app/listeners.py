@@ -15,6 +15,7 @@ import asyncio
 import logging
 import re
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from lanewarden.bot.slack_app.blocks import (
@@ -94,7 +95,7 @@ class SlackListeners:
         result, reply = await self.run(parsed, actor, source)
         await self._respond(respond, reply)
         if isinstance(result, StatusShown) and result.chart and channel_id:
-            await self._post_chart(channel_id, respond)
+            await self._post_chart(channel_id, respond, result.chart_window)
 
     async def run(self, command: Command, actor: Actor, source: str) -> tuple[Result | None, Reply]:
         """Execute on a worker thread (the board is synchronous) and render the answer."""
@@ -122,16 +123,16 @@ class SlackListeners:
         if answer.status_code != 200:
             log.warning("slack: response_url answered %s: %s", answer.status_code, answer.body)
 
-    async def _post_chart(self, channel_id: str, respond: Any) -> None:
+    async def _post_chart(self, channel_id: str, respond: Any, window: timedelta) -> None:
         from lanewarden.bot.tools.chart import status_chart_png
 
         try:
-            png = await asyncio.to_thread(status_chart_png, self.board)
+            png = await asyncio.to_thread(status_chart_png, self.board, window=window)
             await self.client.files_upload_v2(
                 channel=channel_id,
                 file=png,
                 filename="lanewarden-status.png",
-                title="Lanewarden: in flight vs limit and latency per gateway, last hour",
+                title="Lanewarden: requests, tokens/s, latency and node per gateway",
             )
         except SlackApiError as exc:
             error = (
