@@ -199,6 +199,7 @@ ACTION_CASES: list[tuple[str, str, Callable[[Board], dict[str, Any]]]] = [
     ("cancel", "operator", lambda b: {"action": "cancel", "id": add(b), "confirm": "yes", "reason": "dup"}),
     ("retry", "operator", _cancelled),
     ("comment", "operator", lambda b: {"action": "comment", "id": add(b), "text": "logs in /srv"}),
+    ("priority", "operator", lambda b: {"action": "priority", "id": add(b), "priority": 7}),
     ("link", "operator", lambda b: {"action": "link", "parent": add(b), "child": add(b)}),
     ("unlink", "operator", _linked),
     ("caps-set", "admin", lambda b: {"action": "caps-set", "scope": "gateway", "name": "gpu", "value": 1}),

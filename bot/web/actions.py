@@ -12,7 +12,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from lanewarden.core.errors import UsageError
-from lanewarden.core.grammar import REGISTRY
 
 # action -> (verb, the form fields it takes, in the grammar's flag names)
 ACTIONS: dict[str, tuple[str, tuple[str, ...]]] = {
@@ -30,10 +29,8 @@ ACTIONS: dict[str, tuple[str, tuple[str, ...]]] = {
     "caps-reset": ("caps reset", ("scope", "name")),
     "pause": ("pause", ()),
     "resume": ("resume", ()),
+    "priority": ("edit", ("id", "priority")),
 }
-# the coordinator's `edit` verb (issue 17) sets the priority when it is there
-if "edit" in REGISTRY:
-    ACTIONS["priority"] = ("edit", ("id", "priority"))
 
 # dropping a card on a column: the verb that moves it there
 DROP_VERBS: dict[str, list[str]] = {

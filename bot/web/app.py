@@ -20,7 +20,7 @@ from urllib.parse import urlencode, urlsplit
 from aiohttp import web
 from jinja2 import Environment, PackageLoader, select_autoescape
 from lanewarden.bot.render import render_text
-from lanewarden.bot.web.actions import ACTIONS, command_line
+from lanewarden.bot.web.actions import command_line
 from lanewarden.bot.web.columns import BY_KEY, Card, Filters, gateway_of, load_board, load_cards
 from lanewarden.bot.web.live import KEEPALIVE_SECONDS, LiveHub, sse
 from lanewarden.bot.web.security import COOKIE_NAME, Signer
@@ -289,7 +289,7 @@ class WebBoard:
             column=cards[0].column if cards else None,
             gateway=gateway_of(self.config, task.profile),
             moves=moves,
-            can_edit_priority="priority" in ACTIONS,
+            can_edit_priority=True,
             **self._notice(request),
         )
 
