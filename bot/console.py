@@ -83,6 +83,9 @@ class Console:
             return ""
         return line
 
+    def say(self, line: str) -> None:
+        self._write(line + "\n")
+
     def _write(self, text: str) -> None:
         self.stdout.write(text)
         self.stdout.flush()

@@ -164,6 +164,7 @@ class Service:
             web_board = WebBoard(board, secret=load_secret())
             web_board.install(self.http.app)
             self.bus.subscribe(web_board.hub.wake)  # other processes' changes
+            self.front_ends.append("the web board")
         context = AdapterContext(self.config, board, self.http)
         for adapter in adapters:
             await adapter.start(context)
@@ -216,7 +217,9 @@ class Service:
                 log.exception("console stopped; the service keeps running (SIGTERM stops it)")
                 return
             if self.front_ends:
-                log.info("console closed (%s); still serving %s", ending, ", ".join(self.front_ends))
+                others = ", ".join(self.front_ends)
+                console.say(f"console closed; still serving {others}. Ctrl-C or SIGTERM stops the service.")
+                log.info("console closed (%s); still serving %s", ending, others)
                 return
             # quit or Ctrl-D on the only front end stops the service it belongs to
             loop.call_soon_threadsafe(self.request_stop)
