@@ -21,7 +21,8 @@ from lanewarden.core.board import Board, NewTask, open_board
 from lanewarden.core.clock import utcnow
 from lanewarden.core.executor import Executor
 from lanewarden.core.grammar import parse
-from lanewarden.core.node_monitor import NodeMonitor
+from lanewarden.core.node_monitor import NodeMonitor, record_reading
+from lanewarden.core.nodes import NodeFigures
 from lanewarden.core.schema import events, runs
 from lanewarden.scheduler.alerts import AlertEngine
 from prometheus_client.parser import text_string_to_metric_families
@@ -193,3 +194,31 @@ async def run_scenario(board: Board, exporter: FakeNodeExporter) -> None:
     ]
     assert "node gpu1: GPU 40% busy" in render(executor.execute(parse("status"), VIEWER))
     assert exporter.scrapes >= 2 * 47
+
+
+def test_ram_low_fires_and_resolves_and_unknown_changes_nothing(board_url: str) -> None:
+    exporter = FakeNodeExporter()  # not started: only its URLs are configured
+    exporter.port = 9
+    board = e2e_board(board_url, exporter)
+    alerts = AlertEngine(board, board.config)
+    now = utcnow()
+    total = 64 * 2**30
+
+    def round_at(seconds: int, available: float | None) -> list[tuple[str, str]]:
+        figures = NodeFigures(errors=("refused",))
+        if available is not None:
+            figures = NodeFigures(ram_available_bytes=available * total, ram_total_bytes=total)
+        record_reading(board.db, board.config, "gpu1", figures, now + timedelta(seconds=seconds))
+        return [
+            (k, c) for k, c in alerts.evaluate(now + timedelta(seconds=seconds)) if k.startswith("ram_low")
+        ]
+
+    try:
+        assert round_at(0, 0.05) == []
+        assert round_at(30, 0.04) == [("ram_low:gpu1", "fired")]
+        assert round_at(60, None) == [] and round_at(90, None) == []  # unknown: still firing
+        assert round_at(120, 0.11) == [] and round_at(150, 0.11) == []  # above 10%, inside the band
+        assert round_at(180, 0.3) == []
+        assert round_at(210, 0.3) == [("ram_low:gpu1", "resolved")]
+    finally:
+        board.db.dispose()
