@@ -137,7 +137,8 @@ def local_actor(kind: str = "cli"):  # -> Actor
     except Exception:  # no passwd entry (containers)
         user = "unknown"
     # whoever can run the CLI can open the database file: the shell is trusted as admin
-    return Actor(id=f"{kind}:{user}", role="admin", channel=None, name=user)
+    trusted = "the shell: whoever can run the CLI can open the board's database"
+    return Actor(id=f"{kind}:{user}", role="admin", channel=None, name=user, granted_by=trusted)
 
 
 def _board_command(args: list[str], config_path: str | None) -> int:

@@ -19,6 +19,7 @@ class Actor:
     role: str
     channel: str | None = None  # where to answer and where cards go: ``slack:C123``
     name: str | None = None
+    granted_by: str | None = None  # why this role: "[access] operators lists discord-role:7"
 
     def allows(self, role: str) -> bool:
         return ROLE_RANK[self.role] >= ROLE_RANK[role]
@@ -26,15 +27,21 @@ class Actor:
 
 def resolve_role(access: AccessConfig, identities: Iterable[str]) -> str:
     """The highest role any of the identities (user id, group or role ids) is granted."""
-    wanted = set(identities)
-    for role, members in (
-        ("admin", access.admins),
-        ("operator", access.operators),
-        ("viewer", access.viewers),
+    return resolve_grant(access, identities)[0]
+
+
+def resolve_grant(access: AccessConfig, identities: Iterable[str]) -> tuple[str, str]:
+    """The highest role, and which ``[access]`` entry grants it (what ``whoami`` says)."""
+    wanted = list(identities)
+    for role, key, members in (
+        ("admin", "admins", access.admins),
+        ("operator", "operators", access.operators),
+        ("viewer", "viewers", access.viewers),
     ):
-        if wanted.intersection(members):
-            return role
-    return access.default_role
+        for identity in wanted:
+            if identity in members:
+                return role, f"[access] {key} lists {identity}"
+    return access.default_role, f"nobody in [access] lists you: default_role is {access.default_role!r}"
 
 
 # a person, not a group or role: the first admin of a new install

@@ -347,6 +347,16 @@ class Unsubscribe(Command):
         return "admin" if self.channel else self.VERB.role
 
 
+@verb(
+    "whoami",
+    "Who you are to Lanewarden: your id, your role and where the role comes from",
+    role="none",  # a newcomer needs it most: it tells them the id an admin has to add
+)
+@dataclass(frozen=True, kw_only=True)
+class WhoAmI(Command):
+    json: bool = param(False, help="machine-readable output")
+
+
 @verb("digest", "Summarize the last day: finished, failed, waiting, gateways", role="operator")
 @dataclass(frozen=True, kw_only=True)
 class Digest(Command):

@@ -442,6 +442,16 @@ def _unsubscribe(ex: Executor, cmd: c.Unsubscribe, actor: Actor) -> Result:
     return Done(cmd, message, {"adapter": adapter, "channel": channel, "topic": cmd.topic})
 
 
+@handles(c.WhoAmI)
+def _whoami(ex: Executor, cmd: c.WhoAmI, actor: Actor) -> Result:
+    source = actor.granted_by or "how this front end is trusted"
+    message = f"you are {actor.id}: {actor.role} ({source})"
+    if actor.role == "none":
+        message += f'. To get a role, an admin adds "{actor.id}" under [access] in the config'
+    data = {"id": actor.id, "role": actor.role, "granted_by": actor.granted_by, "channel": actor.channel}
+    return Done(cmd, message, data)
+
+
 @handles(c.Digest)
 def _digest(ex: Executor, cmd: c.Digest, actor: Actor) -> Result:
     if not 1 <= cmd.hours <= 24 * 31:

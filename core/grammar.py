@@ -24,7 +24,7 @@ from typing import Any, ClassVar, Literal, TypeVar, Union
 from lanewarden.core.errors import UsageError
 from lanewarden.core.text import check_text
 
-Role = Literal["viewer", "operator", "admin"]
+Role = Literal["none", "viewer", "operator", "admin"]  # "none": anyone, even without a role (whoami)
 # the largest integer the board stores (a signed 64-bit column on SQLite and PostgreSQL)
 INT_MAX = 2**63 - 1
 # longest command line accepted from any front end, checked before tokenising: the

@@ -58,6 +58,9 @@ async def test_autocomplete_shows_nothing_to_a_caller_without_a_role(
         # a viewer may read, but not cancel: no suggestions for a verb it cannot run
         assert await bot.complete("cancel", "id", user=VIEWER, id="") == []
         assert await bot.complete("cancel", "id", user=ADMIN, id="") == ["1"]
+        # whoami answers anyone: it tells a newcomer the id an admin has to add
+        me = await bot.slash("whoami", user=stranger)
+        assert f"you are discord:{stranger}: none" in me.text and "default_role is 'none'" in me.text
 
 
 async def test_a_server_not_in_guild_ids_is_refused_and_audited(discord_bot: RunningBot) -> None:

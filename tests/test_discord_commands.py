@@ -204,6 +204,8 @@ async def test_every_verb_runs_from_discord(bot: RunningBot) -> None:
     assert "queue:" in status.text
     tuned = await run("caps tune")  # Discord's 25 subcommands: tune sits beside the caps
     assert "no load in the last hour" in tuned.text
+    me = await run("whoami")
+    assert f"you are discord:{ADMIN}: admin ([access] admins lists discord-role:" in me.text and me.ephemeral
     await run(
         "windows add",
         name="night",

@@ -176,6 +176,7 @@ EVERY_VERB = [
     ("resume", "resume --profile researcher", "profile researcher resumed", True),
     ("status", "status", "Queue:", True),
     ("tune", "tune", "no load in the last hour", False),
+    ("whoami", "whoami", "you are slack:UADMIN: admin ([access] admins lists slack:UADMIN)", False),
     (
         "windows add",
         'windows add night --cron "0 22 * * *" --timezone UTC '
@@ -503,3 +504,13 @@ async def test_subscribe_channel_is_checked_and_routing_elsewhere_needs_an_admin
     with rig.board.db.read() as conn:
         stored = conn.execute(select(subscriptions.c.channel, subscriptions.c.topic)).all()
     assert sorted(stored) == [("C0042", "tasks"), ("C0999PRIV", "alerts")]
+
+
+async def test_whoami_tells_a_newcomer_the_id_an_admin_has_to_add(rig: HttpRig) -> None:
+    answer = await rig.command("whoami", user="UNEWBIE")
+    shown = text_of(answer)
+    assert "you are slack:UNEWBIE: none" in shown and "default_role is 'none'" in shown
+    assert "an admin adds &quot;slack:UNEWBIE&quot;" in shown or 'an admin adds "slack:UNEWBIE"' in shown
+    assert answer["response_type"] == "ephemeral"
+    operator = text_of(await rig.command("whoami", user="UOPS"))
+    assert "you are slack:UOPS: operator ([access] operators lists slack:UOPS)" in operator

@@ -14,7 +14,7 @@ with ``[discord] allow_dms``.
 from __future__ import annotations
 
 import discord
-from lanewarden.core.access import Actor, resolve_role
+from lanewarden.core.access import Actor, resolve_grant
 from lanewarden.core.config import AccessConfig, DiscordConfig
 
 NOT_THIS_SERVER = "this server is not one this Lanewarden serves (its [discord] guild_ids)"
@@ -32,11 +32,13 @@ def identities(user: discord.User | discord.Member) -> list[str]:
 
 def actor_for(interaction: discord.Interaction, access: AccessConfig) -> Actor:
     user = interaction.user
+    role, granted_by = resolve_grant(access, identities(user))
     return Actor(
         id=f"discord:{user.id}",
-        role=resolve_role(access, identities(user)),
+        role=role,
         channel=f"discord:{interaction.channel_id}" if interaction.channel_id else None,
         name=user.name,
+        granted_by=granted_by,
     )
 
 

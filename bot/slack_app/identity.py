@@ -14,7 +14,7 @@ import logging
 import time
 
 from lanewarden.bot.slack_app.errors import slack_error_code
-from lanewarden.core.access import Actor, resolve_role
+from lanewarden.core.access import Actor, resolve_grant
 from lanewarden.core.config import AccessConfig
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
@@ -38,11 +38,13 @@ class SlackIdentity:
     async def actor(self, user_id: str, channel_id: str | None, name: str | None = None) -> Actor:
         identities = [f"slack:{user_id}"]
         identities += [f"{GROUP_PREFIX}{group}" for group in await self.groups_of(user_id)]
+        role, granted_by = resolve_grant(self.access, identities)
         return Actor(
             id=f"slack:{user_id}",
-            role=resolve_role(self.access, identities),
+            role=role,
             channel=f"slack:{channel_id}" if channel_id else None,
             name=name,
+            granted_by=granted_by,
         )
 
     async def groups_of(self, user_id: str) -> set[str]:
