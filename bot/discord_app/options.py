@@ -4,9 +4,11 @@ Every verb of core/grammar.py becomes a subcommand of ``/kanban`` with one optio
 parameter, named as the CLI flag (``title``, ``profile``, ``parent``, ``not-before``,
 ``from``, ...). Multi-word verbs become subcommand groups: ``caps set`` is
 ``/kanban caps set``, and a bare verb that shares its first word with a group (``caps``)
-is that group's ``show`` subcommand. The options are turned back into ``--flag=value``
-tokens and bound by ``core.grammar.bind``, so conversion and validation live in one
-place for every front end.
+is that group's ``show`` subcommand. Discord allows 25 subcommands per level, so a few
+related verbs share a group there (``DISCORD_GROUP``: ``/kanban caps tune``,
+``/kanban deps link``, ``/kanban notify subscribe``); their grammar names do not change.
+The options are turned back into ``--flag=value`` tokens and bound by
+``core.grammar.bind``, so conversion and validation live in one place for every front end.
 """
 
 from __future__ import annotations
@@ -21,9 +23,17 @@ DESCRIPTION_LIMIT = 100  # Discord's limit for command and option descriptions
 SUBCOMMAND_LIMIT = 25  # Discord's limit for the children of a command or group
 GROUP_DEFAULT_NAME = "show"  # `caps` alone is `/kanban caps show`
 # Discord allows 25 subcommands per level: these verbs sit in the group of what they are
-# about (`tune` advises caps: `/kanban caps tune`); the grammar, the CLI and Slack keep
-# their names, and the verb run is the same
-DISCORD_GROUP = {"tune": "caps"}
+# about on Discord only (`tune` advises caps: `/kanban caps tune`; `/kanban deps link`,
+# `/kanban notify subscribe`); the grammar, the CLI and Slack keep their names, and the
+# verb run is the same
+DISCORD_GROUP: dict[str, str] = {
+    "tune": "caps",
+    "link": "deps",
+    "unlink": "deps",
+    "subscribe": "notify",
+    "unsubscribe": "notify",
+    "digest": "notify",
+}
 
 # A Discord-only switch on the read commands (those that take --json): answers are
 # ephemeral by default, ``public: True`` posts them in the channel. It is presentation,
@@ -122,11 +132,11 @@ def to_argv(spec: Verb, values: Mapping[str, Any]) -> list[str]:
 
 def command_layout(registry: Mapping[str, Verb] = REGISTRY) -> dict[str, Verb | dict[str, Verb]]:
     """Top-level subcommand name -> verb, or -> {subcommand name -> verb} for a group."""
-    group_heads = {name.split()[0] for name in registry if " " in name}
+    group_heads = {name.split()[0] for name in registry if " " in name} | set(DISCORD_GROUP.values())
     layout: dict[str, Verb | dict[str, Verb]] = {}
     for name, spec in registry.items():
         head, _, tail = name.partition(" ")
-        if DISCORD_GROUP.get(name) in group_heads:
+        if name in DISCORD_GROUP:
             head, tail = DISCORD_GROUP[name], name
         if head in group_heads:
             group = layout.setdefault(head, {})
@@ -144,3 +154,15 @@ def command_layout(registry: Mapping[str, Verb] = REGISTRY) -> dict[str, Verb | 
             f"Discord allows {SUBCOMMAND_LIMIT} per level"
         )
     return layout
+
+
+def discord_path(verb_name: str) -> str:
+    """How a verb is typed after ``/kanban``: ``caps`` -> ``caps show``, ``link`` -> ``deps link``."""
+    for head, entry in command_layout().items():
+        if isinstance(entry, dict):
+            for sub, spec in entry.items():
+                if spec.name == verb_name:
+                    return f"{head} {sub}"
+        elif entry.name == verb_name:
+            return head
+    raise KeyError(verb_name)
