@@ -38,7 +38,7 @@ from lanewarden.core.results import (
 from lanewarden.core.schema import events, subscriptions, tasks
 from lanewarden.core.signin import mint_link, sign_in_url, web_base_url
 from lanewarden.core.status import build_status
-from lanewarden.core.tune import advise_all
+from lanewarden.core.tune import advise_all, forget_advice
 from lanewarden.core.windows import WindowStore
 from sqlalchemy import delete, func, insert, select
 from sqlalchemy.exc import DataError
@@ -357,6 +357,7 @@ def _tune(ex: Executor, cmd: c.Tune, actor: Actor) -> Result:
             if a.proposed_cap is not None:
                 ex.board.set_cap("gateway", a.gateway, a.proposed_cap, actor.id)
                 applied.append((a.gateway, a.proposed_cap))
+        forget_advice(ex.board.db.url)
     return TuneShown(cmd, advice, applied)
 
 

@@ -29,7 +29,7 @@ from lanewarden.core.readmodel import (
 )
 from lanewarden.core.schema import gateway_state, leases, tasks
 from lanewarden.core.statuses import Status
-from lanewarden.core.tune import Advice, advise_all
+from lanewarden.core.tune import Advice, recent_advice
 from sqlalchemy import func, select
 
 
@@ -160,7 +160,7 @@ def build_status(db: Database, config: LanewardenConfig) -> StatusReport:
         }
         processes = [dict(r._mapping) for r in live_dispatchers(conn, config, now)]
         nodes = [NodeStatus.of(view, now) for view in node_views(conn, config)]
-        advice = advise_all(conn, config, now=now)
+        advice = recent_advice(db.url, conn, config)
         leader_row = conn.execute(select(leases).where(leases.c.name == "leader")).first()
     gateways = []
     for name, gw in sorted(config.gateways.items()):

@@ -22,6 +22,8 @@ current limit instead of proposing a cap. Nothing here changes a cap: ``tune --a
 
 from __future__ import annotations
 
+import threading
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from itertools import pairwise
@@ -192,7 +194,9 @@ def _evidence(history: GatewayHistory, alerts: AlertsConfig) -> dict[str, Any]:
     gaps = sorted((b.at - a.at).total_seconds() for a, b in pairwise(readings))
     longest = 2 * gaps[len(gaps) // 2] if gaps else 0.0
     for i, here in enumerate(readings):
-        if here.cap > 0 and here.in_flight >= here.cap and here.waiting > 0:
+        # only time at today's cap is evidence about it: after `caps set gateway gpu1 3` the
+        # minutes full at cap 2 say nothing about 3 (the guide: one step, then observe)
+        if here.cap == history.cap and here.cap > 0 and here.in_flight >= here.cap and here.waiting > 0:
             end = readings[i + 1].at if i + 1 < len(readings) else history.now
             full_seconds += min(longest, max(0.0, (end - here.at).total_seconds()))
             if here.known and here.figures.gpu_util is not None:
@@ -284,3 +288,29 @@ def advise_all(
 ) -> list[Advice]:
     names = [gateway] if gateway else sorted(config.gateways)
     return [advise(load_history(conn, config, name, now), config.alerts) for name in names]
+
+
+# status (and the web strip, App Home) ask for the advice often; an hour of history does
+# not change in half a minute, so each board's last answer is reused that long
+ADVICE_MAX_AGE = 30.0
+_recent: dict[str, tuple[float, list[Advice]]] = {}
+_recent_lock = threading.Lock()
+
+
+def recent_advice(board_url: str, conn: Connection, config: LanewardenConfig) -> list[Advice]:
+    """``advise_all`` for every gateway, computed at most every ``ADVICE_MAX_AGE`` seconds."""
+    clock = time.monotonic()
+    with _recent_lock:
+        cached = _recent.get(board_url)
+    if cached is not None and clock - cached[0] < ADVICE_MAX_AGE:
+        return cached[1]
+    advice = advise_all(conn, config)
+    with _recent_lock:
+        _recent[board_url] = (clock, advice)
+    return advice
+
+
+def forget_advice(board_url: str) -> None:
+    """After ``tune --apply`` the cached advice proposes a cap already set."""
+    with _recent_lock:
+        _recent.pop(board_url, None)

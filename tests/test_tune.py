@@ -15,6 +15,7 @@ from lanewarden.core.grammar import parse
 from lanewarden.core.node_monitor import record_reading
 from lanewarden.core.nodes import NodeFigures, NodeReading
 from lanewarden.core.schema import cap_overrides
+from lanewarden.core.status import build_status
 from lanewarden.core.tune import GatewayHistory, LimitChange, RunSample, advise
 from sqlalchemy import select
 
@@ -189,6 +190,12 @@ def test_tune_apply_needs_an_admin_and_changes_only_then(tune_board: Board) -> N
     assert applied.applied == [("gpu1", 3)]
     with tune_board.db.read() as conn:
         assert conn.execute(select(cap_overrides.c.name, cap_overrides.c.value)).all() == [("gpu1", 3)]
+    # the hour at cap 2 is no evidence about 3: no second step until cap 3 has been observed
+    [after] = executor.execute(parse("tune"), operator).advice
+    assert after.verdict == "fine" and after.proposed_cap is None
+    assert "cap 3 was not full with work waiting" in after.text
+    shown = build_status(tune_board.db, tune_board.config).advice
+    assert [a.text for a in shown] == [after.text]  # status forgot the advice it had cached
 
 
 def test_a_stored_round_keeps_the_board_view(tune_board: Board) -> None:
