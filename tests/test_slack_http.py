@@ -35,6 +35,7 @@ from tests.fakes.slack_api import (
     SIGNING_SECRET,
     FakeSlack,
     button_click,
+    direct_message,
     form_body,
     home_opened,
     interactive_body,
@@ -514,3 +515,33 @@ async def test_whoami_tells_a_newcomer_the_id_an_admin_has_to_add(rig: HttpRig) 
     assert answer["response_type"] == "ephemeral"
     operator = text_of(await rig.command("whoami", user="UOPS"))
     assert "you are slack:UOPS: operator ([access] operators lists slack:UOPS)" in operator
+
+
+async def test_a_direct_message_is_a_command_and_the_messages_tab_says_welcome(rig: HttpRig) -> None:
+    """Issue 17: the Messages tab was enabled but nothing listened to message.im."""
+
+    async def event(payload: dict[str, Any]) -> None:
+        status, _ = await post_signed(rig.url, json.dumps(payload), content_type="application/json")
+        assert status == 200
+
+    await event(home_opened("UOPS", tab="messages", channel="D0OPS"))
+    [welcome] = await rig.fake.wait_for(lambda: rig.fake.posts("D0OPS"))
+    assert "whoami" in json.dumps(welcome["blocks"])
+    await event(home_opened("UOPS", tab="messages", channel="D0OPS"))  # not twice
+    await event(direct_message("add Summarize the logs --priority 2", user="UOPS", channel="D0OPS"))
+    await rig.fake.wait_for(lambda: len(rig.fake.posts("D0OPS")) >= 2)
+    [task] = rig.board.list_tasks(TaskFilter())
+    assert (task.title, task.priority, task.created_by) == ("Summarize the logs", 2, "slack:UOPS")
+    await event(direct_message("/kanban whoami", user="UVIEW", channel="D0VIEW"))
+    [me] = await rig.fake.wait_for(lambda: rig.fake.posts("D0VIEW"))
+    assert "you are slack:UVIEW: viewer" in json.dumps(me["blocks"])
+    await event(direct_message("cancel 1", user="UVIEW", channel="D0VIEW"))  # roles hold in DMs
+    await rig.fake.wait_for(lambda: len(rig.fake.posts("D0VIEW")) >= 2)
+    assert "needs the operator role" in json.dumps(rig.fake.posts("D0VIEW")[-1]["blocks"])
+    assert rig.board.get(1).status == "ready"
+    echo = direct_message("add Loop", user="UBOT", channel="D0OPS")
+    echo["event"]["bot_id"] = "B0001"  # the bot's own answer, as Slack echoes it
+    await event(echo)
+    await asyncio.sleep(0.3)
+    assert len(rig.fake.posts("D0OPS")) == 2 and not rig.fake.refusals
+    assert len(rig.board.list_tasks(TaskFilter())) == 1

@@ -27,6 +27,7 @@ from lanewarden.bot.slack_app.blocks import (
     reply_for,
     section,
 )
+from lanewarden.bot.slack_app.direct import DirectMessages
 from lanewarden.bot.slack_app.errors import slack_error_code
 from lanewarden.bot.slack_app.identity import SlackIdentity
 from lanewarden.bot.slack_app.mrkdwn import command_text, escape
@@ -64,11 +65,13 @@ class SlackListeners:
     def __post_init__(self) -> None:
         # App Home's reads: role-checked by an executor like every command, not audited
         self.reads = Executor(self.board)
+        self.direct = DirectMessages(self)
 
     def register(self, app: AsyncApp) -> None:
         app.command(ANY_COMMAND)(self.on_command)
         app.action(BUTTON_ACTIONS)(self.on_button)
         app.event("app_home_opened")(self.on_home_opened)
+        app.event("message")(self.direct.on_message)
         app.error(self.on_error)
 
     # ------------------------------------------------------------------ /kanban
@@ -179,6 +182,8 @@ class SlackListeners:
     async def on_home_opened(self, event: dict[str, Any]) -> None:
         if event.get("tab", "home") == "home":
             await self.publish_home(event["user"])
+        elif event.get("tab") == "messages":
+            await self.direct.on_messages_tab(event["user"], event.get("channel"))
 
     async def publish_home(self, user_id: str, notice: str | None = None) -> None:
         """(Re)draw the user's Home tab; ``notice`` is shown on top (a refused button)."""

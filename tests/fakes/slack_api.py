@@ -473,17 +473,41 @@ def button_click(
     return payload
 
 
-def home_opened(user: str = "UADMIN") -> dict[str, Any]:
-    """An events_api payload: the user opened the app's Home tab."""
+def home_opened(user: str = "UADMIN", tab: str = "home", channel: str = "D0001") -> dict[str, Any]:
+    """An events_api payload: the user opened the app's Home (or Messages) tab."""
+    return _event({"type": "app_home_opened", "user": user, "channel": channel, "tab": tab})
+
+
+def direct_message(text: str, *, user: str = "UADMIN", channel: str = "D0001") -> dict[str, Any]:
+    """An events_api payload for message.im: someone wrote to the bot in its DM."""
+    ts = f"{time.time():.6f}"
+    return _event(
+        {
+            "type": "message",
+            "channel_type": "im",
+            "channel": channel,
+            "user": user,
+            "text": text,
+            "ts": ts,
+            "event_ts": ts,
+            "team": TEAM_ID,
+        }
+    )
+
+
+def _event(event: dict[str, Any]) -> dict[str, Any]:
     return {
         "token": "legacy-verification-token",
         "team_id": TEAM_ID,
         "api_app_id": "A0001",
-        "event": {"type": "app_home_opened", "user": user, "channel": "D0001", "tab": "home"},
+        "event": event,
         "type": "event_callback",
-        "event_id": f"Ev{int(time.time() * 1000)}",
+        "event_id": f"Ev{next(_EVENT_IDS)}",
         "event_time": int(time.time()),
     }
+
+
+_EVENT_IDS = itertools.count(int(time.time() * 1000))
 
 
 async def post_signed(
