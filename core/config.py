@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from lanewarden.core.errors import ConfigError
-from lanewarden.core.redaction import secret_kind
+from lanewarden.core.redaction import hide_url_password, secret_kind
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -470,6 +470,7 @@ def describe_error(err: Any, raw: dict[str, Any]) -> str:
         return message
     value = _lookup(raw, loc)
     shown = "" if value is _MISSING or isinstance(value, dict | list) else f" = {value!r}"
+    shown = hide_url_password(shown)  # a bad board.url must not print its password
     return f"{key}{shown}: {message}"
 
 

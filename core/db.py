@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
 from lanewarden.core.errors import ConfigError
+from lanewarden.core.redaction import hide_url_password
 from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, OperationalError, ProgrammingError
@@ -96,7 +97,7 @@ def make_engine(url: str, *, echo: bool = False) -> Engine:
     try:
         parsed = make_url(url)
     except Exception as exc:  # sqlalchemy raises ArgumentError with a long message
-        raise ConfigError(f"board.url = {url!r}: not a database URL ({exc})") from None
+        raise ConfigError(hide_url_password(f"board.url = {url!r}: not a database URL ({exc})")) from None
     if parsed.get_backend_name() == "sqlite":
         database = parsed.database or ""
         in_memory = database in ("", ":memory:")
@@ -126,7 +127,9 @@ def make_engine(url: str, *, echo: bool = False) -> Engine:
             if "application_name" in parsed.query
             else {"application_name": "lanewarden", "connect_timeout": 10},
         )
-    raise ConfigError(f"board.url = {url!r}: only sqlite and postgresql boards are supported")
+    raise ConfigError(
+        hide_url_password(f"board.url = {url!r}: only sqlite and postgresql boards are supported")
+    )
 
 
 def _sqlite_discipline(engine: Engine) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import re
 import sys
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING
@@ -65,6 +66,15 @@ def secret_values(config: LanewardenConfig, environ: Mapping[str, str] | None = 
     if url is not None and url.password:
         values.update({config.board.url, str(url.password)})
     return sorted((v for v in values if len(v) >= MIN_REDACTED_LENGTH), key=len, reverse=True)
+
+
+# user:password@ in a URL (a database URL in an error message, say)
+URL_PASSWORD = re.compile(r"(://[^:/@\s]*):[^@\s]*@")
+
+
+def hide_url_password(text: str) -> str:
+    """``postgresql://lw:secret@db/lw`` -> ``postgresql://lw:***@db/lw``, anywhere in ``text``."""
+    return URL_PASSWORD.sub(r"\1:***@", text)
 
 
 PR_SET_DUMPABLE = 4

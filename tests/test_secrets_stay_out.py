@@ -130,3 +130,20 @@ def test_serve_environment_is_unreadable_to_its_own_uid() -> None:
         [sys.executable, "-c", PROC_ENVIRON_PROBE], env=env, capture_output=True, text=True, timeout=60
     )
     assert proc.stdout.split() == ["True", "True", "False"], proc.stderr
+
+
+def test_a_bad_board_url_is_reported_without_its_password(lw_env: dict[str, str], tmp_path: Path) -> None:
+    for url in ("mysql://lw:url-password-7575@db/lw", "postgresql+psycopg://lw:url-password-7575@db:port/lw"):
+        path = tmp_path / "lanewarden.toml"
+        path.write_text(f'[board]\nurl = "{url}"\n')
+        for argv in (["list"], ["doctor"]):
+            proc = subprocess.run(
+                [*LANEWARDEN, "--config", str(path), *argv],
+                env=lw_env,
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+            said = proc.stdout + proc.stderr
+            assert proc.returncode == 2 and "board.url = '" in said and "lw:***@db" in said, said
+            assert URL_PASSWORD not in said
