@@ -24,8 +24,9 @@ from tests.helpers import snapshot
 from tests.serve_helpers import write_config
 
 AGENT = str(Path(__file__).parent / "fixtures" / "argparse_agent.py")
+# writes its environment where the test reads it (argv[1]), and prints it as its result
 PRINT_ENV = (
-    "import json, os; env = json.dumps(dict(os.environ)); open('env.json', 'w').write(env); print(env)"
+    "import json, os, sys; env = json.dumps(dict(os.environ)); open(sys.argv[1], 'w').write(env); print(env)"
 )
 
 SECRETS = {
@@ -77,7 +78,7 @@ def everything_stored(board) -> str:
 async def test_agent_sees_only_the_minimal_environment(server_env: None, tmp_path: Path) -> None:
     config = agent_config(
         f"sqlite:///{tmp_path / 'board.db'}",
-        [sys.executable, "-c", PRINT_ENV],
+        [sys.executable, "-c", PRINT_ENV, str(tmp_path / "env.json")],
         pass_env=["PASSED_VAR", "NOT_SET_ANYWHERE"],
         env={"AGENT_MODE": "batch"},
     )
@@ -86,7 +87,7 @@ async def test_agent_sees_only_the_minimal_environment(server_env: None, tmp_pat
     async with running(board, workspace_root=tmp_path / "ws"):
         await wait_for(lambda: all_in(board, "done", "failed"), what="the agent to finish")
     assert board.get(tid).status == "done"
-    seen = json.loads((tmp_path / "ws" / f"task-{tid}" / "env.json").read_text())
+    seen = json.loads((tmp_path / "env.json").read_text())
     unexpected = {name for name in seen if name not in ALLOWED and not name.startswith("LC_")}
     assert unexpected == set(), f"the agent saw {unexpected}"
     assert seen["OPENAI_API_KEY"] == OWN_KEY  # its own gateway's key, under the documented name
@@ -201,7 +202,7 @@ async def test_a_title_that_looks_like_an_option_stays_a_title(tmp_path: Path) -
         await wait_for(lambda: all_in(board, "done", "failed"), what="the agent to finish")
     for tid in ids:
         assert board.get(tid).result == "answered: --output=pwned.txt"
-        assert not (tmp_path / "ws" / f"task-{tid}" / "pwned.txt").exists()
+    assert not list(tmp_path.rglob("pwned.txt"))  # no agent took the title for --output
     board.db.dispose()
 
 
@@ -215,5 +216,5 @@ async def test_an_option_value_beginning_with_a_dash_fails_the_run(tmp_path: Pat
     assert board.get(normal).result == "answered: summarize the logs"
     failed = board.get(attack)
     assert failed.status == "failed" and "begins with '-'" in (failed.error or "")
-    assert not (tmp_path / "ws" / f"task-{attack}" / "pwned.txt").exists()
+    assert not list(tmp_path.rglob("pwned.txt"))
     board.db.dispose()

@@ -13,6 +13,7 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import httpx
 from lanewarden.core.board import NewTask, open_board
@@ -25,7 +26,7 @@ from tests.serve_helpers import ROOT, clean_env, wait_until, write_config
 SECRETS = {
     "GW_KEY": "gateway-key-secret-4242",
     "PGPASSWORD": "pg-env-password-5353",
-    "LANEWARDEN_WEB_SECRET": "web-signing-secret-6464",
+    "LANEWARDEN_WEB_SECRET": "web-signing-secret-6464-0123456789abcdef",
 }
 URL_PASSWORD = "url-password-7575"
 # an agent printing the key it was given
@@ -89,6 +90,7 @@ def test_no_surface_shows_a_secret(tmp_path: Path, pg_schema: str) -> None:
                 ),
                 timeout=60,
                 what="the HTTP endpoint",
+                procs=[SimpleNamespace(proc=serve, output=log_path.read_text)],
             )
             wait_until(
                 lambda: {board.get(llm_task).status, board.get(agent_task).status} == {"done"},
