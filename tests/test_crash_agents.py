@@ -92,14 +92,14 @@ class Sampler(threading.Thread):
         self.join(5)
 
 
-def test_kill_9_of_serve_leaves_no_agent_and_caps_hold(tmp_path: Path) -> None:
+def test_kill_9_of_serve_leaves_no_agent_and_caps_hold(board_url: str, tmp_path: Path) -> None:
     log = tmp_path / "agents.log"
     agent = tmp_path / "agent.py"
     agent.write_text(AGENT)
     config_path = write_config(
         tmp_path / "lanewarden.toml",
         {
-            "board": {"url": f"sqlite:///{tmp_path / 'board.db'}"},
+            "board": {"url": board_url},
             "kanban.dispatcher": {
                 "max_active_tasks": CAP,
                 "heartbeat_seconds": 0.25,
