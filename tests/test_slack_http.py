@@ -41,6 +41,7 @@ from tests.fakes.slack_api import (
     interactive_body,
     post_signed,
     slash_command,
+    view_submission,
 )
 from tests.helpers import snapshot
 
@@ -545,3 +546,44 @@ async def test_a_direct_message_is_a_command_and_the_messages_tab_says_welcome(r
     await asyncio.sleep(0.3)
     assert len(rig.fake.posts("D0OPS")) == 2 and not rig.fake.refusals
     assert len(rig.board.list_tasks(TaskFilter())) == 1
+
+
+async def test_kanban_add_alone_opens_a_form_and_its_answers_run_as_add(rig: HttpRig) -> None:
+    """Issue 17: a Slack "add task" modal. Its fields become the add command line, parsed
+    by the grammar and run with the submitter's role."""
+    fields = slash_command("add", user="UOPS", channel="C0042", response_url=rig.fake.response_url("form"))
+    status, _ = await post_signed(rig.url, form_body(fields))
+    assert status == 200
+    [view] = await rig.fake.wait_for(lambda: rig.fake.views)
+    assert view["callback_id"] == "lanewarden.add" and not rig.board.list_tasks(TaskFilter())
+
+    # a title the grammar refuses: the error is shown on the form and nothing is created
+    status, body = await post_signed(
+        rig.url, interactive_body(view_submission(view, {"title": "   "}, user="UOPS"))
+    )
+    assert status == 200 and json.loads(body)["response_action"] == "errors"
+    assert "title" in json.loads(body)["errors"]
+
+    values = {"title": "Summarize <the> logs", "body": "all of April", "priority": "4", "column": "backlog"}
+    values["profile"] = "researcher"
+    status, body = await post_signed(rig.url, interactive_body(view_submission(view, values, user="UOPS")))
+    assert status == 200 and not body
+    [confirmation] = await rig.fake.wait_for(lambda: rig.fake.ephemerals)
+    assert (confirmation["channel"], confirmation["user"]) == ("C0042", "UOPS")
+    [task] = rig.board.list_tasks(TaskFilter(include_closed=True))
+    assert (task.title, task.body, task.priority, task.status, task.profile) == (
+        "Summarize <the> logs",
+        "all of April",
+        4,
+        "backlog",
+        "researcher",
+    )
+    assert (task.created_by, task.origin) == ("slack:UOPS", "slack:C0042")
+
+    # a viewer's form is refused by the executor like the command would be
+    status, _ = await post_signed(
+        rig.url, interactive_body(view_submission(view, {"title": "Nope"}, user="UVIEW"))
+    )
+    await rig.fake.wait_for(lambda: len(rig.fake.ephemerals) == 2)
+    assert "needs the operator role" in json.dumps(rig.fake.ephemerals[-1]["blocks"])
+    assert len(rig.board.list_tasks(TaskFilter(include_closed=True))) == 1 and not rig.fake.refusals

@@ -30,6 +30,8 @@ from lanewarden.bot.slack_app.blocks import (
 from lanewarden.bot.slack_app.direct import DirectMessages
 from lanewarden.bot.slack_app.errors import slack_error_code
 from lanewarden.bot.slack_app.identity import SlackIdentity
+from lanewarden.bot.slack_app.modal import CALLBACK_ID as MODAL_CALLBACK_ID
+from lanewarden.bot.slack_app.modal import AddTaskModal
 from lanewarden.bot.slack_app.mrkdwn import command_text, escape
 from lanewarden.core.access import Actor
 from lanewarden.core.board import Board
@@ -66,18 +68,28 @@ class SlackListeners:
         # App Home's reads: role-checked by an executor like every command, not audited
         self.reads = Executor(self.board)
         self.direct = DirectMessages(self)
+        config = self.board.config
+        self.modal = AddTaskModal(self, sorted({*config.profiles, config.default_profile}))
 
     def register(self, app: AsyncApp) -> None:
         app.command(ANY_COMMAND)(self.on_command)
         app.action(BUTTON_ACTIONS)(self.on_button)
         app.event("app_home_opened")(self.on_home_opened)
         app.event("message")(self.direct.on_message)
+        app.view(MODAL_CALLBACK_ID)(self.modal.on_submit)
         app.error(self.on_error)
 
     # ------------------------------------------------------------------ /kanban
 
     async def on_command(self, ack: Any, command: dict[str, Any], respond: Any) -> None:
         line = command_text(command.get("text") or "").strip() or "help"
+        if line == "add" and command.get("trigger_id"):
+            # `/kanban add` alone: the form asks for the title and the rest
+            await ack()
+            refused = await self.modal.open(command["trigger_id"], command.get("channel_id"))
+            if refused is not None:
+                await self._respond(respond, refused)
+            return
         try:
             parsed = parse(line)
         except UsageError as exc:

@@ -71,6 +71,8 @@ class FakeSlack:
         self.unjoined_channels: set[str] = set()
         self.acks: dict[str, dict[str, Any]] = {}  # socket mode envelope id -> ack message
         self.refusals: list[tuple[str, Any]] = []  # (where, Slack's answer) for every refused body
+        self.views: list[dict[str, Any]] = []  # modals opened (views.open)
+        self.ephemerals: list[dict[str, Any]] = []  # chat.postEphemeral: seen by one user only
         self.socket_connections = 0
         self._failures: dict[str, list[Failure]] = {}
         self._holds: dict[str, asyncio.Event] = {}
@@ -399,6 +401,24 @@ class FakeSlack:
             return {"ok": False, "error": "invalid_arguments", "response_metadata": {"messages": errors}}
         return {"ok": True, "view": {"id": "V0001", **(view or {})}}
 
+    def _m_views_open(self, args: dict[str, Any], request: web.Request) -> dict[str, Any]:
+        view = _json_arg(args.get("view")) or {}
+        if not args.get("trigger_id"):
+            return {"ok": False, "error": "invalid_trigger_id"}
+        errors = block_errors(view.get("blocks") or [], max_blocks=VIEW_BLOCKS)
+        if errors:
+            return {"ok": False, "error": "invalid_arguments", "response_metadata": {"messages": errors}}
+        self.views.append(view)
+        return {"ok": True, "view": {"id": f"V{next(self._ids):04d}", **view}}
+
+    def _m_chat_postEphemeral(self, args: dict[str, Any], request: web.Request) -> dict[str, Any]:
+        if refusal := message_refusal(args, _json_arg(args.get("blocks"))):
+            return refusal
+        message = {"channel": args.get("channel"), "user": args.get("user"), "text": args.get("text", "")}
+        message["blocks"] = _json_arg(args.get("blocks")) or []
+        self.ephemerals.append(message)
+        return {"ok": True, "message_ts": self._next_ts()}
+
     def _m_usergroups_list(self, args: dict[str, Any], request: web.Request) -> dict[str, Any]:
         return {"ok": True, "usergroups": self.usergroups}
 
@@ -476,6 +496,33 @@ def button_click(
 def home_opened(user: str = "UADMIN", tab: str = "home", channel: str = "D0001") -> dict[str, Any]:
     """An events_api payload: the user opened the app's Home (or Messages) tab."""
     return _event({"type": "app_home_opened", "user": user, "channel": channel, "tab": tab})
+
+
+def view_submission(view: dict[str, Any], values: dict[str, Any], *, user: str = "UADMIN") -> dict[str, Any]:
+    """The interactive payload of a modal submitted with ``values`` ({block_id: value})."""
+    state: dict[str, Any] = {}
+    for block in view["blocks"]:
+        if block.get("type") != "input" or block["block_id"] not in values:
+            continue
+        element, value = block["element"], values[block["block_id"]]
+        if element["type"] == "static_select":
+            field = {
+                "type": "static_select",
+                "selected_option": {"text": {"type": "plain_text", "text": value}, "value": value},
+            }
+        else:
+            field = {"type": element["type"], "value": value}
+        state[block["block_id"]] = {element["action_id"]: field}
+    return {
+        "type": "view_submission",
+        "team": {"id": TEAM_ID, "domain": "fake"},
+        "user": {"id": user, "username": user.lower(), "team_id": TEAM_ID},
+        "api_app_id": "A0001",
+        "token": "legacy-verification-token",
+        "trigger_id": "13345224609.738474920.8088930838d88f008e0",
+        "view": {**view, "id": "V0009", "team_id": TEAM_ID, "state": {"values": state}},
+        "response_urls": [],
+    }
 
 
 def direct_message(text: str, *, user: str = "UADMIN", channel: str = "D0001") -> dict[str, Any]:
