@@ -293,17 +293,18 @@ class Dispatcher:
                 )
         finally:
             self.workers.pop(claim.run_id, None)
-            outcome = completion.outcome if completion is not None else "cancelled"
-            rule = self.config.kanban.workers.keep_workspaces
-            path = run_directory(self.workspaces, claim.task_id, claim.run_id)
-            if path.exists():
-                await asyncio.shield(self._db(workspaces.discard, path, outcome, rule))
             if completion is not None:
                 self._unflushed += 1
                 self._completions.put_nowait(completion)
             else:
                 self._gateway_of.pop(claim.run_id, None)
                 self._wake.set()
+            # after the completion is queued: nothing here may keep a result from the board
+            outcome = completion.outcome if completion is not None else "cancelled"
+            path = run_directory(self.workspaces, claim.task_id, claim.run_id)
+            if path.exists():
+                rule = self.config.kanban.workers.keep_workspaces
+                await asyncio.shield(self._db(workspaces.discard, path, outcome, rule))
 
     async def _execute(self, claim: Claim, started_at: Any, t0: float) -> Completion:
         def done(outcome: str, **kw: Any) -> Completion:
