@@ -103,3 +103,20 @@ def redact(text: str | None, values: Iterable[str]) -> str | None:
         if value in text:
             text = text.replace(value, REDACTED)
     return text
+
+
+# what tokens, keys, passwords and URLs are made of: a cut inside a run of these may have
+# gone through a secret
+TOKEN_CHARACTERS = frozenset("-_.:/+=~%@")
+
+
+def tail(data: bytes, limit: int) -> str:
+    """The last ``limit`` bytes of ``data`` as text. When that cuts the data, the token the
+    cut went through is dropped: half a secret would not be recognised by ``redact``."""
+    text = data[-limit:].decode("utf-8", "replace")
+    if len(data) <= limit:
+        return text
+    for index, char in enumerate(text):
+        if not (char.isalnum() or char in TOKEN_CHARACTERS):
+            return text[index:]
+    return ""

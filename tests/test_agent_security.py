@@ -218,3 +218,22 @@ async def test_an_option_value_beginning_with_a_dash_fails_the_run(tmp_path: Pat
     assert failed.status == "failed" and "begins with '-'" in (failed.error or "")
     assert not list(tmp_path.rglob("pwned.txt"))
     board.db.dispose()
+
+
+async def test_a_secret_cut_at_the_edge_of_the_error_tail_is_redacted(
+    server_env: None, tmp_path: Path
+) -> None:
+    # the error keeps stderr's last 2000 characters: this one begins inside the token
+    token = SECRETS["SLACK_BOT_TOKEN"]
+    leak = tmp_path / "leaked.txt"
+    leak.write_text(token)
+    script = "import sys; sys.stderr.write(open(sys.argv[1]).read() + ' ' + 'x' * 1989); sys.exit(1)"
+    config = agent_config(f"sqlite:///{tmp_path / 'board.db'}", [sys.executable, "-c", script, str(leak)])
+    board = new_board(config)
+    tid = board.add(NewTask(title="cuts a token", max_attempts=1), "test").id
+    async with running(board, workspace_root=tmp_path / "ws"):
+        await wait_for(lambda: all_in(board, "failed"), what="the agent to fail")
+    error = board.get(tid).error or ""
+    cut = token[len(token) + 1990 - 2000 :]  # what the tail kept of the token
+    assert len(cut) >= 8 and cut not in error and error.endswith(" " + "x" * 1989)
+    board.db.dispose()

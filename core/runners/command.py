@@ -22,6 +22,7 @@ import signal
 
 from lanewarden.core.config import exposed_arguments
 from lanewarden.core.processes import kill_what_is_left, tie_to_dispatcher
+from lanewarden.core.redaction import tail
 from lanewarden.core.runners import Job, RunOutput, TaskFailed
 from lanewarden.core.runners.agent_env import agent_environment
 
@@ -72,10 +73,10 @@ class CommandRunner:
         except BaseException:
             await kill_group(process)
             raise
-        out = stdout[-MAX_OUTPUT_BYTES:].decode("utf-8", "replace")
+        out = tail(stdout, MAX_OUTPUT_BYTES)
         if process.returncode != 0:
-            tail = stderr[-2000:].decode("utf-8", "replace").strip() or out[-2000:].strip()
-            raise TaskFailed(f"exit status {process.returncode}: {tail}")
+            said = tail(stderr, 2000).strip() or tail(stdout, 2000).strip()
+            raise TaskFailed(f"exit status {process.returncode}: {said}")
         return RunOutput(text=out.strip())
 
     async def aclose(self) -> None:
