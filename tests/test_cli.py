@@ -201,4 +201,7 @@ def test_status_chart_writes_a_png(cli_env: dict[str, str], tmp_path: Path) -> N
     )
     assert proc.returncode == 0, proc.stderr
     written = Path(proc.stdout.strip().splitlines()[-1].removeprefix("chart written to "))
-    assert written.parent == tmp_path and written.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+    # under ~/.lanewarden/charts/, never into the working directory (where git status shows it)
+    assert written.parent == Path(cli_env["LANEWARDEN_HOME"]) / "charts"
+    assert written.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+    assert not list(tmp_path.glob("*.png"))
