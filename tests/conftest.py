@@ -20,15 +20,8 @@ from lanewarden.core.access import Actor
 from lanewarden.core.board import Board, open_board
 from lanewarden.core.config import LanewardenConfig, parse_config
 
-from tests.fakes.discord_api import (
-    ALERTS,
-    CHANNEL,
-    NOTIFY,
-    FakeDiscord,
-    RunningBot,
-    discord_sections,
-    running_bot,
-)
+from tests.fakes.discord_api import FakeDiscord
+from tests.fakes.discord_bot import ALERTS, CHANNEL, NOTIFY, RunningBot, discord_sections, running_bot
 
 PG_DSN = os.environ.get("LANEWARDEN_TEST_PG", "host=127.0.0.1 port=5432 user=postgres dbname=test")
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")

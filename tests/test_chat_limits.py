@@ -44,7 +44,8 @@ from slack_sdk.web.async_client import AsyncWebClient
 from sqlalchemy import insert, select, update
 
 from tests.fakes import discord_limits, slack_limits
-from tests.fakes.discord_api import CHANNEL, FakeDiscord, RunningBot
+from tests.fakes.discord_api import FakeDiscord
+from tests.fakes.discord_bot import CHANNEL, RunningBot
 from tests.fakes.slack_api import BOT_TOKEN, Failure, FakeSlack
 
 VIEWER = Actor(id="cli:viewer", role="viewer")

@@ -13,7 +13,8 @@ from lanewarden.core.grammar import parse
 from lanewarden.core.outbox import OutboxDeliverer
 
 from tests.conftest import make_config
-from tests.fakes.discord_api import ALERTS, NOTIFY, FakeDiscord, discord_sections, running_bot
+from tests.fakes.discord_api import FakeDiscord
+from tests.fakes.discord_bot import ALERTS, NOTIFY, discord_sections, running_bot
 from tests.fakes.slack_api import APP_TOKEN, BOT_TOKEN, FakeSlack
 
 PNG = b"\x89PNG\r\n\x1a\n"

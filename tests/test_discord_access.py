@@ -15,16 +15,8 @@ from lanewarden.core.schema import events
 from sqlalchemy import select
 
 from tests.conftest import make_config
-from tests.fakes.discord_api import (
-    ADMIN,
-    CHANNEL,
-    GUILD,
-    VIEWER,
-    FakeDiscord,
-    RunningBot,
-    discord_sections,
-    running_bot,
-)
+from tests.fakes.discord_api import FakeDiscord
+from tests.fakes.discord_bot import ADMIN, CHANNEL, GUILD, VIEWER, RunningBot, discord_sections, running_bot
 from tests.helpers import snapshot
 
 STRANGER_GUILD = 1_300_000_000_000_000_999

@@ -13,15 +13,8 @@ from lanewarden.core.schema import events
 from sqlalchemy import select
 
 from tests.conftest import make_config
-from tests.fakes.discord_api import (
-    CHANNEL,
-    OPERATOR,
-    VIEWER,
-    FakeDiscord,
-    RunningBot,
-    discord_sections,
-    running_bot,
-)
+from tests.fakes.discord_api import FakeDiscord
+from tests.fakes.discord_bot import CHANNEL, OPERATOR, VIEWER, RunningBot, discord_sections, running_bot
 
 
 @pytest.fixture

@@ -28,14 +28,14 @@ from lanewarden.core.windows import WindowStore
 from sqlalchemy import select
 
 from tests.conftest import make_config
-from tests.fakes.discord_api import (
+from tests.fakes.discord_api import FakeDiscord
+from tests.fakes.discord_bot import (
     ADMIN,
     CHANNEL,
     GUILD,
     OPERATOR,
     TOKEN,
     VIEWER,
-    FakeDiscord,
     RunningBot,
     discord_sections,
 )

@@ -23,15 +23,8 @@ from lanewarden.core.schema import cards, outbox, subscriptions
 from sqlalchemy import insert, select, update
 
 from tests.conftest import make_config
-from tests.fakes.discord_api import (
-    ALERTS,
-    CHANNEL,
-    NOTIFY,
-    FakeDiscord,
-    RunningBot,
-    discord_sections,
-    running_bot,
-)
+from tests.fakes.discord_api import FakeDiscord
+from tests.fakes.discord_bot import ALERTS, CHANNEL, NOTIFY, RunningBot, discord_sections, running_bot
 
 ORIGIN = f"discord:{CHANNEL}"
 OPS = Actor(id="discord:7", role="admin", channel=ORIGIN)

@@ -6,7 +6,8 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from tests.fakes.discord_api import CHANNEL, GUILD, OPERATOR, TOKEN, FakeDiscord, discord_sections
+from tests.fakes.discord_api import FakeDiscord
+from tests.fakes.discord_bot import CHANNEL, GUILD, OPERATOR, TOKEN, discord_sections
 from tests.serve_helpers import ServeProcess, write_config
 
 

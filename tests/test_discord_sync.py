@@ -15,7 +15,8 @@ from lanewarden.bot.discord_app.sync import register
 from lanewarden.core.config import DiscordConfig
 
 from tests.conftest import make_config
-from tests.fakes.discord_api import TOKEN, FakeDiscord
+from tests.fakes.discord_api import FakeDiscord
+from tests.fakes.discord_bot import TOKEN
 
 GUILD = 1_300_000_000_000_000_123
 
