@@ -520,7 +520,11 @@ class ClaimKernel:
             if row.process_group is None or row.process_start is None or row.host is None:
                 gone.append(row.id)
                 continue
-            verdict = leftover_gone(ProcessIdentity(row.host, row.process_group, row.process_start))
+            try:
+                verdict = leftover_gone(ProcessIdentity(row.host, row.process_group, row.process_start))
+            except (OSError, ValueError) as exc:  # cannot look: the expired lease is all we have
+                log.warning("run %d: cannot check its agent's process group: %s", row.id, exc)
+                verdict = None
             if verdict is False:
                 log.warning("run %d: its agent's process group %d is still alive", row.id, row.process_group)
                 continue  # try again at the next heartbeat; the slot stays taken meanwhile

@@ -381,7 +381,11 @@ class Dispatcher:
 
     def _sweep_workspaces(self) -> None:
         """The retention rule for workspaces whose runs ended without us (a crash, another host)."""
-        directories = workspaces.run_ids_in(self.workspaces)
+        try:
+            directories = workspaces.run_ids_in(self.workspaces)
+        except OSError as exc:  # an unreadable workspace root must not stop the heartbeat
+            log.warning("cannot sweep workspaces under %s: %s", self.workspaces, exc)
+            return
         if not directories:
             return
         outcomes, still_open = self.kernel.run_outcomes(list(directories))

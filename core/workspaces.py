@@ -93,7 +93,10 @@ def sweep(
     for run_id, path in directories.items():
         if run_id in still_open:
             continue
-        expired = path.stat().st_mtime < oldest
+        try:
+            expired = path.stat().st_mtime < oldest
+        except OSError:  # removed meanwhile (another dispatcher of this board on this host)
+            continue
         if expired or not keeps(outcomes.get(run_id), rule):
             shutil.rmtree(path, ignore_errors=True)
             removed.append(path)
