@@ -135,3 +135,17 @@ async def test_user_text_never_renders_as_mentions_markup_or_masked_links(discor
     assert len(updates) >= 2 and not any(_rendered(m["content"]) for m in updates)
     assert "evil.example" in " ".join(m["content"] for m in updates)  # shown, as typed, not hidden
     assert not fake.refusals
+
+
+async def test_a_welcome_when_added_to_a_server_it_serves_and_none_elsewhere(
+    board_url: str, discord_fake: FakeDiscord
+) -> None:
+    """Issue 17: a welcome message on install, pointing at whoami."""
+    welcome_channel, stranger_channel = 1_300_000_000_000_000_501, 1_300_000_000_000_000_502
+    async with running_bot(make_config(board_url, **discord_sections(discord_fake)), discord_fake) as bot:
+        await bot.adapter.client.wait_until_ready()
+        await discord_fake.join_guild(STRANGER_GUILD, stranger_channel)
+        await discord_fake.join_guild(GUILD, welcome_channel)
+        [hello] = await discord_fake.wait_until(lambda: discord_fake.channel_messages(welcome_channel))
+        assert "/kanban whoami" in hello["content"] and "Lanewarden" in hello["content"]
+        assert discord_fake.channel_messages(stranger_channel) == []

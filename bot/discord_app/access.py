@@ -46,6 +46,10 @@ def place_refusal(interaction: discord.Interaction, discord_config: DiscordConfi
     """Why an interaction from this guild (or DM) may not reach the board; None if it may."""
     if interaction.guild_id is None:
         return None if discord_config.allow_dms else NO_DMS
-    if discord_config.guild_ids and interaction.guild_id not in discord_config.guild_ids:
+    return place_refusal_for_guild(interaction.guild_id, discord_config)
+
+
+def place_refusal_for_guild(guild_id: int, discord_config: DiscordConfig) -> str | None:
+    if discord_config.guild_ids and guild_id not in discord_config.guild_ids:
         return NOT_THIS_SERVER
     return None

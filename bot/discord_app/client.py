@@ -40,6 +40,9 @@ class LanewardenClient(discord.Client):
         # card buttons from any earlier run keep working: dispatch is by custom_id pattern
         self.add_dynamic_items(*DYNAMIC_ITEMS)
 
+    async def on_guild_join(self, guild: discord.Guild) -> None:
+        await self.kanban.welcome(guild)
+
 
 async def sync_tree(tree: discord.app_commands.CommandTree, guild_id: int | None) -> int:
     """Register /kanban in one guild (instant) or globally; returns the subcommand count."""

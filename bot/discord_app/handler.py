@@ -21,7 +21,7 @@ from datetime import timedelta
 from typing import Any
 
 import discord
-from lanewarden.bot.discord_app.access import actor_for, place_refusal
+from lanewarden.bot.discord_app.access import actor_for, place_refusal, place_refusal_for_guild
 from lanewarden.bot.discord_app.buttons import confirm_cancel_view
 from lanewarden.bot.discord_app.options import PUBLIC_OPTION, to_argv
 from lanewarden.bot.discord_app.replies import Reply, reply_for
@@ -40,6 +40,13 @@ log = logging.getLogger("lanewarden.discord")
 
 DEFER_AFTER_SECONDS = 1.5  # leaves half of Discord's 3 s for the network and the defer itself
 INTERNAL_ERROR = "something went wrong on Lanewarden's side; the details are in its log"
+WELCOME = (
+    "Hi, I am **Lanewarden**: a Kanban board for LLM-agent tasks that keeps your GPU gateways busy "
+    "but never overloaded.\n"
+    "• `/kanban help` lists the commands; `/kanban add` creates a task, and its card follows it here.\n"
+    "• `/kanban whoami` shows your Discord id and your role. An admin gives roles under `[access]` "
+    "in Lanewarden's config (the first admin adds themself first)."
+)
 DATABASE_DOWN = "the board database is unavailable right now; try again shortly"
 
 
@@ -57,6 +64,25 @@ class CommandHandler:
     def attach(self, board: Board) -> None:
         self.board = board
         self.executor = Executor(board, audit_commands=True)
+
+    # ------------------------------------------------------------ welcome
+
+    async def welcome(self, guild: discord.Guild) -> None:
+        """The bot was added to a server: say hello where the server posts its notices."""
+        if place_refusal_for_guild(guild.id, self.config.discord):
+            log.warning(
+                "added to server %s (%s), which is not in [discord] guild_ids: not serving it",
+                guild.name,
+                guild.id,
+            )
+            return
+        channel = guild.system_channel or next(iter(guild.text_channels), None)
+        if channel is None:
+            return
+        try:
+            await channel.send(WELCOME, allowed_mentions=discord.AllowedMentions.none())
+        except discord.HTTPException as exc:
+            log.info("no welcome in %s: %s %s", guild.id, exc.status, exc.text)
 
     # ---------------------------------------------------------- admission
 

@@ -280,6 +280,75 @@ class FakeDiscord(InteractionPayloads):
         await self._send_dispatch("INTERACTION_CREATE", payload)
         return log
 
+    async def join_guild(self, guild_id: int, system_channel_id: int, name: str = "a server") -> None:
+        """The bot is added to a server: GUILD_CREATE (without ``unavailable``, as for a join)."""
+        self.add_channel(system_channel_id)
+        channel = {
+            "id": str(system_channel_id),
+            "type": 0,
+            "guild_id": str(guild_id),
+            "name": "general",
+            "position": 0,
+            "permission_overwrites": [],
+            "nsfw": False,
+            "parent_id": None,
+            "topic": None,
+            "last_message_id": None,
+            "rate_limit_per_user": 0,
+            "flags": 0,
+        }
+        everyone = {
+            "id": str(guild_id),
+            "name": "@everyone",
+            "permissions": "2248473465835073",
+            "position": 0,
+            "color": 0,
+            "hoist": False,
+            "managed": False,
+            "mentionable": False,
+            "flags": 0,
+        }
+        guild = {
+            "id": str(guild_id),
+            "name": name,
+            "icon": None,
+            "owner_id": str(self.OWNER_ID),
+            "afk_channel_id": None,
+            "afk_timeout": 300,
+            "verification_level": 0,
+            "default_message_notifications": 0,
+            "explicit_content_filter": 0,
+            "roles": [everyone],
+            "emojis": [],
+            "stickers": [],
+            "features": [],
+            "mfa_level": 0,
+            "system_channel_id": str(system_channel_id),
+            "system_channel_flags": 0,
+            "rules_channel_id": None,
+            "max_members": 500000,
+            "vanity_url_code": None,
+            "description": None,
+            "banner": None,
+            "premium_tier": 0,
+            "preferred_locale": "en-US",
+            "public_updates_channel_id": None,
+            "nsfw_level": 0,
+            "premium_progress_bar_enabled": False,
+            "joined_at": datetime.now(UTC).isoformat(),
+            "large": False,
+            "member_count": 2,
+            "members": [],
+            "channels": [channel],
+            "threads": [],
+            "voice_states": [],
+            "presences": [],
+            "stage_instances": [],
+            "guild_scheduled_events": [],
+            "soundboard_sounds": [],
+        }
+        await self._send_dispatch("GUILD_CREATE", guild)
+
     async def run(self, payload: dict[str, Any], timeout: float = 10.0) -> InteractionLog:
         """Send an interaction and wait until its user has a final answer."""
         log = await self.send_interaction(payload)
