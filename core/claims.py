@@ -21,7 +21,6 @@ whose run was reclaimed can neither complete nor fail the task afterwards.
 
 from __future__ import annotations
 
-import logging
 import random
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
@@ -33,13 +32,11 @@ from lanewarden.core.caps import Limits, Usage
 from lanewarden.core.clock import utcnow
 from lanewarden.core.db import CLAIM_LOCK
 from lanewarden.core.gateway_state import update_gateway_window
-from lanewarden.core.processes import ProcessIdentity, leftover_gone
+from lanewarden.core.processes import ProcessIdentity, safe_to_free
 from lanewarden.core.schema import cap_overrides, runs, task_links, tasks
 from lanewarden.core.statuses import INFRASTRUCTURE_OUTCOMES, TASK_ERROR_OUTCOMES
 from lanewarden.core.tasks import Task
 from sqlalchemy import Connection, bindparam, func, insert, select, text, update
-
-log = logging.getLogger("lanewarden.claims")
 
 
 @dataclass(frozen=True, slots=True)
@@ -515,21 +512,11 @@ class ClaimKernel:
                     runs.c.finished_at.is_(None), runs.c.lease_expires_at < now
                 )
             ).all()
-        gone = []
-        for row in expired:
-            if row.process_group is None or row.process_start is None or row.host is None:
-                gone.append(row.id)
-                continue
-            try:
-                verdict = leftover_gone(ProcessIdentity(row.host, row.process_group, row.process_start))
-            except (OSError, ValueError) as exc:  # cannot look: the expired lease is all we have
-                log.warning("run %d: cannot check its agent's process group: %s", row.id, exc)
-                verdict = None
-            if verdict is False:
-                log.warning("run %d: its agent's process group %d is still alive", row.id, row.process_group)
-                continue  # try again at the next heartbeat; the slot stays taken meanwhile
-            gone.append(row.id)
-        return gone
+        return [
+            row.id
+            for row in expired
+            if safe_to_free(row.id, row.host, row.process_group, row.process_start) is not False
+        ]
 
     def record_process(self, run_id: int, identity: ProcessIdentity) -> None:
         with self.db.write() as conn:

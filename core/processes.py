@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import logging
 import os
 import signal
 import socket
@@ -28,6 +29,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+log = logging.getLogger("lanewarden.processes")
 PR_SET_PDEATHSIG = 1
 HOST_NAME_MAX = 128
 GONE_WAIT_SECONDS = 3.0
@@ -136,6 +138,21 @@ def leftover_gone(identity: ProcessIdentity, wait: float = GONE_WAIT_SECONDS) ->
         if time.monotonic() >= deadline:
             return False
         time.sleep(0.05)
+
+
+def safe_to_free(run_id: int, host: str | None, group: int | None, start: str | None) -> bool | None:
+    """May an expired run's slot be freed? False while its agent's group is still alive here
+    (the caller tries again at its next heartbeat); None when only the lease can tell."""
+    if host is None or group is None or start is None:
+        return None  # no agent process recorded (llm, noop, or not started yet)
+    try:
+        verdict = leftover_gone(ProcessIdentity(host, group, start))
+    except (OSError, ValueError) as exc:  # cannot look: the expired lease is all we have
+        log.warning("run %d: cannot check its agent's process group: %s", run_id, exc)
+        return None
+    if verdict is False:
+        log.warning("run %d: its agent's process group %d is still alive", run_id, group)
+    return verdict
 
 
 @dataclass(frozen=True, slots=True)
