@@ -17,6 +17,7 @@ BENCHMARKS = {
     "memory": "serve's RSS with 100,000 ready tasks",
     "gateway_protection": "uncapped vs best fixed cap vs adaptive on llama.cpp and the simulator",
     "node_scrape": "the leader's CPU for scraping 10 hosts' dcgm-exporter and node_exporter every 15 s",
+    "web_board": "the web board's first screen with 10,000 ready tasks; the live stream's CPU with 20 pages",
     "report": "write BENCHMARKS.md from the latest results",
 }
 

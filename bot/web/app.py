@@ -142,7 +142,7 @@ class WebBoard:
     @web.middleware
     async def _headers(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         response = await handler(request)
-        if not request.path.startswith(("/healthz", "/metrics", "/slack/")):
+        if not request.path.startswith(("/healthz", "/readyz", "/metrics", "/slack/")):
             for name, value in SECURITY_HEADERS.items():
                 response.headers.setdefault(name, value)
             if not request.path.startswith("/static/"):

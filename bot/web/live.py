@@ -71,7 +71,7 @@ class LiveHub:
         *,
         debounce: float = 0.05,
         strip_every: float = 5.0,
-        strip_min_gap: float = 1.0,
+        strip_min_gap: float = 2.0,
     ) -> None:
         self.board = board
         self.render_card = render_card

@@ -1,9 +1,11 @@
 """The gateway strip across the top of the board, and the paused-scopes banner.
 
-Health, in flight / limit / cap, latency and errors come from ``build_status`` (one
-definition with ``lanewarden status``); the strip adds the adaptive limit's last reason
-(its history table), tokens per second over the same five minutes, and a sparkline of
-completion tokens per minute over the last half hour.
+Every figure comes from the read model's definitions (core/readmodel.py, core/caps.py),
+as ``status`` and ``/metrics`` do: health, in flight / limit / cap, latency over the
+recent window, the adaptive limit's last recorded reason. The strip adds tokens per
+second over that window and a sparkline of completion tokens per minute. It reads only
+what it shows (no process list, node or tune figures), because every open page's first
+screen pays for it.
 """
 
 from __future__ import annotations
@@ -11,12 +13,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import timedelta
 
-from lanewarden.core.caps import Limits
+from lanewarden.core.caps import Limits, Usage
+from lanewarden.core.clock import utcnow
 from lanewarden.core.config import LanewardenConfig
 from lanewarden.core.db import Database
-from lanewarden.core.readmodel import RECENT, limit_history
+from lanewarden.core.readmodel import RECENT, RunStats, limit_history, recent_runs, run_stats
 from lanewarden.core.schema import runs
-from lanewarden.core.status import GatewayStatus, build_status
 from sqlalchemy import select
 
 SPARK_MINUTES = 30
@@ -24,14 +26,21 @@ SPARK_MINUTES = 30
 
 @dataclass(frozen=True, slots=True)
 class GatewayTile:
-    status: GatewayStatus
+    name: str
+    healthy: bool | None
+    paused: bool
+    adaptive: bool
+    in_flight: int
+    limit: int
+    cap: int
+    stats: RunStats
     limit_reason: str | None
     tokens_per_second: float | None
     spark: list[int]  # completion tokens per minute, oldest first
 
     @property
     def health(self) -> str:
-        return {True: "up", False: "down", None: "unknown"}[self.status.healthy]
+        return {True: "up", False: "down", None: "unknown"}[self.healthy]
 
     @property
     def spark_points(self) -> str:
@@ -53,10 +62,12 @@ class Strip:
 
 
 def load_strip(db: Database, config: LanewardenConfig) -> Strip:
-    report = build_status(db, config)
-    now = report.at
+    now = utcnow()
     since = now - timedelta(minutes=SPARK_MINUTES)
     with db.read() as conn:
+        limits = Limits.load(conn, config)
+        usage = Usage.load(conn)
+        samples = recent_runs(conn, now - RECENT)
         # the last recorded change of each gateway's limit says why it is where it is
         reasons = {name: rows[-1].reason for name, rows in limit_history(conn, now).items() if rows}
         finished = conn.execute(
@@ -64,7 +75,6 @@ def load_strip(db: Database, config: LanewardenConfig) -> Strip:
                 runs.c.gateway.is_not(None), runs.c.finished_at > since, runs.c.completion_tokens.is_not(None)
             )
         ).all()
-        paused = sorted(Limits.load(conn, config).paused)
     per_minute: dict[str, list[int]] = {name: [0] * SPARK_MINUTES for name in config.gateways}
     recent: dict[str, int] = {}
     for gateway, at, tokens in finished:
@@ -75,14 +85,23 @@ def load_strip(db: Database, config: LanewardenConfig) -> Strip:
             per_minute[gateway][SPARK_MINUTES - 1 - minute] += tokens
         if now - at <= RECENT:
             recent[gateway] = recent.get(gateway, 0) + tokens
-    tiles = [
-        GatewayTile(
-            status=g,
-            limit_reason=reasons.get(g.name),
-            tokens_per_second=(recent[g.name] / RECENT.total_seconds()) if g.name in recent else None,
-            spark=per_minute.get(g.name, []),
+    tiles = []
+    for name, gateway in sorted(config.gateways.items()):
+        window = limits.gateways[name]
+        tiles.append(
+            GatewayTile(
+                name=name,
+                healthy=window.healthy,
+                paused=limits.is_paused("gateway", name),
+                adaptive=gateway.adaptive,
+                in_flight=usage.by_gateway.get(name, 0),
+                limit=window.limit,
+                cap=window.cap,
+                stats=run_stats(samples.get(name, [])),
+                limit_reason=reasons.get(name),
+                tokens_per_second=(recent[name] / RECENT.total_seconds()) if name in recent else None,
+                spark=per_minute[name],
+            )
         )
-        for g in report.gateways
-    ]
-    labels = [scope if not name else f"{scope} {name}" for scope, name in paused]
-    return Strip(tiles, labels, report.active, report.board_cap, report.windowed)
+    labels = [scope if not name else f"{scope} {name}" for scope, name in sorted(limits.paused)]
+    return Strip(tiles, labels, usage.total, limits.board_cap, not config.kanban.dispatcher.enabled)
