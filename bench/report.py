@@ -243,6 +243,43 @@ def main() -> None:
             ),
             "",
         ]
+    web_board = load("web_board")
+    if web_board:
+        screens = web_board["first_screen"]
+        live = web_board["live"]
+        parts += [
+            "## Web board (`python -m bench web_board`)",
+            "",
+            f"Server time for the board's first screen (every column's first page and count, the "
+            f"gateway strip, the page rendered) with {web_board['ready_tasks']:,} ready tasks; and a real "
+            f"`serve` with {live['pages']} pages following `/events`, its CPU less its CPU with no page "
+            "open, quiet and with another process changing one task per second.",
+            "",
+            md_table(
+                ["measure", "value", "target"],
+                [
+                    *[
+                        [
+                            f"first screen, {db} (p50 / p95)",
+                            f"{f['p50_ms']:.0f} / {f['p95_ms']:.0f} ms",
+                            "< 300 ms",
+                        ]
+                        for db, f in screens.items()
+                    ],
+                    [
+                        f"{live['pages']} pages, quiet",
+                        f"{live['stream_cpu_percent_quiet']:.2f}% of a core",
+                        "< 1%",
+                    ],
+                    [
+                        f"{live['pages']} pages, one change per second",
+                        f"{live['stream_cpu_percent_one_change_per_second']:.2f}% of a core",
+                        "< 1%",
+                    ],
+                ],
+            ),
+            "",
+        ]
     gateway = load("gateway_protection")
     if gateway:
         parts += [section_gateway(gateway)]
