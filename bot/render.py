@@ -8,6 +8,7 @@ from typing import Any
 
 from lanewarden.core.board import Board
 from lanewarden.core.clock import age, format_seconds, utcnow
+from lanewarden.core.liveness import describe_skew, skew_is_large
 from lanewarden.core.nodes import format_bytes
 from lanewarden.core.results import (
     BatchPromoted,
@@ -150,7 +151,16 @@ def _flags(entry: dict[str, Any]) -> str:
     flags = [f for f in ("override", "paused") if entry.get(f)]
     if entry.get("healthy") is False:
         flags.append("down")
+    if entry.get("config") is not None:  # the board's caps apply to every process (core/caps.py)
+        flags.append(f"this config says {entry['config']}")
     return f"  [{', '.join(flags)}]" if flags else ""
+
+
+def _process(p: dict[str, Any]) -> str:
+    skew_ms = p.get("clock_skew_ms")
+    if skew_ms is None or not skew_is_large(skew_ms / 1000):
+        return p["id"]
+    return f"{p['id']} [{describe_skew(skew_ms / 1000)}]"
 
 
 @render_text.register
@@ -199,7 +209,7 @@ def status_text(r: StatusReport) -> str:
         )
     if r.processes:
         lines.append(
-            f"processes: {len(r.processes)} ({', '.join(p['id'] for p in r.processes)}); "
+            f"processes: {len(r.processes)} ({', '.join(_process(p) for p in r.processes)}); "
             f"leader {r.leader or 'none'}"
         )
     return "\n".join(lines)

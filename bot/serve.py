@@ -127,6 +127,13 @@ class Service:
             self._cleanups.append(await start())
         board = await asyncio.to_thread(open_board, self.config)
         self.board = board
+        disagreements = await asyncio.to_thread(board.seed_caps)
+        if disagreements:
+            log.warning(
+                "this config's caps differ from the board's, which every process enforces: %s; "
+                "to apply this config's, run `lanewarden caps reset <scope> [name]` with it",
+                disagreements,
+            )
         await asyncio.to_thread(WindowStore(board).sync_config, list(self.config.scheduler.jobs))
         metrics = Metrics(board, is_leader=lambda: self.lease is not None and self.lease.is_leader)
         self.metrics = metrics
@@ -245,6 +252,7 @@ class LeaderDuties:
         board, lease = service.board, service.lease
         assert board is not None and service.dispatcher is not None and lease is not None
         config = service.config
+        dispatcher = service.dispatcher
         if self.sinks:
             deliverer = OutboxDeliverer(board, self.sinks, service.dispatcher.id)
             self._listen(deliverer.wake)
@@ -259,6 +267,7 @@ class LeaderDuties:
                 on_run=service.metrics.job_ran if service.metrics is not None else None,
                 # the daily digest goes out with the status chart
                 executor=Executor(board, chart=status_chart_png),
+                clock_skew=lambda: dispatcher.clock_skew,
             )
             await self.windows.start()
             windows = self.windows

@@ -29,9 +29,9 @@ from typing import Any
 
 from lanewarden.core.board import Board, EventEntry, parents_pending
 from lanewarden.core.caps import Limits, Usage
-from lanewarden.core.clock import utcnow
 from lanewarden.core.db import CLAIM_LOCK
 from lanewarden.core.gateway_state import update_gateway_window
+from lanewarden.core.liveness import database_now
 from lanewarden.core.processes import ProcessIdentity, safe_to_free
 from lanewarden.core.schema import cap_overrides, runs, task_links, tasks
 from lanewarden.core.statuses import INFRASTRUCTURE_OUTCOMES, TASK_ERROR_OUTCOMES
@@ -103,8 +103,9 @@ class ClaimKernel:
     # ------------------------------------------------------------------ claim
 
     def claim(self, max_claims: int, *, now: datetime | None = None) -> list[Claim]:
-        """Claim up to ``max_claims`` dispatchable tasks under all caps, atomically."""
-        now = now or utcnow()
+        """Claim up to ``max_claims`` dispatchable tasks under all caps, atomically.
+
+        Times (the lease, ``not_before``, backoffs) are the database's (core/liveness.py)."""
         lease = timedelta(seconds=self.config.kanban.dispatcher.lease_seconds)
         windowed = not self.config.kanban.dispatcher.enabled
         if not self._worth_claiming(windowed):
@@ -112,6 +113,7 @@ class ClaimKernel:
         with self.db.write() as conn:
             if self.db.is_postgres:
                 conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": CLAIM_LOCK})
+            now = now or database_now(conn)
             limits = Limits.load(conn, self.config)
             if limits.is_paused("board", ""):
                 return []
@@ -287,8 +289,8 @@ class ClaimKernel:
         """Record what workers report, in one transaction (group commit), fenced by run id."""
         if not completions:
             return []
-        now = utcnow()
         with self.db.write() as conn:
+            now = database_now(conn)
             query = (
                 select(
                     runs.c.id.label("run_id"),
@@ -410,9 +412,9 @@ class ClaimKernel:
         ids = list(run_ids)
         if not ids:
             return {}
-        now = now or utcnow()
         lease = timedelta(seconds=self.config.kanban.dispatcher.lease_seconds)
         with self.db.write() as conn:
+            now = now or database_now(conn)
             conn.execute(
                 update(runs)
                 .where(
@@ -437,8 +439,8 @@ class ClaimKernel:
 
     def close_stopped(self, run_id: int, reason: str, *, latency_ms: float | None = None) -> None:
         """The worker of a cancelled/blocked/moved task has stopped: free its slot."""
-        now = utcnow()
         with self.db.write() as conn:
+            now = database_now(conn)
             closed = conn.execute(
                 update(runs)
                 .where(
@@ -458,18 +460,27 @@ class ClaimKernel:
 
     def reclaim_expired(self, now: datetime | None = None) -> list[int]:
         """Any dispatcher may close runs whose lease expired and requeue their tasks, once
-        their agent process is known to be gone (``_leftovers_gone``)."""
-        now = now or utcnow()
+        their agent process is known to be gone (``_leftovers_gone``).
+
+        Expiry is judged on the database's clock. Right after the database itself came
+        back (PostgreSQL's start time less than a lease ago) nothing is reclaimed: every
+        owner lost its connection too and gets one lease period to renew. The owner is
+        told at once (``stop``), not at its next heartbeat."""
+        lease = timedelta(seconds=self.config.kanban.dispatcher.lease_seconds)
+        with self.db.read() as conn:
+            now = now or database_now(conn)
+            if self.db.is_postgres and now - _database_started_at(conn) < lease:
+                return []
         gone = self._leftovers_gone(now)
         if not gone:
             return []
-        query = select(runs.c.id, runs.c.task_id, runs.c.stop_requested, runs.c.dispatcher).where(
-            runs.c.finished_at.is_(None), runs.c.lease_expires_at < now, runs.c.id.in_(gone)
-        )
-        if self.db.is_postgres:
-            query = query.with_for_update(skip_locked=True)
         reclaimed = []
         with self.db.write() as conn:
+            query = select(runs.c.id, runs.c.task_id, runs.c.stop_requested, runs.c.dispatcher).where(
+                runs.c.finished_at.is_(None), runs.c.lease_expires_at < now, runs.c.id.in_(gone)
+            )
+            if self.db.is_postgres:
+                query = query.with_for_update(skip_locked=True)
             for row in conn.execute(query).all():
                 outcome = "cancelled" if row.stop_requested else "lost"
                 conn.execute(
@@ -499,6 +510,8 @@ class ClaimKernel:
                 reclaimed.append(row.id)
             if reclaimed:
                 self.board.signal(conn, "dispatch")
+                # the old owner, if it is alive after all, stops its worker now
+                self.board.signal(conn, "stop")
         return reclaimed
 
     def _leftovers_gone(self, now: datetime) -> list[int]:
@@ -604,6 +617,10 @@ def _run_values(done: Completion, outcome: str, now: datetime) -> dict[str, Any]
         "b_completion": done.completion_tokens,
         "b_error": done.error,
     }
+
+
+def _database_started_at(conn: Connection) -> datetime:
+    return conn.execute(text("SELECT pg_postmaster_start_time()")).scalar_one()
 
 
 def _ready_at(row: Any) -> datetime:

@@ -8,7 +8,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from lanewarden.core.caps import SCOPES, Limits, Usage, scope_label
+from lanewarden.core.caps import (
+    SCOPES,
+    Limits,
+    Usage,
+    config_caps,
+    config_disagreements,
+    scope_label,
+    seed_caps,
+)
 from lanewarden.core.clock import utcnow
 from lanewarden.core.db import retry_on_conflict
 from lanewarden.core.errors import NotFound, UsageError
@@ -77,13 +85,16 @@ class Controls:
                     cap_overrides.c.scope == scope, cap_overrides.c.name == scope_name
                 )
             )
+            # the board keeps a value for every process: the config of whoever resets it
+            seed_caps(conn, self.config, utcnow(), keys=[(scope, scope_name)])
+            value = config_caps(self.config).get((scope, scope_name))
             label = scope_label(scope, scope_name)
             self.record(
                 conn,
                 actor,
                 "caps_changed",
-                f"{label} cap back to the config value",
-                data={"scope": scope, "name": scope_name, "value": None},
+                f"{label} cap back to the config value ({value}) for every process",
+                data={"scope": scope, "name": scope_name, "value": value},
             )
             self.signal(conn, "dispatch")
 
@@ -118,6 +129,13 @@ class Controls:
             self.record(conn, actor, "resumed", f"{label} resumed", data={"scope": scope, "name": scope_name})
             self.signal(conn, "dispatch")
             return True
+
+    def seed_caps(self) -> str:
+        """At ``serve`` start: give the board this config's caps where it has none; return
+        the caps where this config disagrees with the board's (empty if none)."""
+        with self.db.write() as conn:
+            seed_caps(conn, self.config, utcnow())
+            return config_disagreements(Limits.load(conn, self.config))
 
     def limits(self) -> tuple[Limits, Usage]:
         with self.db.read() as conn:

@@ -6,7 +6,11 @@ The loop is short on purpose:
 * sleep until something may have changed (an add, promote, finish or cap change in
   this process, another process's commit, or the poll interval as a safety net);
 * a heartbeat renews our leases, stops workers whose task was cancelled or blocked,
-  and reclaims runs whose dispatcher died;
+  measures this host's clock against the database's, and reclaims runs whose
+  dispatcher died;
+* after losing the database, the first heartbeat renews our own leases and nothing is
+  reclaimed for one lease period: the other processes lost it too and need their turn
+  to renew; every retry wakes at once on a sign the database is back;
 * workers report completions to a queue that one flusher writes in batches (group
   commit), fenced by run id.
 
@@ -24,6 +28,7 @@ import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -32,6 +37,7 @@ from lanewarden.core.board import Board
 from lanewarden.core.claims import Claim, ClaimKernel, Completion, Finished
 from lanewarden.core.clock import utcnow
 from lanewarden.core.config import lanewarden_home
+from lanewarden.core.liveness import database_now, describe_skew, measure_skew, skew_is_large
 from lanewarden.core.processes import identify
 from lanewarden.core.redaction import redact, secret_values
 from lanewarden.core.runners import GatewayBusy, GatewayDown, Job, Runner, TaskFailed
@@ -94,6 +100,13 @@ class Dispatcher:
         self._flushed = asyncio.Condition()
         self._wake = asyncio.Event()
         self._check_stops = asyncio.Event()
+        # set by any wake-up (the database answered someone): cut a retry's backoff short
+        self._heartbeat_retry = asyncio.Event()
+        self._flush_retry = asyncio.Event()
+        # monotonic time before which we reclaim nothing (set when the database comes back)
+        self._reclaim_after = 0.0
+        self._db_lost = False
+        self.clock_skew: float | None = None  # seconds this host is ahead of the database
         self._loop: asyncio.AbstractEventLoop | None = None
         self.draining = False
         self._closing = False
@@ -112,6 +125,8 @@ class Dispatcher:
         event = self._check_stops if topic == "stop" else self._wake
         try:
             loop.call_soon_threadsafe(event.set)
+            loop.call_soon_threadsafe(self._heartbeat_retry.set)
+            loop.call_soon_threadsafe(self._flush_retry.set)
         except RuntimeError:  # loop closing
             pass
 
@@ -173,9 +188,9 @@ class Dispatcher:
                 failures = 0
             except DBAPIError as exc:
                 failures += 1
-                delay = min(30.0, 0.5 * 2**failures)
+                delay = min(10.0, 0.5 * 2**failures)
                 log.warning("claim failed (database unavailable?): %s; retrying in %.1fs", exc.orig, delay)
-                await asyncio.sleep(delay)
+                await self._backoff(self._wake, delay)
                 continue
             for claim in claims:
                 self._start_worker(claim)
@@ -187,21 +202,47 @@ class Dispatcher:
                 pass
 
     async def _heartbeat_loop(self) -> None:
-        interval = self.config.kanban.dispatcher.heartbeat_seconds
+        cfg = self.config.kanban.dispatcher
         while True:
-            await asyncio.sleep(interval)
+            if self._db_lost:  # retry soon, and at once on any sign the database is back
+                await self._backoff(self._heartbeat_retry, min(1.0, cfg.heartbeat_seconds))
+            else:
+                await asyncio.sleep(cfg.heartbeat_seconds)
             try:
+                # our own leases first, then the liveness row: both before any reclaim
                 stops = await self._db(self.kernel.heartbeat, list(self.workers))
                 self._stop(stops)
-                reclaimed = await self._db(self.kernel.reclaim_expired)
-                if reclaimed:
-                    log.warning("reclaimed %d run(s) whose dispatcher stopped heartbeating", len(reclaimed))
                 await self._db(self._touch)
+                if self._db_lost:
+                    self._db_lost = False
+                    self._reclaim_after = time.monotonic() + cfg.lease_seconds
+                    log.info(
+                        "database back: leases renewed; reclaiming nothing for %.0fs so every process "
+                        "can renew its own",
+                        cfg.lease_seconds,
+                    )
+                if time.monotonic() >= self._reclaim_after:
+                    reclaimed = await self._db(self.kernel.reclaim_expired)
+                    if reclaimed:
+                        log.warning(
+                            "reclaimed %d run(s) whose dispatcher stopped heartbeating", len(reclaimed)
+                        )
                 if time.monotonic() >= self._next_sweep:
                     self._next_sweep = time.monotonic() + WORKSPACE_SWEEP_SECONDS
                     await self._db(self._sweep_workspaces)
             except DBAPIError as exc:
+                self._db_lost = True
                 log.warning("heartbeat failed (database unavailable?): %s", exc.orig)
+
+    async def _backoff(self, event: asyncio.Event, delay: float) -> None:
+        """Sleep ``delay`` or until ``event`` (a wake-up, also one that came during the failed
+        attempt: the database answered someone, so try again now)."""
+        try:
+            await asyncio.wait_for(event.wait(), timeout=delay)
+        except TimeoutError:
+            pass
+        if event is not self._wake:  # the claim loop clears its own event before each claim
+            event.clear()
 
     async def _stop_loop(self) -> None:
         """Cancel and block reach a worker in this process at once, not at the next heartbeat."""
@@ -237,14 +278,14 @@ class Dispatcher:
                     break
                 except DBAPIError as exc:
                     failures += 1
-                    delay = min(30.0, 0.5 * 2**failures)
+                    delay = min(10.0, 0.5 * 2**failures)
                     log.warning(
                         "could not record %d completion(s): %s; retrying in %.1fs",
                         len(batch),
                         exc.orig,
                         delay,
                     )
-                    await asyncio.sleep(delay)
+                    await self._backoff(self._flush_retry, delay)
             for completion, result in zip(batch, results, strict=True):
                 gateway = self._gateway_of.pop(completion.run_id, None)
                 self.observer.finished(completion, result, gateway)
@@ -270,7 +311,7 @@ class Dispatcher:
         self.workers[claim.run_id] = worker
 
     async def _work(self, claim: Claim) -> None:
-        started_at = utcnow()
+        started_at = self.database_time()
         t0 = time.monotonic()
         completion: Completion | None = None
         try:
@@ -398,12 +439,18 @@ class Dispatcher:
 
     # ----------------------------------------------------------------- helpers
 
+    def database_time(self) -> datetime:
+        """This host's clock corrected by the skew measured at the last heartbeat: the
+        database's time without a round trip, for timestamps (never for leases)."""
+        return utcnow() - timedelta(seconds=self.clock_skew or 0.0)
+
     async def _db(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         return await asyncio.to_thread(fn, *args, **kwargs)
 
     def _register(self) -> None:
-        now = utcnow()
         with self.board.db.write() as conn:
+            skew = self._measure(conn)
+            now = database_now(conn)
             conn.execute(
                 insert(dispatchers).values(
                     id=self.id,
@@ -412,17 +459,38 @@ class Dispatcher:
                     started_at=now,
                     heartbeat_at=now,
                     state="running",
+                    clock_skew_ms=skew * 1000,
                 )
             )
 
     def _touch(self) -> None:
+        """The liveness row, on the database's clock, with this host's skew against it."""
         with self.board.db.write() as conn:
-            conn.execute(update(dispatchers).where(dispatchers.c.id == self.id).values(heartbeat_at=utcnow()))
+            skew = self._measure(conn)
+            conn.execute(
+                update(dispatchers)
+                .where(dispatchers.c.id == self.id)
+                .values(heartbeat_at=database_now(conn), clock_skew_ms=skew * 1000)
+            )
+
+    def _measure(self, conn: Any) -> float:
+        skew = measure_skew(conn)
+        was_large = skew_is_large(self.clock_skew)
+        if skew_is_large(skew) and (self.clock_skew is None or not was_large):
+            log.warning(
+                "this host's %s: leases and windows use the database's clock and are not affected, "
+                "but fix the host's time (NTP): its logs and cron times are off",
+                describe_skew(skew),
+            )
+        elif was_large and not skew_is_large(skew):
+            log.info("this host's %s again", describe_skew(skew))
+        self.clock_skew = skew
+        return skew
 
     def _set_state(self, state: str) -> None:
         with self.board.db.write() as conn:
             conn.execute(
                 update(dispatchers)
                 .where(dispatchers.c.id == self.id)
-                .values(state=state, heartbeat_at=utcnow())
+                .values(state=state, heartbeat_at=database_now(conn))
             )

@@ -3,9 +3,14 @@ outbox delivery at a time, with failover when the holder dies.
 
 The lease is a row in the board database (``leases.name = 'leader'``) with a holder,
 an expiry and a term that grows at every change of hands. The holder renews it every
-third of its TTL; anyone may take it over once it has expired. A holder acts only
-while its lease is valid *by its own clock minus a safety margin*, so a process that
-was paused (GC, SIGSTOP, a slow disk) stops acting before another can take over.
+third of its TTL; anyone may take it over once it has expired. Expiry is set and
+judged on the database's clock (core/liveness.py), so a host whose clock is off neither
+grabs the lease early nor keeps it late. A holder acts only while its lease is valid *by
+its own monotonic clock minus a safety margin*, so a process that was paused (GC,
+SIGSTOP, a slow disk) stops acting before another can take over.
+
+Failover after the holder dies takes up to the TTL (the lease runs out) plus a quarter
+of it (how often the others ask), plus one database round trip.
 """
 
 from __future__ import annotations
@@ -17,8 +22,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from lanewarden.core.clock import utcnow
 from lanewarden.core.db import Database
+from lanewarden.core.liveness import database_now
 from lanewarden.core.schema import leases
 from sqlalchemy import delete, insert, select, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
@@ -64,14 +69,14 @@ class LeaderLease:
     def try_acquire(self) -> bool:
         """Take or renew the lease; True while we hold it."""
         asked = time.monotonic()
-        now = utcnow()
-        expires = now + timedelta(seconds=self.ttl)
         query = select(leases).where(leases.c.name == self.name)
         try:
             with self.db.write() as conn:
                 if self.db.is_postgres:
                     query = query.with_for_update()
                 row = conn.execute(query).first()
+                now = database_now(conn)
+                expires = now + timedelta(seconds=self.ttl)
                 if row is None:
                     conn.execute(
                         insert(leases).values(

@@ -313,9 +313,21 @@ dispatchers = Table(
     Column("host", String(128), nullable=False),
     Column("pid", Integer, nullable=False),
     Column("started_at", UTCDateTime, nullable=False),
-    Column("heartbeat_at", UTCDateTime, nullable=False),
+    Column("heartbeat_at", UTCDateTime, nullable=False),  # the database's clock (core/liveness.py)
     Column("state", String(16), nullable=False),
+    Column("clock_skew_ms", Float),  # this host's clock minus the database's, at the last heartbeat
     CheckConstraint(_in("state", ("running", "draining", "stopped")), name="state"),
+)
+
+# the scheduled time each window last fired for (database clock): a window fires once per
+# scheduled time whichever leader's APScheduler asks (scheduler/windows.py)
+window_fires = Table(
+    "window_fires",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("fire_time", UTCDateTime, nullable=False),
+    Column("holder", String(128), nullable=False),
+    Column("fired_at", UTCDateTime, nullable=False),
 )
 
 windows = Table(

@@ -16,6 +16,7 @@ from lanewarden.core.caps import Limits, Usage
 from lanewarden.core.clock import utcnow
 from lanewarden.core.config import LanewardenConfig
 from lanewarden.core.db import Database
+from lanewarden.core.liveness import database_now
 from lanewarden.core.nodes import NodeFigures, NodeView
 from lanewarden.core.readmodel import (
     RECENT,
@@ -139,8 +140,8 @@ class StatusReport:
 
 
 def build_status(db: Database, config: LanewardenConfig) -> StatusReport:
-    now = utcnow()
     with db.read() as conn:
+        now = database_now(conn)  # heartbeats and leases are on the database's clock
         limits = Limits.load(conn, config)
         usage = Usage.load(conn)
         counts = task_counts(conn)

@@ -62,8 +62,16 @@ class SqliteChangeWatcher:
             conn.close()
 
 
+# the first retry after losing the LISTEN connection comes almost at once (a dropped
+# connection or a quick restart), then retries slow down to one a second: a failed
+# attempt against a down server costs almost nothing, and reconnecting wakes every loop
+# of the process, so this bounds how long dispatch waits after the database is back
+LISTEN_RETRY_FIRST = 0.1
+LISTEN_RETRY_MAX = 1.0
+
+
 class PostgresListener:
-    """LISTEN on a dedicated connection; reconnects (with backoff) after the server restarts."""
+    """LISTEN on a dedicated connection; reconnects after the server restarts."""
 
     def __init__(self, url: str, wake: Wake) -> None:
         parsed = make_url(url)
@@ -74,13 +82,13 @@ class PostgresListener:
     async def run(self) -> None:
         import psycopg
 
-        delay = 0.5
+        delay = LISTEN_RETRY_FIRST
         while True:
             try:
                 async with await psycopg.AsyncConnection.connect(self.conninfo, autocommit=True) as conn:
                     await conn.execute(f"LISTEN {CHANNEL}")
                     self.connected.set()
-                    delay = 0.5
+                    delay = LISTEN_RETRY_FIRST
                     # anything may have happened while we were away
                     for topic in TOPICS:
                         self.wake(topic)
@@ -92,4 +100,4 @@ class PostgresListener:
                 self.connected.clear()
                 log.warning("LISTEN connection lost (%s); reconnecting in %.1fs", exc, delay)
                 await asyncio.sleep(delay)
-                delay = min(10.0, delay * 2)
+                delay = min(LISTEN_RETRY_MAX, delay * 2)

@@ -18,8 +18,10 @@ from lanewarden.core.config import NAME_PATTERN, JobConfig
 from lanewarden.core.cron import parse_cron
 from lanewarden.core.errors import Conflict, NotFound, UsageError
 from lanewarden.core.grammar import Command, parse
-from lanewarden.core.schema import windows
+from lanewarden.core.liveness import database_now
+from lanewarden.core.schema import window_fires, windows
 from sqlalchemy import Connection, delete, insert, select, update
+from sqlalchemy.exc import IntegrityError
 
 if TYPE_CHECKING:
     from lanewarden.core.board import Board
@@ -115,6 +117,31 @@ class WindowStore:
             self.board.record(conn, actor, "window_removed", f"window {name} removed")
             self.board.signal(conn, "windows")
         return window
+
+    def database_now(self) -> datetime:
+        with self.db.read() as conn:
+            return database_now(conn)
+
+    def claim_fire(self, name: str, fire_time: datetime, holder: str) -> bool:
+        """Record that ``name`` fires for ``fire_time``; False if it already fired for it (or
+        for a later time): whichever leader asks, a scheduled time fires once."""
+        try:
+            with self.db.write() as conn:
+                now = database_now(conn)
+                values = {"fire_time": fire_time, "holder": holder, "fired_at": now}
+                moved = conn.execute(
+                    update(window_fires)
+                    .where(window_fires.c.name == name, window_fires.c.fire_time < fire_time)
+                    .values(**values)
+                ).rowcount
+                if moved:
+                    return True
+                if conn.execute(select(window_fires.c.name).where(window_fires.c.name == name)).first():
+                    return False
+                conn.execute(insert(window_fires).values(name=name, **values))
+                return True
+        except IntegrityError:  # another process recorded the first firing at the same moment
+            return False
 
     def sync_config(self, jobs: list[JobConfig], actor: str = "config") -> None:
         """Make the config's windows match ``[[scheduler.jobs]]``; user windows are kept."""

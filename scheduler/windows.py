@@ -12,6 +12,13 @@ leader was running (restart, failover) still runs if it is less than
 ``scheduler.misfire_grace_seconds`` late (default 300 s); several missed runs collapse
 into one (coalesce); a run later than the grace time is skipped and counted as a
 misfire. At most one instance of a window runs at a time.
+
+Clocks (issue 19): leaders on different hosts must agree on when a window is due. The
+scheduler runs on the database's clock (this host's clock corrected by the skew the
+dispatcher measures at each heartbeat, see ``use_database_clock``), and every firing
+first records its scheduled time in ``window_fires`` (on the database's clock): a time
+that already fired is skipped, so a leader change between skewed hosts never fires a
+window twice, and a firing that is early by the database's clock waits for it.
 """
 
 from __future__ import annotations
@@ -19,10 +26,15 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from contextvars import ContextVar
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
+import apscheduler.executors.base
+import apscheduler.schedulers.base
 from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_EXECUTED, EVENT_JOB_MISSED, JobExecutionEvent
+from apscheduler.executors.asyncio import AsyncIOExecutor
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from lanewarden.core.access import Actor
@@ -36,6 +48,28 @@ from lanewarden.scheduler.triggers import CronWindowTrigger
 log = logging.getLogger("lanewarden.scheduler")
 RECONCILE_EVERY = 0.2  # seconds: a window change is scheduled well within a second
 JOBS_TABLE = "apscheduler_jobs"
+# a timer may wake a little before its time, and the skew is measured to a round trip
+EARLY_TOLERANCE = timedelta(seconds=1)
+
+SkewSource = Callable[[], "float | None"]
+_skew: SkewSource = lambda: None  # noqa: E731
+
+
+class _DatabaseTime(datetime):
+    """APScheduler's ``datetime``: ``now()`` is the database's time as this host estimates it."""
+
+    @classmethod
+    def now(cls, tz: Any = None) -> datetime:  # type: ignore[override]
+        return datetime.now(tz) - timedelta(seconds=_skew() or 0.0)
+
+
+def use_database_clock(skew: SkewSource) -> None:
+    """Make APScheduler (one per process) read the database's clock: its due times live in
+    the shared job store and must mean the same instant to every leader."""
+    global _skew
+    _skew = skew
+    apscheduler.schedulers.base.datetime = _DatabaseTime  # type: ignore[misc]
+    apscheduler.executors.base.datetime = _DatabaseTime  # type: ignore[misc]
 
 
 @dataclass
@@ -45,6 +79,8 @@ class WindowRuntime:
     board: Board
     executor: Executor
     is_leader: Callable[[], bool]
+    store: WindowStore
+    holder: str
 
 
 _runtime: WindowRuntime | None = None
@@ -55,8 +91,43 @@ async def run_window(name: str, command: str) -> dict[str, Any]:
     runtime = _runtime
     if runtime is None or not runtime.is_leader():
         log.warning("window %s fired on a process that does not hold the leader lease: skipped", name)
-        return {"summary": "skipped: not the leader", "ok": False}
-    return await asyncio.to_thread(_run_window_sync, runtime, name, command)
+        return {"summary": "skipped: not the leader", "ok": False, "skipped": True}
+    fire_time = _scheduled_for.get()
+    if fire_time is None:  # called outside WindowExecutor (a test calling the job itself)
+        fire_time = await asyncio.to_thread(runtime.store.database_now)
+    decided_at = await asyncio.to_thread(runtime.store.database_now)
+    early = (fire_time - decided_at).total_seconds()
+    if early > EARLY_TOLERANCE.total_seconds():
+        # this host's skew changed since the last heartbeat measured it: wait for the real time
+        log.info("window %s fired %.1fs early by the database's clock: waiting", name, early)
+        await asyncio.sleep(early)
+        if not runtime.is_leader():
+            return {"summary": "skipped: no longer the leader", "ok": False, "skipped": True}
+        decided_at = await asyncio.to_thread(runtime.store.database_now)
+    if not await asyncio.to_thread(runtime.store.claim_fire, name, fire_time, runtime.holder):
+        log.info("window %s already fired for %s: skipped", name, fire_time.isoformat())
+        return {
+            "summary": f"skipped: already fired for {fire_time.isoformat()}",
+            "ok": False,
+            "skipped": True,
+        }
+    outcome = await asyncio.to_thread(_run_window_sync, runtime, name, command)
+    return {**outcome, "fire_time": fire_time.isoformat(), "decided_at": decided_at.isoformat()}
+
+
+_scheduled_for: ContextVar[datetime | None] = ContextVar("scheduled_for", default=None)
+
+
+class WindowExecutor(AsyncIOExecutor):
+    """Hands each job the time it was scheduled for (APScheduler passes only its args):
+    the task the executor creates copies the context set here."""
+
+    def _do_submit_job(self, job: Any, run_times: list[datetime]) -> Any:
+        token = _scheduled_for.set(run_times[-1])
+        try:
+            return super()._do_submit_job(job, run_times)
+        finally:
+            _scheduled_for.reset(token)
 
 
 def _run_window_sync(runtime: WindowRuntime, name: str, command_text: str) -> dict[str, Any]:
@@ -103,6 +174,7 @@ class WindowScheduler:
         builtin: list[Window] | None = None,
         holder: str = "",
         executor: Executor | None = None,
+        clock_skew: SkewSource | None = None,
     ) -> None:
         self.board = board
         # what runs the windows' commands (serve gives one that can draw the digest's chart)
@@ -114,6 +186,7 @@ class WindowScheduler:
         self.is_leader = is_leader
         self.on_run = on_run
         self.store = WindowStore(board)
+        self.clock_skew = clock_skew or (lambda: None)
         self._scheduler: AsyncIOScheduler | None = None
         self._reconcile_pending = False
         self._background: set[asyncio.Task[None]] = set()
@@ -126,9 +199,11 @@ class WindowScheduler:
     async def start(self) -> None:
         global _runtime
         self._loop = asyncio.get_running_loop()
-        _runtime = WindowRuntime(self.board, self.executor, self.is_leader)
+        use_database_clock(self.clock_skew)
+        _runtime = WindowRuntime(self.board, self.executor, self.is_leader, self.store, self.holder)
         scheduler = AsyncIOScheduler(
             jobstores={"default": BoardJobStore(engine=self.board.db.engine, tablename=JOBS_TABLE)},
+            executors={"default": WindowExecutor()},
             job_defaults={
                 "coalesce": True,
                 "max_instances": 1,
@@ -160,8 +235,7 @@ class WindowScheduler:
         scheduler = self._scheduler
         if scheduler is None:
             return
-        wanted = {w.name: w for w in await asyncio.to_thread(self.store.list)}
-        wanted.update({w.name: w for w in self.builtin})
+        wanted = await self._wanted()
         existing = {job.id: job for job in scheduler.get_jobs()}
         for job_id in existing.keys() - wanted.keys():
             scheduler.remove_job(job_id)
@@ -212,13 +286,26 @@ class WindowScheduler:
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
+    async def _wanted(self) -> dict[str, Window]:
+        wanted = {w.name: w for w in await asyncio.to_thread(self.store.list)}
+        wanted.update({w.name: w for w in self.builtin})
+        return wanted
+
     def next_runs(self) -> dict[str, Any]:
         if self._scheduler is None:
             return {}
         return {job.id: job.next_run_time for job in self._scheduler.get_jobs()}
 
     def _on_event(self, event: JobExecutionEvent) -> None:
-        if event.code == EVENT_JOB_EXECUTED and isinstance(event.retval, dict):
+        if (
+            event.code == EVENT_JOB_EXECUTED
+            and isinstance(event.retval, dict)
+            and event.retval.get("skipped")
+        ):
+            log.info("window %s: %s", event.job_id, event.retval.get("summary"))
+            if self.on_run:
+                self.on_run(event.job_id, "skipped")
+        elif event.code == EVENT_JOB_EXECUTED and isinstance(event.retval, dict):
             # audited here because only the listener knows which scheduled run this was
             outcome = event.retval
             data = {

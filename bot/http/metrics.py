@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 import socket
 from collections.abc import Callable, Iterator
@@ -29,8 +30,8 @@ from typing import TYPE_CHECKING, Any
 from lanewarden.core.board import Board
 from lanewarden.core.caps import Limits, Usage
 from lanewarden.core.claims import Claim, Completion, Finished
-from lanewarden.core.clock import utcnow
 from lanewarden.core.dispatcher import DispatchObserver
+from lanewarden.core.liveness import SKEW_WARN_SECONDS, database_now
 from lanewarden.core.nodes import NodeView
 from lanewarden.core.readmodel import (
     OutboxDepth,
@@ -93,11 +94,12 @@ class BoardSnapshot:
     outbox: OutboxDepth
     live_processes: int = 0
     nodes: list[NodeView] = field(default_factory=list)
+    clock_skews: dict[str, float] = field(default_factory=dict)  # live dispatcher -> seconds
 
 
 def load_snapshot(board: Board) -> BoardSnapshot:
-    now = utcnow()
     with board.db.read() as conn:
+        now = database_now(conn)  # heartbeats are on the database's clock
         limits = Limits.load(conn, board.config)
         usage = Usage.load(conn)
         counts = task_counts(conn)
@@ -108,10 +110,21 @@ def load_snapshot(board: Board) -> BoardSnapshot:
             if isinstance(r.signals, dict)
         }
         depth = outbox_depth(conn)
-        live = len(live_dispatchers(conn, board.config, now))
+        live_rows = live_dispatchers(conn, board.config, now)
+        live = len(live_rows)
         nodes = node_views(conn, board.config)
+    skews = {r.id: r.clock_skew_ms / 1000 for r in live_rows if r.clock_skew_ms is not None}
     return BoardSnapshot(
-        now, counts, _aware(oldest.since) if oldest else None, limits, usage, signals, depth, live, nodes
+        now,
+        counts,
+        _aware(oldest.since) if oldest else None,
+        limits,
+        usage,
+        signals,
+        depth,
+        live,
+        nodes,
+        skews,
     )
 
 
@@ -203,6 +216,15 @@ class BoardCollector:
         live = GaugeMetricFamily("lanewarden_dispatchers_live", "Serve processes heartbeating on this board.")
         live.add_metric([], snap.live_processes)
         yield live
+        skew = GaugeMetricFamily(
+            "lanewarden_dispatcher_clock_skew_seconds",
+            "Each live serve process's clock minus the database's, at its last heartbeat "
+            f"(leases do not depend on it; above {SKEW_WARN_SECONDS:g}s fix the host's time).",
+            labels=["dispatcher"],
+        )
+        for dispatcher_id, seconds in sorted(snap.clock_skews.items()):
+            skew.add_metric([dispatcher_id], seconds)
+        yield skew
 
     def _tasks(self, snap: BoardSnapshot) -> Iterator[Metric]:
         by_status = GaugeMetricFamily("lanewarden_tasks", "Tasks on the board by status.", labels=["status"])
@@ -430,6 +452,12 @@ class Metrics:
         """Name this process after its dispatcher and count its workers live."""
         self.info.info(self._process_info(dispatcher.id))
         self.workers.set_function(lambda: float(len(dispatcher.workers)))
+        skew = Gauge(
+            "lanewarden_clock_skew_seconds",
+            "This host's clock minus the database's, measured at each heartbeat (NaN before the first).",
+            registry=self.registry,
+        )
+        skew.set_function(lambda: math.nan if dispatcher.clock_skew is None else dispatcher.clock_skew)
 
     def _process_info(self, dispatcher_id: str) -> dict[str, str]:
         try:

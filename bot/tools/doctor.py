@@ -34,11 +34,11 @@ from typing import Any
 from lanewarden.bot.tools.doctor_gateways import check_gateways
 from lanewarden.bot.tools.doctor_nodes import check_nodes
 from lanewarden.bot.tools.doctor_report import EXIT_STATUS, FAIL, OK, WARN, Report, ago, first_line
-from lanewarden.core.caps import Limits, Usage
-from lanewarden.core.clock import utcnow
+from lanewarden.core.caps import Limits, Usage, config_disagreements
 from lanewarden.core.config import LanewardenConfig, config_search_path, load_config
 from lanewarden.core.db import SCHEMA_REVISION, Database, current_revision
 from lanewarden.core.errors import LanewardenError
+from lanewarden.core.liveness import SKEW_WARN_SECONDS, database_now, describe_skew, skew_is_large
 from lanewarden.core.nodes import NodeView
 from lanewarden.core.readmodel import (
     Interval,
@@ -54,7 +54,7 @@ from lanewarden.core.readmodel import (
     run_intervals,
     task_counts,
 )
-from lanewarden.core.schema import dispatchers, gateway_state, leases, outbox, tasks
+from lanewarden.core.schema import dispatchers, events, gateway_state, leases, outbox, runs, tasks
 from lanewarden.core.statuses import TASK_STATUSES
 from sqlalchemy import func, select, text
 from sqlalchemy.engine import make_url
@@ -223,11 +223,14 @@ class BoardState:
     outbox: OutboxDepth
     last_dead: Any
     nodes: list[NodeView] = field(default_factory=list)  # what the leader last read of each host
+    cap_changes: list[Any] = field(default_factory=list)  # caps_changed events of the peak window
+    taken_back: int = 0  # runs reclaimed from a process that stopped heartbeating, same window
 
 
 def board_state(db: Database, config: LanewardenConfig) -> BoardState:
-    now = utcnow()
     with db.read() as conn:
+        now = database_now(conn)  # heartbeats and leases are on the database's clock
+        since = now - PEAK_WINDOW
         by_profile: dict[str, dict[str, int]] = defaultdict(dict)
         for profile, status, count in conn.execute(
             select(tasks.c.profile, tasks.c.status, func.count()).group_by(tasks.c.profile, tasks.c.status)
@@ -256,6 +259,14 @@ def board_state(db: Database, config: LanewardenConfig) -> BoardState:
             outbox=outbox_depth(conn),
             last_dead=last_dead,
             nodes=node_views(conn, config),
+            cap_changes=conn.execute(
+                select(events.c.at, events.c.message, events.c.data)
+                .where(events.c.kind == "caps_changed", events.c.at > since)
+                .order_by(events.c.id)
+            ).all(),
+            taken_back=conn.execute(
+                select(func.count()).where(runs.c.outcome == "lost", runs.c.finished_at > since)
+            ).scalar_one(),
         )
 
 
@@ -273,8 +284,19 @@ def check_processes_and_leader(report: Report, config: LanewardenConfig, state: 
         if p.state != "stopped" and stale_after < now - p.heartbeat_at <= CRASH_MEMORY + stale_after
     ]
     if live:
-        described = ", ".join(f"{p.id} ({p.state})" for p in live)
+        described = ", ".join(f"{p.id} ({p.state}, {_skew(p)})" for p in live)
         report.add(OK, "processes", f"{len(live)} serve process(es) live: {described}")
+        for p in live:
+            skew = None if p.clock_skew_ms is None else p.clock_skew_ms / 1000
+            if skew_is_large(skew):
+                report.add(
+                    WARN,
+                    "clock",
+                    f"{p.id} on {p.host}: {describe_skew(skew)} (more than {SKEW_WARN_SECONDS:g}s); "
+                    "leases and windows use the database's clock and are safe, "
+                    "but that host's logs and times are off",
+                    f"fix the time on {p.host} (chrony/systemd-timesyncd)",
+                )
     else:
         report.add(
             WARN,
@@ -372,6 +394,14 @@ def check_lease(
 
 
 def check_caps(report: Report, config: LanewardenConfig, state: BoardState) -> None:
+    differs = config_disagreements(state.limits)
+    if differs:
+        report.add(
+            WARN,
+            "caps config",
+            f"this config's caps differ from the board's, which every process enforces: {differs}",
+            "edit the config to match, or apply it to the board with `lanewarden caps reset <scope> [name]`",
+        )
     since = state.now - PEAK_WINDOW
     by_gateway = state.intervals
     for name, window in sorted(state.limits.gateways.items()):
@@ -386,8 +416,7 @@ def check_caps(report: Report, config: LanewardenConfig, state: BoardState) -> N
                 f"caps {name}",
                 text_
                 + f": above the cap for {ago(timedelta(seconds=curve.seconds_at_or_above[window.cap + 1]))}",
-                "expected only when the cap was lowered while work ran (running work is never killed); "
-                "otherwise report it as a bug",
+                _over_cap_cause(state, "gateway", name),
             )
         elif curve.peak == window.cap and curve.peak > 0:
             at_cap = ago(timedelta(seconds=curve.seconds_at_or_above[window.cap]))
@@ -405,8 +434,40 @@ def check_caps(report: Report, config: LanewardenConfig, state: BoardState) -> N
         level,
         "caps board",
         f"peak {board_curve.peak} concurrent of max_active_tasks {state.limits.board_cap} in the last hour",
-        "" if level == OK else "expected only when the board cap was lowered while work ran",
+        "" if level == OK else _over_cap_cause(state, "board", ""),
     )
+
+
+def _over_cap_cause(state: BoardState, scope: str, name: str) -> str:
+    """Why more ran than the cap allows, from what the board recorded in the same hour."""
+    changed = [
+        e
+        for e in state.cap_changes
+        if isinstance(e.data, dict) and e.data.get("scope") == scope and e.data.get("name") == name
+    ]
+    if changed:
+        last = changed[-1]
+        return (
+            f"the cap was changed while work ran ({last.message}, {ago(state.now - last.at)} ago): "
+            "running work is never killed, so the excess drains as it finishes"
+        )
+    if state.taken_back:
+        return (
+            f"{state.taken_back} run(s) were taken back from a process that stopped heartbeating "
+            "(kill -9, a host cut off from the database) while its agents may still have been running; "
+            "check that the old process and its agents are gone"
+        )
+    return (
+        "no cap change and no run taken back explains it: a process running an older Lanewarden "
+        "(caps from its own config, leases on its host's clock) may share the board; "
+        "check the processes in `status`, else report it as a bug"
+    )
+
+
+def _skew(process: Any) -> str:
+    if process.clock_skew_ms is None:
+        return "clock not measured"
+    return f"clock {process.clock_skew_ms / 1000:+.1f}s"
 
 
 # ----------------------------------------------------------------------- queue
