@@ -11,6 +11,7 @@ never stopped).
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 import time
@@ -102,8 +103,12 @@ def skewed_env(env: dict[str, str], offset: str | None) -> dict[str, str]:
     }
 
 
-def agent_lives(path: Path) -> list[tuple[int, int, float, float]]:
-    """(task, run, start, end) of each agent on the true clock; still running: end = inf."""
+def agent_lives(path: Path, board: Any = None) -> list[tuple[int, int, float, float]]:
+    """(task, run, start, end) of each agent on the true clock; still running: end = inf.
+
+    An agent killed with SIGKILL (its serve process died and took it along) cannot say
+    when it ended; its run was closed only once its process was gone, so the run's
+    finish time (on the database's clock, this host's true clock) bounds its end."""
     starts: dict[int, tuple[int, float]] = {}
     ends: dict[int, float] = {}
     if path.exists():
@@ -113,6 +118,14 @@ def agent_lives(path: Path) -> list[tuple[int, int, float, float]]:
                 starts[entry["run"]] = (entry["task"], entry["at"])
             else:
                 ends[entry["run"]] = entry["at"]
+    if board is not None and starts.keys() - ends.keys():
+        with board.db.read() as conn:
+            closed = conn.execute(
+                select(runs.c.id, runs.c.finished_at).where(
+                    runs.c.id.in_(starts.keys() - ends.keys()), runs.c.finished_at.is_not(None)
+                )
+            ).all()
+        ends.update({r.id: r.finished_at.timestamp() for r in closed})
     return [(task, run, at, ends.get(run, float("inf"))) for run, (task, at) in starts.items()]
 
 
@@ -153,9 +166,18 @@ def lw(config: Path, env: dict[str, str], *args: str) -> subprocess.CompletedPro
 
 
 def stop_all(procs: list[ServeProcess]) -> None:
+    """SIGTERM to all at once (each drains), then wait; one that hangs is killed and named."""
     for p in procs:
         if p.proc.poll() is None:
-            p.terminate()
+            p.proc.send_signal(signal.SIGTERM)
+    hung = []
+    for p in procs:
+        try:
+            p.terminate(timeout=60)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            hung.append(p)
+    assert not hung, "did not stop on SIGTERM:\n" + "\n".join(p.output()[-3000:] for p in hung)
 
 
 # ------------------------------------------------------------------ skewed clocks
@@ -217,7 +239,7 @@ def test_hosts_60s_ahead_and_behind_share_leases_and_windows(tmp_path: Path, pg_
         time.sleep(6)  # one more window on the new leader
     finally:
         stop_all(procs)
-    lives = agent_lives(agent_log)
+    lives = agent_lives(agent_log, board)
     assert most_alive(lives) <= cap, f"{most_alive(lives)} agents alive under a cap of {cap}"
     assert most_alive(lives) == cap, "the cap was never reached: the test proves nothing"
     assert same_task_overlaps(lives) == [], "a task ran twice at once"
@@ -227,7 +249,11 @@ def test_hosts_60s_ahead_and_behind_share_leases_and_windows(tmp_path: Path, pg_
     board.db.dispose()
     killed_id = by_pid[behind.pid].id
     lost = [r for r in all_runs if r.outcome == "lost"]
-    assert all(r.dispatcher == killed_id for r in lost), "a live process's run was taken back"
+    assert all(r.dispatcher == killed_id for r in lost), (
+        "a live process's run was taken back: "
+        + repr([(r.id, r.dispatcher, r.claimed_at, r.lease_expires_at, r.finished_at) for r in lost])
+        + f" killed {killed_id}"
+    )
     done = Counter(r.task_id for r in all_runs if r.outcome == "succeeded")
     assert set(done.values()) == {1} and len(done) == 39, "a task completed twice (or not at all)"
     # windows: each scheduled time fired once, on the 5 s grid, never before its time

@@ -3,7 +3,7 @@
 Run as ``env -u LD_PRELOAD -u FAKETIME python clock_agent.py LOG SECONDS`` so that a serve
 process under libfaketime still starts an agent that sees the true time. An agent whose
 serve process died (kill -9) ends at once, as a well-behaved agent tied to its
-dispatcher does, and says so.
+dispatcher does, and says so (serve may also take it along with SIGKILL: PR_SET_PDEATHSIG).
 """
 
 from __future__ import annotations
