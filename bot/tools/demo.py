@@ -51,7 +51,8 @@ CHECK_SCRIPT = """\
 import pathlib, sys, time
 task, title, workspace = sys.argv[2:5]  # after the "--"
 time.sleep(1.0 + int(task) % 3 * 0.5)
-marker = pathlib.Path(workspace, 'failed-once')
+# each run has a workspace of its own: the memory of the first failure sits beside them
+marker = pathlib.Path(workspace).parent / ('failed-once-' + task)
 if 'always fails' in title or ('fails once' in title and not marker.exists()):
     marker.touch()
     sys.exit('check failed: ' + title)
