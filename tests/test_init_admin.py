@@ -62,3 +62,17 @@ def test_without_a_terminal_or_flag_it_says_nobody_is_admin(lw_env: dict[str, st
     proc = init(lw_env, "--path", str(target), stdin=subprocess.DEVNULL)
     assert proc.returncode == 0 and "no admin yet" in proc.stderr
     assert load_config(target)[0].access.admins == []
+
+
+def test_doctor_warns_when_chat_has_no_admin(lw_env: dict[str, str], tmp_path: Path) -> None:
+    target = tmp_path / "config.toml"
+    assert init(lw_env, "--path", str(target), stdin=subprocess.DEVNULL).returncode == 0
+    # a token that reaches no server: doctor only reads the environment for this check
+    env = {**lw_env, "DISCORD_TOKEN": "not-a-real-token", "LANEWARDEN_CONFIG": str(target)}
+    warned = subprocess.run([*LANEWARDEN, "doctor"], env=env, capture_output=True, text=True, timeout=120)
+    assert "[access] names no admin" in warned.stdout
+    assert "not-a-real-token" not in warned.stdout + warned.stderr
+    target.unlink()
+    assert init(lw_env, "--path", str(target), "--admin", "discord:123456789012345678").returncode == 0
+    quiet = subprocess.run([*LANEWARDEN, "doctor"], env=env, capture_output=True, text=True, timeout=120)
+    assert "names no admin" not in quiet.stdout

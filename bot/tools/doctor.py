@@ -126,6 +126,15 @@ def check_config(report: Report, config_path: str | None) -> LanewardenConfig | 
                 f"gateways.{name}.api_key_env = {gw.api_key_env!r} but ${gw.api_key_env} is not set here",
                 f"export {gw.api_key_env} in the environment of every `lanewarden serve` (and of doctor)",
             )
+    chat = [name for name in ("SLACK_BOT_TOKEN", "DISCORD_TOKEN") if os.environ.get(name)]
+    if chat and not config.access.admins:
+        report.add(
+            WARN,
+            "access",
+            f"{' and '.join(chat)} set but [access] names no admin: nobody can change caps, "
+            "pauses or windows from chat",
+            'add one under [access] admins (e.g. "slack:U0123ABCD"), or `lanewarden init --admin ...`',
+        )
     default = config.kanban.workers.profile
     if config.profiles and default not in config.profiles:
         report.add(
