@@ -27,6 +27,7 @@ from lanewarden.core.grammar import parse
 from lanewarden.core.results import WebLinkShown
 from lanewarden.core.schema import tasks, web_links
 from lanewarden.core.signin import mint_link
+from lanewarden.core.wakeup import PostgresListener, SqliteChangeWatcher
 from sqlalchemy import func, select, update
 
 from tests.conftest import LANEWARDEN, make_config
@@ -390,6 +391,46 @@ async def test_live_stream_sends_the_cards_that_changed(web: tuple[WebBoard, Tes
     assert [(c["id"], c["column"]) for c in payload["cards"]] == [(task, None)]
     assert payload["counts"]["ready"] == 0
     stream.close()
+
+
+async def test_live_stream_follows_a_change_made_by_another_process(
+    web: tuple[WebBoard, TestClient], board: Board, board_url: str, tmp_path: Path, lw_env: dict[str, str]
+):
+    """A comment changes nothing the dispatcher cares about; the page must still hear of it,
+    through the same cross-process wake-ups serve wires (NOTIFY on PostgreSQL, the
+    data_version watcher on SQLite)."""
+    web_board, client = web
+    if board.db.is_postgres:
+        listener = PostgresListener(board_url, web_board.hub.wake)
+        watching = asyncio.create_task(listener.run())
+        await asyncio.wait_for(listener.connected.wait(), 10)
+        stop = watching.cancel
+    else:
+        watcher = SqliteChangeWatcher(board_url, web_board.hub.wake)
+        watcher.start()
+        stop = watcher.stop
+    try:
+        task = add(board, "commented elsewhere")
+        await sign_in(client, board, "viewer")
+        html = await (await client.get("/")).text()
+        cursor = html.split('data-cursor="', 1)[1].split('"', 1)[0]
+        stream = await client.get(f"/events?since={cursor}")
+        await _next_event(stream, "strip")
+        path = write_config(tmp_path / "lanewarden.toml", {"board": {"url": board_url}})
+        done = await asyncio.to_thread(
+            subprocess.run,
+            [*LANEWARDEN, "--config", str(path), "comment", str(task), "from", "a", "shell"],
+            env=lw_env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 0, done.stderr
+        payload = await _next_event(stream, "cards", timeout=20)
+        assert [c["id"] for c in payload["cards"]] == [task]
+        stream.close()
+    finally:
+        stop()
 
 
 async def test_a_stream_that_missed_changes_is_told_to_resync(web: tuple[WebBoard, TestClient], board: Board):
