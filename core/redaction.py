@@ -55,7 +55,7 @@ def secret_kind(
 def secret_values(config: LanewardenConfig, environ: Mapping[str, str] | None = None) -> list[str]:
     """The values to redact, longest first (so a password inside a URL goes with the URL)."""
     env = os.environ if environ is None else environ
-    names = [*CHAT_SECRETS, *DATABASE_SECRETS]
+    names = [*CHAT_SECRETS, *(n for n in DATABASE_SECRETS if n != "PGPASSFILE")]  # a path, not a secret
     names += [g.api_key_env for g in config.gateways.values() if g.api_key_env]
     names += [n for n in env if n.startswith(OWN_PREFIX) and n.endswith(SECRET_SUFFIXES)]
     values = {env.get(n, "") for n in names}

@@ -20,6 +20,7 @@ from tests.conftest import ADMIN, LANEWARDEN, pg_url
 from tests.helpers import snapshot
 from tests.serve_helpers import write_config
 from tests.test_slack_http import HttpRig, fake_slack, rig, text_of  # noqa: F401 (fixtures)
+from tests.web_helpers import sign_in, start_web
 
 OSC_TITLE = "\x1b]0;owned terminal\x07"
 ATTACKS = [
@@ -115,3 +116,18 @@ async def test_slack_slash_command_is_refused_in_the_ack(rig: HttpRig) -> None: 
     assert answer.get("response_type", "ephemeral") == "ephemeral"
     assert "U+001B" in text_of(answer) and "\x1b" not in json.dumps(answer)
     assert snapshot(rig.board) == before
+
+
+async def test_web_board_form_is_refused_and_changes_nothing(board: Board) -> None:
+    """The web board: a signed-in operator posts a comment and a block reason with ESC/NUL."""
+    _, client = await start_web(board)
+    try:
+        user = await sign_in(client, board, "operator")
+        task = board.add(NewTask(title="fine"), "test").id
+        before = snapshot(board)
+        for action, field, text in (("comment", "text", f"hi{OSC_TITLE}"), ("block", "reason", "a\x00b")):
+            status, answer = await user.act(action=action, id=task, **{field: text})
+            assert status == 400 and "control character" in answer["message"], answer
+        assert snapshot(board)["tasks"] == before["tasks"] and board.get(task).status == "ready"
+    finally:
+        await client.close()
