@@ -6,7 +6,8 @@ own gateway (``OPENAI_BASE_URL``, ``OPENAI_API_KEY``, ``OPENAI_MODEL``) and its 
 (``LANEWARDEN_TASK_ID``, ``LANEWARDEN_RUN_ID``, ``LANEWARDEN_WORKSPACE``), plus what its
 profile names: ``env = {NAME = "value"}`` and ``pass_env = ["NAME"]``. The config refuses
 a profile that names one of Lanewarden's own secrets (core/redaction.py); the check here
-repeats it so that a config built another way cannot leak one either.
+repeats it for the names known without the config (chat tokens, database credentials,
+LANEWARDEN_*), so that a profile built another way cannot pass those either.
 """
 
 from __future__ import annotations
