@@ -35,7 +35,7 @@ from lanewarden.core.nodes import (
 )
 from lanewarden.core.readmodel import dispatchable
 from lanewarden.core.schema import node_readings, tasks
-from sqlalchemy import Connection, delete, func, insert, select
+from sqlalchemy import Connection, delete, func, insert, select, update
 from sqlalchemy.exc import DBAPIError
 
 log = logging.getLogger("lanewarden.nodes")
@@ -149,7 +149,19 @@ def record_reading(
             cap=window.cap,
             waiting=waiting_for(conn, config, gateway, now),
         )
+        previous = conn.execute(
+            select(node_readings.c.id, node_readings.c.detail)
+            .where(node_readings.c.gateway == gateway)
+            .order_by(node_readings.c.at.desc())
+            .limit(1)
+        ).first()
         conn.execute(insert(node_readings).values(**_row(reading)))
+        if figures.gpus and previous is not None and (previous.detail or {}).get("gpus"):
+            # per-GPU figures matter only in the newest round that has them (status, /metrics,
+            # doctor; an unknown round keeps the last one); the history keeps the host's totals
+            # (a day of 8-GPU rounds every 10 s would be ~100 MB otherwise)
+            slim = {"gpus": [], "errors": (previous.detail or {}).get("errors", [])}
+            conn.execute(update(node_readings).where(node_readings.c.id == previous.id).values(detail=slim))
         conn.execute(
             delete(node_readings).where(node_readings.c.gateway == gateway, node_readings.c.at < now - KEEP)
         )

@@ -63,6 +63,8 @@ async def test_readings_follow_the_exporters_and_a_silent_one_is_unknown(
         stored = node_history(conn, "gpu1", first.at)
         health = conn.execute(select(gateway_state)).all()
     assert [r.known for r in stored] == [True, True, False]
+    # per-GPU figures stay only on the newest round that has them; the history keeps totals
+    assert [len(r.figures.gpus) for r in stored] == [0, 1, 0] and stored[0].figures.gpu_util == 30.0
     # status shows "unknown" with the last figures read and their age, and the gateway is
     # not marked down: its own health probe decides that
     assert not view.known and view.last_known is not None and view.last_known.figures.gpu_util == 98.0
