@@ -40,6 +40,7 @@ log = logging.getLogger("lanewarden.discord")
 
 DEFER_AFTER_SECONDS = 1.5  # leaves half of Discord's 3 s for the network and the defer itself
 INTERNAL_ERROR = "something went wrong on Lanewarden's side; the details are in its log"
+DATABASE_DOWN = "the board database is unavailable right now; try again shortly"
 WELCOME = (
     "Hi, I am **Lanewarden**: a Kanban board for LLM-agent tasks that keeps your GPU gateways busy "
     "but never overloaded.\n"
@@ -47,7 +48,6 @@ WELCOME = (
     "• `/kanban whoami` shows your Discord id and your role. An admin gives roles under `[access]` "
     "in Lanewarden's config (the first admin adds themself first)."
 )
-DATABASE_DOWN = "the board database is unavailable right now; try again shortly"
 
 
 _chart_lock = threading.Lock()  # matplotlib's pyplot state is process-global
@@ -98,7 +98,7 @@ class CommandHandler:
             return False
         actor = actor_for(interaction, self.config.access)
         where = f"guild {interaction.guild_id}" if interaction.guild_id else "a direct message"
-        log.warning("refused an interaction from %s by %s: %s", where, actor.id, reason)
+        log.info("refused an interaction from %s by %s: %s", where, actor.id, reason)  # audited too
         try:
             await asyncio.to_thread(
                 self._board().audit,
