@@ -257,7 +257,7 @@ def _operator_command(args: list[str], config_path: str | None) -> int:
         from lanewarden.core.board import open_board
         from lanewarden.core.executor import Executor
 
-        Console(Executor(open_board(config)), local_actor("console")).run()
+        Console(Executor(open_board(config)), local_actor("console"), config_path=config_path).run()
         return 0
     if opts.op == "serve":
         from lanewarden.bot.serve import serve
