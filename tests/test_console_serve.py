@@ -37,7 +37,8 @@ class Terminal:
         self.log = (tmp_path / "serve.log").open("w")
         self.proc = subprocess.Popen(
             [*LANEWARDEN, "--config", str(config), "serve"],
-            env=clean_env(tmp_path / "home"),
+            # a terminal that answers no cursor-position requests: say so, as its users do
+            env={**clean_env(tmp_path / "home"), "PROMPT_TOOLKIT_NO_CPR": "1", "TERM": "xterm"},
             cwd=ROOT,
             stdin=slave,
             stdout=slave,
@@ -84,7 +85,7 @@ def terminal(tmp_path: Path):  # type: ignore[no-untyped-def]
 
 def test_bad_lines_are_answered_and_quit_stops_a_console_only_service(terminal) -> None:  # type: ignore[no-untyped-def]
     term = terminal()
-    term.expect("lanewarden> ")
+    term.expect("lanewarden>")
     for bad in ("show 99999999999999999999", "show ²", "add x --not-before 99999999d", "frobnicate"):
         term.type(bad)
         term.expect("error: ")
@@ -98,7 +99,7 @@ def test_bad_lines_are_answered_and_quit_stops_a_console_only_service(terminal) 
 
 def test_leaving_the_console_keeps_a_service_with_a_web_board(terminal) -> None:  # type: ignore[no-untyped-def]
     term = terminal("127.0.0.1:0")
-    term.expect("lanewarden> ")
+    term.expect("lanewarden>")
     term.type("quit")
     term.expect("still serving the web board")
     time.sleep(1.0)
