@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from lanewarden.bot.simulator import GatewaySimulator, ServerModel
+from lanewarden.bot.simulator import ServerModel
 from lanewarden.bot.tools.chart import status_chart_png
 from lanewarden.core.board import NewTask, open_board
 from lanewarden.core.config import parse_config
@@ -63,12 +63,9 @@ class Server:
     tasks: int
     request_params: dict[str, Any]
     base_url: str = ""
-    _sim: GatewaySimulator | None = None
     _proc: subprocess.Popen[bytes] | None = None
 
     async def stop(self) -> None:
-        if self._sim is not None:
-            await self._sim.stop()
         if self._proc is not None:
             self._proc.terminate()
             self._proc.wait(30)
@@ -80,11 +77,25 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-async def start_simulator(name: str, model: ServerModel, caps: list[int], count: int) -> Server:
-    sim = GatewaySimulator(model, seed=11)
-    await sim.start()
-    server = Server(name, "vllm", caps, count, {"max_tokens": model.output_tokens[1]})
-    server.base_url, server._sim = sim.base_url, sim
+async def start_simulator(name: str, model: ServerModel, caps: list[int], count: int, work: Path) -> Server:
+    """The simulator in a process of its own, as a real server is: the dispatcher's work
+    must not stretch its decode steps."""
+    port = free_port()
+    argv = [
+        sys.executable,
+        "-m",
+        "lanewarden.bot.cli",
+        "simulate-gateway",
+        "--port",
+        str(port),
+        "--seed",
+        "11",
+    ]
+    argv += ["--profile", model.profile, "--knee", str(model.knee), "--token-ms", str(model.token_ms)]
+    argv += ["--max-queue", str(model.max_queue), "--output-tokens", "-".join(map(str, model.output_tokens))]
+    argv += ["--prefill-steps", str(model.prefill_steps), "--metrics-lag", str(model.metrics_lag_seconds)]
+    server = await start_process(name, "vllm", argv, port, "/health", caps, count, work / f"{name}.log")
+    server.request_params = {"max_tokens": model.output_tokens[1]}
     return server
 
 
@@ -178,7 +189,7 @@ def llama_server_binary() -> Path | None:
 async def start_process(
     name: str, kind: str, argv: list[str], port: int, health: str, caps: list[int], count: int, log: Path
 ) -> Server:
-    env = {**os.environ, "LD_LIBRARY_PATH": str(Path(argv[0]).parent)}
+    env = {**os.environ, "LD_LIBRARY_PATH": str(Path(argv[0]).parent)} if argv[0] != sys.executable else None
     proc = subprocess.Popen(argv, stdout=log.open("w"), stderr=subprocess.STDOUT, env=env)
     server = Server(name, kind, caps, count, {"max_tokens": 128, "logit_bias": {"2": -100}})
     server.base_url, server._proc = f"http://127.0.0.1:{port}/v1", proc
@@ -289,8 +300,9 @@ def adaptive_summary(history: list[Any], start: Any, end: Any) -> dict[str, Any]
     """Where the limit settled (time-weighted mode of the second half) and when the first
     climb ended: the first step back, when the controller had found the knee."""
     if not history:
-        return {"settled_limit": None, "steady_after_s": None}
+        return {"settled_limit": None, "steady_after_s": None, "limit_history": [], "reasons": []}
     points = [(h.at, h.current_limit) for h in history]
+    reasons = [h.reason for h in history]
     middle = start + (end - start) / 2
     weights: Counter[int] = Counter()
     for (at, limit), (nxt, _) in zip(points, [*points[1:], (end, None)], strict=True):
@@ -305,13 +317,16 @@ def adaptive_summary(history: list[Any], start: Any, end: Any) -> dict[str, Any]
         "settled_limit": settled,
         "steady_after_s": steady,
         "limit_history": [limit for _, limit in points],
+        "reasons": reasons,
     }
 
 
-async def bench_server(server: Server, work: Path) -> list[dict[str, Any]]:
+async def bench_server(server: Server, work: Path, modes: list[str]) -> list[dict[str, Any]]:
     results = []
     plans = [("uncapped", UNCAPPED)] + [("fixed", c) for c in server.caps] + [("adaptive", UNCAPPED)]
     for mode, cap in plans:
+        if mode not in modes:
+            continue
         started = time.monotonic()
         result = await run_mode(server, mode, cap, work)
         results.append(result)
@@ -319,7 +334,8 @@ async def bench_server(server: Server, work: Path) -> list[dict[str, Any]]:
             f"  {server.name:<16} {mode:<8} cap {cap:<3} {result['throughput_tasks_per_s']:.2f} tasks/s "
             f"{result['tokens_per_s']:.0f} tok/s  "
             f"p99 {result['p99_s'] or 0:.1f}s  timeouts {result['timeouts']}  "
-            f"({time.monotonic() - started:.0f}s)",
+            f"({time.monotonic() - started:.0f}s)"
+            + (f"  limits {result['limit_history']} {result['reasons']}" if mode == "adaptive" else ""),
             flush=True,
         )
     checkpoint(results)  # merged with the saved runs of the other servers
@@ -331,8 +347,11 @@ def with_saved_runs(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     saved = RESULTS / "gateway_protection.json"
     if not saved.exists():
         return results
-    fresh = {r["server"] for r in results}
-    return [r for r in json.loads(saved.read_text())["runs"] if r["server"] not in fresh] + results
+    fresh = {(r["server"], r["mode"], r["cap"]) for r in results}
+    kept = [
+        r for r in json.loads(saved.read_text())["runs"] if (r["server"], r["mode"], r["cap"]) not in fresh
+    ]
+    return kept + results
 
 
 def checkpoint(results: list[dict[str, Any]]) -> None:
@@ -356,8 +375,10 @@ def summarize(results: list[dict[str, Any]]) -> dict[str, Any]:
             top = max(r["tokens_per_s"] for r in fixed)
             near = [r for r in fixed if r["tokens_per_s"] >= 0.97 * top]
             best = min(near, key=lambda r: r["p99_s"] or 0)
-        uncapped = next(r for r in mine if r["mode"] == "uncapped")
-        adaptive = next(r for r in mine if r["mode"] == "adaptive")
+        uncapped = next((r for r in mine if r["mode"] == "uncapped"), None)
+        adaptive = next((r for r in mine if r["mode"] == "adaptive"), None)
+        if uncapped is None or adaptive is None:
+            continue
         entry: dict[str, Any] = {"uncapped": uncapped, "best_fixed": best, "adaptive": adaptive}
         if best:
             best_p99 = best["p99_s"]
@@ -374,85 +395,65 @@ def summarize(results: list[dict[str, Any]]) -> dict[str, Any]:
     return by_server
 
 
+SIM_SHAPES = {
+    # decode-heavy continuous batching (vLLM-like), knee 4
+    "sim-batching": ServerModel(
+        profile="batching", knee=4, token_ms=20.0, output_tokens=(24, 40), max_queue=64
+    ),
+    # all the time before the first token: long prompts, answers of at most 8 tokens, knee 4,
+    # and /metrics trailing the engine by 4 s as vLLM's do
+    "sim-prefill": ServerModel(
+        profile="batching",
+        knee=4,
+        token_ms=20.0,
+        prefill_steps=30,
+        output_tokens=(4, 8),
+        max_queue=64,
+        metrics_lag_seconds=4.0,
+    ),
+    "sim-serial": ServerModel(profile="serial", token_ms=20.0, output_tokens=(24, 40), max_queue=64),
+}
+SIM_CAPS = {"sim-batching": [2, 3, 4, 5, 6, 8], "sim-prefill": [2, 3, 4, 5, 6, 8], "sim-serial": [1, 2, 3]}
+LLAMA_SLOTS = {"llama-server-np4": (4, [2, 3, 4, 5, 6]), "llama-server-np8": (8, [4, 6, 7, 8, 10])}
+
+
+async def start_server(name: str, args: argparse.Namespace, work: Path) -> Server | None:
+    if name in SIM_SHAPES:
+        model = SIM_SHAPES[name]
+        count = args.serial_tasks if model.profile == "serial" else args.tasks
+        return await start_simulator(name, model, SIM_CAPS[name], count, work)
+    if name in LLAMA_SLOTS:
+        binary = llama_server_binary()
+        if binary is None:
+            return None
+        slots, caps = LLAMA_SLOTS[name]
+        port = free_port()
+        argv = [str(binary), "-m", str(gguf_model(work)), "--host", "127.0.0.1", "--port", str(port)]
+        argv += ["-np", str(slots), "-c", str(1024 * slots), "--metrics", "-t", "2"]
+        return await start_process(
+            name, "llamacpp", argv, port, "/health", caps, args.llama_tasks, work / f"{name}.log"
+        )
+    if name == "llama-cpp-python":
+        port = free_port()
+        argv = [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf_model(work))]
+        argv += ["--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048", "--n_threads", "2"]
+        # told it is llama.cpp, as a user would: it has no /health, the probe falls back to /v1/models
+        return await start_process(
+            name, "llamacpp", argv, port, "/v1/models", [1, 2], args.serial_tasks, work / f"{name}.log"
+        )
+    raise SystemExit(f"unknown server {name!r}")
+
+
 async def amain(args: argparse.Namespace) -> dict[str, Any]:
     work = Path(tempfile.mkdtemp(prefix="lw-protect-"))
-    wanted = args.servers.split(",")
     results: list[dict[str, Any]] = []
-    if "sim-batching" in wanted:
-        model = ServerModel(profile="batching", knee=4, token_ms=5.0, output_tokens=(96, 160), max_queue=64)
-        server = await start_simulator("sim-batching", model, [2, 3, 4, 5, 6, 8], args.tasks)
+    modes = args.modes.split(",")
+    for name in args.servers.split(","):
+        server = await start_server(name, args, work)
+        if server is None:
+            continue
         try:
-            results += await bench_server(server, work)
-        finally:
-            await server.stop()
-    if "sim-serial" in wanted:
-        model = ServerModel(profile="serial", token_ms=5.0, output_tokens=(96, 160), max_queue=64)
-        server = await start_simulator("sim-serial", model, [1, 2, 3], args.serial_tasks)
-        try:
-            results += await bench_server(server, work)
-        finally:
-            await server.stop()
-    if "llama-server" in wanted:
-        binary = llama_server_binary()
-        if binary is not None:
-            port = free_port()
-            server = await start_process(
-                "llama-server",
-                "llamacpp",
-                [
-                    str(binary),
-                    "-m",
-                    str(gguf_model(work)),
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    str(port),
-                    "-np",
-                    "8",
-                    "-c",
-                    "8192",
-                    "--metrics",
-                    "-t",
-                    "2",
-                ],
-                port,
-                "/health",
-                [2, 4, 6, 8],
-                args.tasks,
-                work / "llama-server.log",
-            )
-            try:
-                results += await bench_server(server, work)
-            finally:
-                await server.stop()
-    if "llama-cpp-python" in wanted:
-        port = free_port()
-        server = await start_process(
-            "llama-cpp-python",
-            "openai",
-            [
-                sys.executable,
-                "-m",
-                "llama_cpp.server",
-                "--model",
-                str(gguf_model(work)),
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--n_ctx",
-                "2048",
-                "--n_threads",
-                "2",
-            ],
-            port,
-            "/v1/models",
-            [1, 2],
-            args.serial_tasks,
-            work / "llama-cpp-python.log",
-        )
-        try:
-            results += await bench_server(server, work)
+            results += await bench_server(server, work, modes)
         finally:
             await server.stop()
     return report(with_saved_runs(results))
@@ -529,8 +530,13 @@ def report(results: list[dict[str, Any]]) -> dict[str, Any]:
 
 def main() -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--servers", default="sim-batching,sim-serial,llama-server,llama-cpp-python")
-    parser.add_argument("--tasks", type=int, default=150, help="tasks per run on batching servers")
+    parser.add_argument(
+        "--servers",
+        default="sim-batching,sim-prefill,sim-serial,llama-server-np4,llama-server-np8,llama-cpp-python",
+    )
+    parser.add_argument("--modes", default="uncapped,fixed,adaptive", help="which runs (comma-separated)")
+    parser.add_argument("--tasks", type=int, default=150, help="tasks per run on simulated batching servers")
+    parser.add_argument("--llama-tasks", type=int, default=150, help="tasks per run on llama-server")
     parser.add_argument("--serial-tasks", type=int, default=50, help="tasks per run on serial servers")
     parser.add_argument(
         "--report-only",

@@ -16,6 +16,7 @@ from lanewarden.core.clock import utcnow
 from lanewarden.core.config import LanewardenConfig
 from lanewarden.core.db import Database
 from lanewarden.core.limiter import AdaptiveLimiter, LimiterState, Sample
+from lanewarden.core.saturation import server_view
 from lanewarden.core.schema import gateway_limit_history, gateway_state, tasks
 from sqlalchemy import Connection, insert, select, update
 
@@ -154,6 +155,14 @@ def _adapt(
         ).first()
         is not None
     )
+    # what the server says about itself, read as of now (core/saturation.py)
+    view = server_view(
+        state.signals if state is not None else None,
+        settings.kind,
+        in_flight - len(finished),
+        clock,
+        settings.probe_interval_seconds,
+    )
     values: dict[str, Any] = {}
     for done in sorted(finished, key=lambda c: finished_at(c, clock)):
         if done.outcome == "gateway_down":
@@ -170,13 +179,17 @@ def _adapt(
             done.latency_ms,
             done.completion_tokens,
             saturated,
+            view.pressure,
+            view.pressure_at,
+            view.slots,
+            view.reads_queue,
         )
         current = limiter.update(current, sample)
     set_gateway_state(
         conn, gateway, now, limiter=current.to_json(), current_limit=current.current_limit, **values
     )
     if current.current_limit != before:
-        reason = "probe" if current.probing else "adaptive"
+        reason = "probe" if current.probing else current.reason
         record_limit(conn, gateway, now, current.current_limit, in_flight, reason)
 
 

@@ -2,6 +2,10 @@
 
 Probes: Ollama ``/api/tags``, OpenAI-style and LiteLLM ``{base_url}/models``,
 llama.cpp ``/health`` (503 while the model loads), vLLM ``/health`` (empty 200).
+A 404 on a kind's own health path (llama-cpp-python's server has no ``/health``; a
+proxy may not pass it) falls back to ``{base_url}/models``: only a connection failure,
+a timeout or a 5xx marks a gateway down, and ``sniff_kind`` tells ``doctor`` what kind
+the server really looks like.
 A gateway that goes down stops new claims on it (its tasks wait, nothing fails);
 when it comes back its window restarts at 1 and grows by one per success (slow
 start) instead of bursting to the cap.
@@ -33,6 +37,7 @@ class GatewayHealth:
     healthy: bool
     detail: str
     latency_ms: float | None = None
+    fallback: bool = False  # the kind's own health path answered 404; {base_url}/models answered
 
 
 def probe_url(gateway: GatewayConfig) -> str:
@@ -46,6 +51,16 @@ def probe_url(gateway: GatewayConfig) -> str:
 
 async def probe(name: str, gateway: GatewayConfig, client: httpx.AsyncClient) -> GatewayHealth:
     url = probe_url(gateway)
+    health = await _probe_one(name, gateway, client, url)
+    fallback = f"{gateway.base_url}/models"
+    if health.detail.startswith(f"{url}: HTTP 404") and url != fallback:
+        second = await _probe_one(name, gateway, client, fallback)
+        if second.healthy:
+            return GatewayHealth(name, True, f"{url}: 404; {second.detail}", second.latency_ms, fallback=True)
+    return health
+
+
+async def _probe_one(name: str, gateway: GatewayConfig, client: httpx.AsyncClient, url: str) -> GatewayHealth:
     headers = {}
     key = gateway.api_key()
     if key:
@@ -56,11 +71,37 @@ async def probe(name: str, gateway: GatewayConfig, client: httpx.AsyncClient) ->
     except httpx.HTTPError as exc:
         return GatewayHealth(name, False, f"{url}: {type(exc).__name__} {exc}".strip())
     latency = (time.monotonic() - started) * 1000
-    if response.status_code == 200:
+    status = response.status_code
+    if status == 200:
         return GatewayHealth(name, True, f"{url}: 200", latency)
-    return GatewayHealth(
-        name, False, f"{url}: HTTP {response.status_code} {error_message(response.content)}", latency
-    )
+    detail = f"{url}: HTTP {status} {error_message(response.content)}".strip()
+    # a 4xx is an answer: the server is there (a 404 gets the fallback above, a 401 is for doctor)
+    return GatewayHealth(name, 400 <= status < 500 and status != 404, detail, latency)
+
+
+async def sniff_kind(gateway: GatewayConfig, client: httpx.AsyncClient) -> str | None:
+    """What kind of server answers at ``base_url``, by the paths only that kind serves."""
+    root = server_root(gateway.base_url)
+
+    async def answers(path: str) -> httpx.Response | None:
+        try:
+            response = await client.get(f"{root}{path}", timeout=PROBE_TIMEOUT)
+        except httpx.HTTPError:
+            return None
+        return response if response.status_code == 200 else None
+
+    if await answers("/api/tags") is not None:
+        return "ollama"
+    if await answers("/health/liveliness") is not None:
+        return "litellm"
+    if await answers("/slots") is not None or await answers("/props") is not None:
+        return "llamacpp"
+    metrics = await answers("/metrics")
+    if metrics is not None and "vllm:" in metrics.text:
+        return "vllm"
+    if await answers(gateway.base_url.removeprefix(root) + "/models") is not None:
+        return "openai"
+    return None
 
 
 class GatewayMonitor:

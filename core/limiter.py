@@ -4,31 +4,40 @@ Operators are told: start at one request, raise the cap while throughput grows, 
 back when latency rises at constant throughput. This controller does exactly that, in
 the family of TCP Vegas / Netflix concurrency-limits (queueing shows as latency that
 buys no throughput) and Envoy's adaptive-concurrency filter (a periodically re-measured
-no-load baseline):
+no-load baseline), and it reads what the server says about itself where it says it:
 
-* **What it measures.** At each limit it lets part of a round of requests go by (those
-  still carry the previous limit's conditions), then estimates the gateway's throughput
-  at that limit over the next round or two, by Little's law: ``limit * output tokens /
-  time the requests took`` (one unit per request for runners that cannot count
-  tokens). End-to-end latency alone would mislead, since it grows with the length of
-  the answers.
-* **How it moves.** The first climb doubles the limit while doubling pays at least
-  ``BIG_GAIN`` (25%); the first time it does not, the knee lies in between, so it goes
-  back and measures the levels it jumped over, then climbs one level at a time while
-  the level just reached delivers at least ``min_gain`` (8%) more than the one below.
-  A level that delivers no more (the knee: extra requests only queue or thrash) or less
-  is left for the one below, and the controller holds there; after ``retry_after`` more
-  completions it tries the level above again, in case the server got faster or quieter.
-  A gain between a quarter of ``min_gain`` and ``min_gain`` is no reason to move either
-  way (hysteresis), and a level visited again is judged on the average of its visits.
-* **When it does not learn.** If fewer requests are in flight than the limit allows,
-  the gateway is not the bottleneck: the measurement restarts and the limit holds.
+* **What it measures.** At each level it counts only requests that started after the
+  limit moved (older ones carry the previous level's conditions) and that ran while
+  the gateway was the bottleneck: work waiting for it and at least half the limit in
+  use (Gradient2's rule; with idle slots a level proves nothing). From them it
+  estimates the gateway's throughput at that level by Little's law, ``level * output
+  tokens / seconds the requests took``, so longer answers are not mistaken for
+  queueing, with a standard error (a ratio estimator's) so that two levels are
+  compared with a confidence bound rather than a fixed gain threshold: on a real
+  llama-server one round's figure swings by a third.
+* **How it moves.** One level at a time (a burst past the knee costs the whole run's
+  p99), faster only while each step pays nearly in full, and straight to the server's
+  own free slots where it reports them (llama.cpp ``/slots``: a free slot is capacity
+  it says it has). A level is kept when it beats the one below by more than the noise
+  (``gain +31% at 6``); it is left for the one below when it is confidently no better
+  than ``min_gain`` (``no gain +2% at 5``); in between it gathers more samples, up to
+  ``MAX_ROUNDS`` rounds, then goes by the estimate. The level above one found not to
+  pay (the ceiling) is retried after ``retry_after`` completions, in case the server
+  got faster or quieter.
+* **What the server says.** The caller passes the server's own saturation word, read
+  from a scrape and corrected for its lag (``deferred>0``, ``waiting 3``, ``kv 93%``,
+  ``preempted``) with the time the scrape describes; the controller steps down on it
+  only when that time is after the limit last moved (never on a stale scrape as if it
+  were now), and never climbs above the server's own slots.
 * **Safety.** Timeouts, 429 and 503 halve the limit at once. Time per output token
-  beyond ``tolerance`` times its no-load value steps it down at once.
+  beyond ``tolerance`` times its no-load value steps it down at once, and so does a
+  time to first token beyond ``tolerance`` times its no-load value when the server has
+  no queue metric or says it is queueing (a first token that waits is queueing, a long
+  answer is not).
 * **Re-probing.** The no-load latencies (time to first token, time per token) are
   measured at start, after an outage and every ``probe_interval`` seconds by pinning
   the limit to 1 for a few requests.
-* The limit stays within ``[1, cap]``.
+* The limit stays within ``[1, cap]``; every move says why in ``reason``.
 
 The controller is a pure function of its state and one completion. The state lives in
 ``gateway_state.limiter`` and is updated inside the finishing transaction (with the
@@ -37,16 +46,21 @@ gateway's row locked on PostgreSQL), so every dispatcher process shares one limi
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 PROBE_SAMPLES = 3
-BIG_GAIN = 0.25  # while doubling concurrency pays this much, the first climb keeps doubling
+Z = 1.64  # one-sided 95%: how sure a comparison of two levels must be before it decides
+MAX_ROUNDS = 4  # an undecided level gathers at most this many rounds before going by the estimate
+MIN_SAMPLES = 4
+NEAR_LINEAR = 0.8  # a step that paid this share of its ideal gain may be followed by a longer one
+REASON_CHARS = 32  # gateway_limit_history.reason
 
 
 @dataclass(frozen=True, slots=True)
 class Sample:
-    """One finished request."""
+    """One finished request, and what the server said about itself around then."""
 
     outcome: str  # a run outcome: succeeded, timed_out, backpressure, ...
     in_flight: int  # requests on the gateway when it finished (including it)
@@ -56,6 +70,11 @@ class Sample:
     completion_tokens: int | None = None
     # more work is waiting for this gateway: the limit, not demand, decides how busy it is
     saturated: bool = True
+    # the server's own word that it is past its knee ("deferred>0", "kv 93%"), or None
+    pressure: str | None = None
+    pressure_at: float | None = None  # the moment the scrape behind ``pressure`` describes
+    slots: int | None = None  # requests the server can run at once for us (its free slots), if it says
+    reads_queue: bool = False  # the server reports its queue: a slow first token alone is not queueing
 
     @property
     def tpot_ms(self) -> float | None:
@@ -71,6 +90,51 @@ class Sample:
         """What this request delivered: its output tokens, or one request."""
         return float(self.completion_tokens or 1)
 
+    @property
+    def started_at(self) -> float:
+        return self.at - (self.latency_ms or 0.0) / 1000
+
+
+@dataclass(frozen=True, slots=True)
+class Level:
+    """Sums for a ratio estimate of throughput at one level: work / busy seconds per request."""
+
+    n: float = 0.0
+    work: float = 0.0
+    busy: float = 0.0
+    work2: float = 0.0
+    busy2: float = 0.0
+    cross: float = 0.0
+
+    def add(self, work: float, busy: float) -> Level:
+        return Level(
+            self.n + 1,
+            self.work + work,
+            self.busy + busy,
+            self.work2 + work * work,
+            self.busy2 + busy * busy,
+            self.cross + work * busy,
+        )
+
+    def faded(self) -> Level:
+        """Older evidence counts half: the ratio stays, the uncertainty grows."""
+        return Level(*(v / 2 for v in asdict(self).values()))
+
+    def rate(self) -> float:
+        return self.work / self.busy if self.busy > 0 else 0.0
+
+    def rate_error(self, cluster: int = 1) -> float:
+        """Standard error of ``rate`` (delta method for a ratio of means).
+
+        Requests in flight together share the server's luck (a noisy neighbour slows
+        them all), so a round of ``cluster`` of them counts as one observation, not
+        ``cluster``: the error is scaled up by ``sqrt(cluster)``."""
+        if self.n < 2 or self.busy <= 0:
+            return math.inf
+        r = self.rate()
+        residual = (self.work2 - 2 * r * self.cross + r * r * self.busy2) / (self.n - 1)
+        return math.sqrt(max(0.0, residual) * cluster / self.n) / (self.busy / self.n)
+
 
 @dataclass(frozen=True, slots=True)
 class LimiterState:
@@ -82,26 +146,29 @@ class LimiterState:
     probe_rate: list[float] = field(default_factory=list)
     baseline_first: float | None = None
     baseline_tpot: float | None = None
-    # the measurement at the current limit: completions to skip, then a window
-    settle_left: int = 0
-    window_busy: float = 0.0  # seconds the window's requests took, summed
-    window_work: float = 0.0
-    window_count: int = 0
-    # delivered throughput measured at each level (work per second)
-    levels: dict[str, float] = field(default_factory=dict)
+    level_since: float = 0.0  # when the limit last moved: requests started before carry the old one
+    # what each level delivered, as Level sums (JSON: lists)
+    levels: dict[str, list[float]] = field(default_factory=dict)
     came_from: int | None = None  # the level before this one: what this one must beat
-    descending: bool = False  # measuring levels below, skipped by the first climb's doubling
-    rough: list[str] = field(default_factory=list)  # levels measured on one round only
+    climbing: bool = True  # the first climb (and after a re-probe found a different server)
     ceiling: int | None = None  # a level found not to pay off; retried now and then
     since_retry: int = 0  # completions measured since the limit last moved
-    # judging on one round instead of two, while each step still pays off handsomely
-    quick: bool = True
     last_probe_at: float = 0.0
+    reason: str = "start"  # why the limit is what it is: shown in status, the chart and /metrics
 
     @property
     def current_limit(self) -> int:
         """What the claim kernel may use now."""
         return 1 if self.probing else max(1, self.limit)
+
+    def level(self, limit: int) -> Level:
+        values = self.levels.get(str(limit))
+        return Level(*values) if values else Level()
+
+    def throughput(self, limit: int) -> tuple[float, float]:
+        """Work per second at ``limit`` in flight, and its standard error."""
+        level = self.level(limit)
+        return limit * level.rate(), limit * level.rate_error(limit)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -111,6 +178,9 @@ class LimiterState:
         if not data:
             return None
         known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        levels = known.get("levels") or {}
+        if any(not isinstance(v, list) for v in levels.values()):
+            known["levels"] = {}  # an older controller's figures: measure again
         return cls(**known)
 
 
@@ -125,15 +195,20 @@ class AdaptiveLimiter:
 
     def start(self, now: float, limit: int = 1) -> LimiterState:
         """A fresh controller (first start, or back from an outage): probe, then climb from ``limit``."""
-        return LimiterState(limit=limit, probing=True, restore_limit=limit, last_probe_at=now)
+        return LimiterState(
+            limit=limit, probing=True, restore_limit=limit, last_probe_at=now, level_since=now, reason="probe"
+        )
 
     def update(self, state: LimiterState, sample: Sample) -> LimiterState:
         if sample.outcome in ("timed_out", "backpressure"):
             shrunk = max(1, int(state.limit * self.backoff))
+            why = "timeout" if sample.outcome == "timed_out" else "backpressure"
             return self._move(
-                replace(state, restore_limit=min(state.restore_limit, shrunk)),
+                replace(state, restore_limit=min(state.restore_limit, shrunk), climbing=False),
                 shrunk,
                 ceiling=state.limit if shrunk < state.limit else state.ceiling,
+                reason=why,
+                at=sample.at,
             )
         if sample.outcome != "succeeded":
             return state  # a task's own failure says nothing about the gateway's load
@@ -141,88 +216,110 @@ class AdaptiveLimiter:
             return self._probe(state, sample)
         if sample.at - state.last_probe_at >= self.probe_interval:
             return replace(
-                state, probing=True, restore_limit=state.limit, probe_first=[], probe_tpot=[], probe_rate=[]
-            )
-        if state.settle_left == 0 and self._too_slow(state, sample) and state.limit > 1:
-            # (only on requests that ran at this limit: the settling ones still carry the last)
-            return self._move(replace(state, quick=False), state.limit - 1, ceiling=state.limit)
-        if not sample.saturated:
-            # demand, not the gateway, is the limit right now: this round proves nothing
-            return replace(
                 state,
-                settle_left=max(state.settle_left, 1),
-                window_busy=0.0,
-                window_work=0.0,
-                window_count=0,
+                probing=True,
+                restore_limit=state.limit,
+                probe_first=[],
+                probe_tpot=[],
+                probe_rate=[],
+                reason="probe",
             )
+        if sample.started_at < state.level_since:
+            return state  # it ran (partly) under the previous limit: it says nothing about this one
+        brake = self._brake(state, sample)
+        if brake is not None and state.limit > 1:
+            target = state.limit - 1
+            if sample.slots is not None and brake.startswith("slots"):
+                target = max(1, sample.slots)
+            # the server's slots bound the limit by themselves; other brakes mark a level too far
+            ceiling = state.ceiling if brake.startswith("slots") else state.limit
+            return self._move(
+                replace(state, climbing=False), target, ceiling=ceiling, reason=brake, at=sample.at
+            )
+        if not sample.saturated or sample.in_flight * 2 < state.limit:
+            return state  # demand, not the gateway, is the limit right now: this proves nothing
         return self._measure(state, sample)
 
     # --------------------------------------------------------------- steps
 
+    def _brake(self, state: LimiterState, sample: Sample) -> str | None:
+        """The server is past its knee now (by its own word or by latency): why, or None."""
+        if sample.slots is not None and state.limit > max(1, sample.slots):
+            return f"slots {sample.slots}"
+        if sample.pressure and sample.pressure_at is not None and sample.pressure_at >= state.level_since:
+            return sample.pressure
+        latency = sample.latency_ms or 0.0
+        tpot, base_tpot = sample.tpot_ms, state.baseline_tpot
+        if (
+            tpot is not None
+            and base_tpot
+            and tpot > self.tolerance * base_tpot
+            # decoding slowed enough to explain a good share of the request (not a blip in a short answer)
+            and (tpot - base_tpot) * ((sample.completion_tokens or 1) - 1) > 0.25 * latency
+        ):
+            return f"tpot x{tpot / base_tpot:.1f}"
+        first, base_first = sample.ttft_ms, state.baseline_first
+        if (
+            first is not None
+            and base_first
+            and not sample.reads_queue
+            and first > self.tolerance * base_first
+            # queueing: the first token waited a good share of the request (not a slow prefill)
+            and first - base_first > 0.25 * latency
+        ):
+            return f"ttft x{first / base_first:.1f}"
+        return None
+
     def _measure(self, state: LimiterState, sample: Sample) -> LimiterState:
-        if state.settle_left > 0:
-            return replace(state, settle_left=state.settle_left - 1)
         if not sample.latency_ms:
             return state
-        work, count = state.window_work + sample.work, state.window_count + 1
-        busy = state.window_busy + sample.latency_ms / 1000
-        # two rounds near the knee, where one is too noisy to judge on; one while climbing fast
-        needed = max(3, state.limit) if state.quick else max(5, 2 * state.limit)
-        if count < needed:
-            return replace(state, window_work=work, window_busy=busy, window_count=count)
-        # Little's law: ``limit`` requests in flight, each delivering work at work / busy.
-        # (Timing the window itself would be biased: completions come in clusters.)
-        measured = state.limit * work / busy
         key = str(state.limit)
-        previous = None if key in state.rough else state.levels.get(key)
-        # a level visited again is judged on both careful visits (one window is a noisy
-        # witness); a one-round figure from the first climb is simply replaced
-        levels = {**state.levels, key: measured if previous is None else (previous + measured) / 2}
-        rough = [*state.rough, key] if state.quick else [k for k in state.rough if k != key]
-        return self._decide(
-            replace(
-                state,
-                levels=levels,
-                rough=rough,
-                window_work=0.0,
-                window_busy=0.0,
-                window_count=0,
-                since_retry=state.since_retry + count,
-            )
+        level = state.level(state.limit)
+        if level.n > 8 * max(MIN_SAMPLES, state.limit):
+            level = level.faded()  # a level held for long is judged on its recent rounds
+        level = level.add(sample.work, sample.latency_ms / 1000)
+        state = replace(
+            state,
+            levels={**state.levels, key: list(asdict(level).values())},
+            since_retry=state.since_retry + 1,
         )
+        if level.n < max(MIN_SAMPLES, state.limit):
+            return state
+        return self._decide(state, sample, level)
 
-    def _decide(self, state: LimiterState) -> LimiterState:
+    def _decide(self, state: LimiterState, sample: Sample, level: Level) -> LimiterState:
         limit = state.limit
-        here = state.levels[str(limit)]
-        # compare with where we came from, or else with the nearest level measured below
-        measured_below = [int(k) for k in state.levels if int(k) < limit]
+        here, here_err = state.throughput(limit)
+        measured_below = [int(k) for k in state.levels if int(k) < limit and state.level(int(k)).n >= 2]
         base = state.came_from if state.came_from in measured_below else max(measured_below, default=None)
-        gain = None if base is None else here / state.levels[str(base)] - 1
-        if state.quick:
-            # the first climb doubles while doubling pays handsomely; the first time it does
-            # not, the knee lies between: go back and walk up from there one step at a time
-            if gain is None or gain >= BIG_GAIN:
-                return self._climb(state, 2 * limit, quick=True)
-            return self._move(replace(state, quick=False), base or limit - 1, ceiling=limit)
-        if state.descending:
-            # walking down through levels the doubling jumped over, looking for the knee
-            above = state.levels.get(str(limit + 1))
-            if above is not None and above >= here * (1 + self.min_gain / 4):
-                return self._move(replace(state, descending=False), limit + 1, ceiling=state.ceiling)
-            state = replace(state, descending=False, ceiling=limit + 1)  # the level above is no better
-        if limit > 1 and str(limit - 1) not in state.levels:
-            # the first climb jumped over the level below: measure it, the knee may be there
-            return self._move(replace(state, descending=True), limit - 1, ceiling=state.ceiling)
-        gain = None if limit == 1 else here / state.levels[str(limit - 1)] - 1
-        if gain is not None and gain < self.min_gain / 4:
+        if base is None:
+            return self._climb(state, sample, limit + 1, "climb")
+        below, below_err = state.throughput(base)
+        if below <= 0:
+            return self._climb(state, sample, limit + 1, "climb")
+        gain = here / below - 1
+        error = math.hypot(here_err / below, here * below_err / below**2)
+        # a free slot on the server is capacity it says it has: keep it unless it costs
+        bar = 0.0 if sample.slots is not None and limit <= sample.slots else self.min_gain
+        rounds = level.n / max(1, limit)
+        if gain - Z * error > bar or (rounds >= MAX_ROUNDS and gain >= bar and gain > 0):
+            ideal = (limit - base) / base
+            step = max(1, limit // 4) if gain >= NEAR_LINEAR * ideal else 1
+            return self._climb(state, sample, limit + step, f"gain {gain:+.0%} at {limit}")
+        if gain + Z * error < bar or rounds >= MAX_ROUNDS:
             # no gain, or a loss: more requests here only queue. Step back and remember why.
-            return self._move(state, limit - 1, ceiling=limit)
-        if gain is not None and gain < self.min_gain:
-            return state  # in between: no reason to move either way (hysteresis)
-        return self._climb(state, limit + 1, quick=False)
+            target = base if limit - base <= 1 else (base + limit) // 2
+            why = f"no gain {gain:+.0%} at {limit}"
+            return self._move(replace(state, climbing=False), target, ceiling=limit, reason=why, at=sample.at)
+        return state  # not sure yet: more samples at this level
 
-    def _climb(self, state: LimiterState, target: int, *, quick: bool) -> LimiterState:
+    def _climb(self, state: LimiterState, sample: Sample, target: int, why: str) -> LimiterState:
         limit, ceiling = state.limit, state.ceiling
+        slots = sample.slots
+        if state.climbing and slots is not None and limit < slots:
+            target = max(target, min(2 * limit, slots))  # the server says it has the room
+        if slots is not None:
+            target = min(target, max(1, slots))
         target = min(self.cap, target)
         if ceiling is not None and target >= ceiling:
             if limit + 1 < ceiling:
@@ -230,35 +327,27 @@ class AdaptiveLimiter:
             elif state.since_retry < self.retry_after:
                 return state  # hold just below it until it is time to try it again
             else:
-                target, ceiling = limit + 1, None
+                target, ceiling, why = limit + 1, None, f"retry {limit + 1}"
         if target <= limit:
-            return state  # at the cap
-        return self._move(replace(state, quick=quick), target, ceiling=ceiling)
+            return state  # at the cap, or at the server's slots
+        return self._move(state, target, ceiling=ceiling, reason=why, at=sample.at)
 
-    def _move(self, state: LimiterState, level: int, *, ceiling: int | None) -> LimiterState:
+    def _move(
+        self, state: LimiterState, level: int, *, ceiling: int | None, reason: str, at: float
+    ) -> LimiterState:
         level = max(1, min(self.cap, level))
-        # let the requests started under the old limit finish before judging the new one;
-        # careful steps also wait out a round of their own
-        settle = state.limit if state.quick else max(state.limit, level)
+        levels = dict(state.levels)
+        if str(level) in levels:  # a level visited again: its old figures count half
+            levels[str(level)] = list(asdict(state.level(level).faded()).values())
         return replace(
             state,
             limit=level,
-            came_from=state.limit,
+            came_from=state.limit if state.limit != level else state.came_from,
             ceiling=ceiling,
             since_retry=0,
-            settle_left=settle,
-            window_busy=0.0,
-            window_work=0.0,
-            window_count=0,
-        )
-
-    def _too_slow(self, state: LimiterState, sample: Sample) -> bool:
-        """Decoding far slower than at no load: the server is thrashing, step down now."""
-        tpot = sample.tpot_ms
-        return (
-            tpot is not None
-            and state.baseline_tpot is not None
-            and tpot > self.tolerance * state.baseline_tpot
+            levels=levels,
+            level_since=at,
+            reason=reason[:REASON_CHARS],
         )
 
     def _probe(self, state: LimiterState, sample: Sample) -> LimiterState:
@@ -267,16 +356,18 @@ class AdaptiveLimiter:
         first = [*state.probe_first, sample.ttft_ms if sample.ttft_ms is not None else -1.0]
         tpot = [*state.probe_tpot, *([sample.tpot_ms] if sample.tpot_ms is not None else [])]
         rate = [*state.probe_rate, *([sample.work * 1000 / sample.latency_ms] if sample.latency_ms else [])]
+        level_one = state.level(1)
+        if sample.latency_ms:
+            level_one = level_one.add(sample.work, sample.latency_ms / 1000)
+        levels = {**state.levels, "1": list(asdict(level_one).values())}
         if len(first) < PROBE_SAMPLES:
-            return replace(state, probe_first=first, probe_tpot=tpot, probe_rate=rate)
+            return replace(state, probe_first=first, probe_tpot=tpot, probe_rate=rate, levels=levels)
         known_first = [v for v in first if v >= 0]
         baseline_tpot = min(tpot) if tpot else None
-        levels, ceiling, quick = dict(state.levels), state.ceiling, state.quick
+        ceiling, climbing = state.ceiling, state.climbing
         if _changed(state.baseline_tpot, baseline_tpot):
             # a different server (new model, new hardware, a noisy neighbour gone): relearn it
-            levels, ceiling, quick = {}, None, True
-        if rate:  # alone on the gateway, a request's own rate is the gateway's throughput at 1
-            levels["1"] = sorted(rate)[len(rate) // 2]
+            levels, ceiling, climbing = {"1": list(asdict(level_one).values())}, None, True
         resumed = replace(
             state,
             probing=False,
@@ -284,14 +375,17 @@ class AdaptiveLimiter:
             probe_tpot=[],
             probe_rate=[],
             levels=levels,
-            quick=quick,
+            climbing=climbing,
             baseline_first=min(known_first) if known_first else None,
             baseline_tpot=baseline_tpot,
             last_probe_at=sample.at,
         )
         # a fresh start climbs straight on: level 1 has just been measured
-        resume_at = 2 if state.restore_limit == 1 and "1" in levels and self.cap > 1 else state.restore_limit
-        return self._move(resumed, resume_at, ceiling=ceiling)
+        fresh = state.restore_limit == 1 and self.cap > 1
+        resume_at = 2 if fresh else state.restore_limit
+        return self._move(
+            resumed, resume_at, ceiling=ceiling, reason="climb" if fresh else "probed", at=sample.at
+        )
 
 
 def _changed(before: float | None, now: float | None, by: float = 0.25) -> bool:

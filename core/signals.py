@@ -24,7 +24,10 @@ The stored dict (``gateway_state.signals``, JSON) always uses these keys when kn
 ``kv_cache_usage`` (0..1), ``ttft_p50_ms``/``ttft_mean_ms``/``ttft_samples``/
 ``ttft_window``, ``slots_busy``/``slots_total``, ``models``, ``loaded_models``,
 ``vram_bytes``, ``cpu_offload_bytes``, ``alive``, ``ready``, ``healthy_endpoints``,
-``unhealthy_endpoints``, ``sources``, ``errors`` and ``read_at``.
+``unhealthy_endpoints``, ``sources``, ``errors`` and ``read_at``; for the adaptive limiter
+(core/saturation.py) also ``own_in_flight`` (our own requests on the gateway around the
+scrape), ``waiting_streak`` (scrapes in a row with a queue) and ``preemptions`` (new
+since the last scrape).
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
+from lanewarden.core.caps import Usage
 from lanewarden.core.clock import utcnow
 from lanewarden.core.config import GatewayConfig, server_root
 from lanewarden.core.db import Database
@@ -57,6 +61,7 @@ VLLM_FAMILIES = (
     "vllm:kv_cache_usage_perc",
     "vllm:gpu_cache_usage_perc",
     "vllm:time_to_first_token_seconds",
+    "vllm:num_preemptions",  # a counter: vllm:num_preemptions_total
 )
 LLAMACPP_FAMILIES = (
     "llamacpp:requests_processing",
@@ -209,6 +214,9 @@ def parse_vllm_metrics(text: str, previous_ttft: Histogram | None = None) -> tup
         kv = _max_of(samples, "vllm:gpu_cache_usage_perc")
     if kv is not None:
         found["kv_cache_usage"] = kv
+    preemptions = _sum_of(samples, "vllm:num_preemptions_total")
+    if preemptions is not None:
+        found["preemptions_total"] = preemptions
     models = sorted(
         {labels["model_name"] for rows in samples.values() for labels, _ in rows if labels.get("model_name")}
     )
@@ -352,6 +360,8 @@ class SignalReader:
         self._previous_ttft: Histogram | None = None
         self._missing: set[str] = set()
         self._stored_empty = False
+        self._waiting_streak = 0
+        self._preemptions_total: float | None = None
 
     async def read(self, client: httpx.AsyncClient, *, deep: bool = False) -> Signals:
         """Never raises (except cancellation): absent endpoints land under ``errors``."""
@@ -396,6 +406,12 @@ class SignalReader:
                 health = await self._get_json(client, "/health", errors, sources, timeout=httpx.Timeout(30.0))
                 if health is not None:
                     found.update(self._guard(lambda: parse_litellm_health(health), {}, errors, "/health"))
+        self._waiting_streak = self._waiting_streak + 1 if (found.get("waiting") or 0) > 0 else 0
+        found["waiting_streak"] = self._waiting_streak
+        total = found.get("preemptions_total")
+        if total is not None:
+            before, self._preemptions_total = self._preemptions_total, total
+            found["preemptions"] = 0 if before is None or total < before else total - before
         found["sources"] = sources
         if errors:
             found["errors"] = errors
@@ -416,8 +432,9 @@ class SignalReader:
                     self._stored_empty = True
                 self._previous_ttft = None
                 return None
+            own_before = await asyncio.to_thread(own_in_flight, db, self.name)
             signals = await self.read(client)
-            await asyncio.to_thread(store_signals, db, self.name, signals)
+            await asyncio.to_thread(store_signals, db, self.name, signals, own_before)
             self._stored_empty = False
             return signals
         except DBAPIError as exc:
@@ -506,9 +523,19 @@ def json_safe(value: Any) -> Any:
     return value
 
 
-def store_signals(db: Database, name: str, signals: Signals | None) -> None:
+def own_in_flight(db: Database, name: str) -> int:
+    with db.read() as conn:
+        return Usage.load(conn).by_gateway.get(name, 0)
+
+
+def store_signals(db: Database, name: str, signals: Signals | None, own_before: int | None = None) -> None:
+    """Store a scrape with our own requests on the gateway around it: the most seen before
+    or after (a request we count but the server has finished is not another tenant's)."""
     now = utcnow()
     with db.write() as conn:
+        if signals is not None:
+            own = Usage.load(conn).by_gateway.get(name, 0)
+            signals = {**signals, "own_in_flight": max(own, own_before or 0)}
         set_gateway_state(conn, name, now, signals=None if signals is None else json_safe(signals))
 
 

@@ -21,6 +21,11 @@ The whole timing model is ``ServerModel`` (see docs/simulator.md):
   that would make that queue longer than ``max_queue`` gets 503 with ``Retry-After``.
   New sequences join at step boundaries; a sequence's first token comes out of the
   first step it is part of.
+* **before the first token** (``prefill_steps``, long prompts): an admitted sequence
+  spends that many steps on its prompt before its first token, weighing on each step
+  like a decoding one, so with short answers nearly all of a request's time is TTFT.
+* **lagging metrics** (``metrics_lag_seconds``): the gauges on ``/metrics`` show the
+  engine as it was that long ago, as vLLM's do (3-6 s in steady state).
 * **serial** (one request at a time, as llama-cpp-python's server): the same engine
   with a batch of one; every token takes ``token_ms``.
 * Optionally, ``request_timeout``: a request still unfinished that long after it
@@ -79,6 +84,8 @@ class ServerModel:
     output_tokens: tuple[int, int] = (32, 256)  # natural answer length, drawn per request
     retry_after_seconds: int = 1  # sent with 503
     kv_cache_tokens: int | None = None  # KV-cache size; default max_batch * 1024 tokens
+    prefill_steps: int = 0  # steps of prompt processing before the first token (long prompts)
+    metrics_lag_seconds: float = 0.0  # /metrics gauges show the engine this long ago
 
     def __post_init__(self) -> None:
         if self.knee < 1 or self.token_ms <= 0 or self.overload_exponent < 0:
@@ -87,6 +94,8 @@ class ServerModel:
             raise ValueError("max_batch must be >= 1")
         if self.max_queue < 0:
             raise ValueError("max_queue must be >= 0")
+        if self.prefill_steps < 0 or self.metrics_lag_seconds < 0:
+            raise ValueError("prefill_steps and metrics_lag_seconds must be >= 0")
         low, high = self.output_tokens
         if not 1 <= low <= high:
             raise ValueError("output_tokens must be a range 1 <= low <= high")
@@ -121,6 +130,8 @@ class ServerModel:
                 f"batching: a decode step takes {self.token_ms:g} ms with up to {self.knee} running, "
                 f"x (n/{self.knee})^{self.overload_exponent:g} beyond; at most {self.batch_limit} run"
             )
+        if self.prefill_steps:
+            head += f"; {self.prefill_steps} steps on each prompt before its first token"
         lines = [
             head + f", {self.max_queue} may wait (then 503)",
             f"{'in flight':>9}  {'step ms':>8}  {'tokens/s':>9}  {'per request':>11}",
@@ -153,6 +164,7 @@ class Generation:
     first_token_at: float | None = None
     finished_at: float | None = None
     generated: int = 0
+    prefill_left: int = 0  # steps still to spend on the prompt
     error: str | None = None
     changed: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -176,6 +188,8 @@ class DecodeEngine:
         self.peak_waiting = 0
         self.rejected = 0
         self.timed_out = 0
+        # (when, running, waiting, kv usage), for metrics that lag
+        self.history: deque[tuple[float, int, int, float]] = deque()
 
     def submit(self, generation: Generation) -> None:
         would_wait = len(self.running) + len(self.waiting) + 1 - self.model.batch_limit
@@ -187,6 +201,7 @@ class DecodeEngine:
             )
         self.waiting.append(generation)
         self.peak_waiting = max(self.peak_waiting, len(self.waiting))
+        self._record()
         self._work.set()
 
     def cancel(self, generation: Generation) -> None:
@@ -207,6 +222,29 @@ class DecodeEngine:
         held = sum(g.prompt_tokens + g.generated for g in self.running)
         return min(1.0, held / self.model.kv_capacity)
 
+    def published(self) -> tuple[int, int, float]:
+        """Running, waiting and KV usage as /metrics shows them: ``metrics_lag_seconds`` ago."""
+        lag = self.model.metrics_lag_seconds
+        if not lag:
+            return len(self.running), len(self.waiting), self.kv_cache_usage()
+        self._record()
+        seen = (0, 0, 0.0)
+        horizon = time.monotonic() - lag
+        for at, running, waiting, kv in self.history:
+            if at > horizon:
+                break
+            seen = (running, waiting, kv)
+        return seen
+
+    def _record(self) -> None:
+        if not self.model.metrics_lag_seconds:
+            return
+        now = time.monotonic()
+        self.history.append((now, len(self.running), len(self.waiting), self.kv_cache_usage()))
+        horizon = now - self.model.metrics_lag_seconds
+        while len(self.history) > 1 and self.history[1][0] <= horizon:
+            self.history.popleft()
+
     async def run(self) -> None:
         while True:
             if not self.running and not self.waiting:
@@ -224,14 +262,19 @@ class DecodeEngine:
         while self.waiting and len(self.running) < self.model.batch_limit:
             generation = self.waiting.popleft()
             generation.admitted_at = now
+            generation.prefill_left = self.model.prefill_steps
             self.running.append(generation)
         self.peak_running = max(self.peak_running, len(self.running))
+        self._record()
 
     def _decode(self, now: float) -> None:
         """The step just ended: every running sequence has one more token."""
         self.steps += 1
         finished = False
         for generation in self.running:
+            if generation.prefill_left > 0:
+                generation.prefill_left -= 1  # still reading its prompt: no token yet
+                continue
             generation.generated += 1
             if generation.first_token_at is None:
                 generation.first_token_at = now
@@ -243,6 +286,7 @@ class DecodeEngine:
             generation.changed.set()
         if finished:
             self.running = [g for g in self.running if g.finished_at is None]
+        self._record()
 
     def _expire(self, now: float) -> None:
         timeout = self.model.request_timeout
@@ -316,9 +360,9 @@ class SimulatorMetrics:
         self._values = values
 
     def bind(self, engine: DecodeEngine) -> None:
-        self.running.labels(*self._values).set_function(lambda: len(engine.running))
-        self.waiting.labels(*self._values).set_function(lambda: len(engine.waiting))
-        self.kv.labels(*self._values).set_function(engine.kv_cache_usage)
+        self.running.labels(*self._values).set_function(lambda: engine.published()[0])
+        self.waiting.labels(*self._values).set_function(lambda: engine.published()[1])
+        self.kv.labels(*self._values).set_function(lambda: engine.published()[2])
 
     def first_token(self, seconds: float) -> None:
         self.ttft.observe(seconds)

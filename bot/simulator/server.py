@@ -345,6 +345,8 @@ def add_simulator_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output-tokens", help="answer length N or MIN-MAX tokens (default 32-256)")
     parser.add_argument("--retry-after", type=int, help="seconds sent in Retry-After with 503 (default 1)")
     parser.add_argument("--model", help="the model name /v1/models reports (default sim-7b)")
+    parser.add_argument("--prefill-steps", type=int, help="steps on the prompt before the first token (0)")
+    parser.add_argument("--metrics-lag", type=float, help="seconds /metrics gauges trail the engine (0)")
 
 
 def model_from_options(opts: argparse.Namespace) -> ServerModel:
@@ -360,6 +362,8 @@ def model_from_options(opts: argparse.Namespace) -> ServerModel:
         ("overload_exponent", "overload_exponent"),
         ("request_timeout", "request_timeout"),
         ("retry_after", "retry_after_seconds"),
+        ("prefill_steps", "prefill_steps"),
+        ("metrics_lag", "metrics_lag_seconds"),
     ):
         value = getattr(opts, option, None)
         if value is not None:

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 from lanewarden.bot.tools.doctor_report import FAIL, OK, WARN, Report, first_line
 from lanewarden.core.config import GatewayConfig, LanewardenConfig
-from lanewarden.core.gateways import GatewayHealth, probe
+from lanewarden.core.gateways import GatewayHealth, probe, sniff_kind
 from lanewarden.core.signals import Signals, read_signals
 
 if TYPE_CHECKING:
@@ -38,6 +38,8 @@ async def _probe_all(gateways: dict[str, GatewayConfig]) -> dict[str, tuple[Gate
         async def one(name: str, gw: GatewayConfig) -> tuple[str, tuple[GatewayHealth, Signals]]:
             health = await probe(name, gw, client)
             signals = await read_signals(name, gw, client, deep=True) if health.healthy else {}
+            if health.fallback:  # its own health path is missing: what is it really?
+                signals = {**signals, "looks_like": await sniff_kind(gw, client)}
             return name, (health, signals)
 
         pairs = await asyncio.gather(*(one(n, g) for n, g in gateways.items()))
@@ -61,6 +63,18 @@ def judge_gateway(
     took = f" in {health.latency_ms:.0f} ms" if health.latency_ms is not None else ""
     summary = describe_signals(signals)
     found.append((OK, f"{where}: up{took}" + (f"; {summary}" if summary else ""), ""))
+    if health.fallback:
+        looks = signals.get("looks_like")
+        found.append(
+            (
+                WARN,
+                f"{health.detail.split(';')[0]}: probed {gw.base_url}/models instead; "
+                + (f"the server looks like kind {looks}" if looks else "its kind is unclear"),
+                f'set gateways.{name}.kind = "{looks}"'
+                if looks and looks != gw.kind
+                else f"check gateways.{name}.kind",
+            )
+        )
     if row is not None and row.healthy is False:
         found.append(
             (
