@@ -42,6 +42,7 @@ from lanewarden.bot.tools.chart import status_chart_png
 from lanewarden.core.board import NewTask, open_board
 from lanewarden.core.config import parse_config
 from lanewarden.core.dispatcher import Dispatcher
+from lanewarden.core.gateways import GatewayMonitor
 from lanewarden.core.schema import gateway_limit_history, runs, tasks
 from sqlalchemy import select
 
@@ -241,6 +242,8 @@ async def run_mode(server: Server, mode: str, cap: int, work: Path) -> dict[str,
         board.add(NewTask(title=f"Summarize log shard {i} of the night run", max_attempts=1), "bench")
     dispatcher = Dispatcher(board)
     await dispatcher.start()
+    # as `serve` does: health probes and the server's own signals, every probe interval
+    monitor = asyncio.create_task(GatewayMonitor(board.db, dict(config.gateways)).run())
     try:
         while True:
             with board.db.read() as conn:
@@ -251,6 +254,7 @@ async def run_mode(server: Server, mode: str, cap: int, work: Path) -> dict[str,
                 break
             await asyncio.sleep(0.25)
     finally:
+        monitor.cancel()
         await dispatcher.drain(timeout=5)
     with board.db.read() as conn:
         rows = conn.execute(select(runs)).all()

@@ -193,8 +193,9 @@ def status_text(r: StatusReport) -> str:
         queue = f", server queue {g.server_waiting:g}" if g.server_waiting is not None else ""
         flags = " [PAUSED]" if g.paused else ""
         flags += " [adaptive]" if g.adaptive else ""
+        why = f"; limit: {g.limit_reason}" if g.limit_reason and g.limit != g.cap else ""
         lines.append(
-            f"gateway {g.name} ({g.kind}): {health}, in flight {g.in_flight}/{g.limit} (cap {g.cap}), "
+            f"gateway {g.name} ({g.kind}): {health}, in flight {g.in_flight}/{g.limit} (cap {g.cap}{why}), "
             f"p50/p95 {lat}, errors {err}, timeouts {tmo} over {g.requests_5m} in 5m{queue}{flags}"
         )
         if g.healthy is False and g.last_error:

@@ -105,8 +105,9 @@ class Level:
     work2: float = 0.0
     busy2: float = 0.0
     cross: float = 0.0
+    flight: float = 0.0  # requests in flight as each finished, summed (the level allowed, or fewer)
 
-    def add(self, work: float, busy: float) -> Level:
+    def add(self, work: float, busy: float, flight: float) -> Level:
         return Level(
             self.n + 1,
             self.work + work,
@@ -114,6 +115,7 @@ class Level:
             self.work2 + work * work,
             self.busy2 + busy * busy,
             self.cross + work * busy,
+            self.flight + flight,
         )
 
     def faded(self) -> Level:
@@ -155,6 +157,7 @@ class LimiterState:
     since_retry: int = 0  # completions measured since the limit last moved
     last_probe_at: float = 0.0
     reason: str = "start"  # why the limit is what it is: shown in status, the chart and /metrics
+    strikes: int = 0  # latency brakes in a row at this level (one slow request is not a trend)
 
     @property
     def current_limit(self) -> int:
@@ -166,9 +169,12 @@ class LimiterState:
         return Level(*values) if values else Level()
 
     def throughput(self, limit: int) -> tuple[float, float]:
-        """Work per second at ``limit`` in flight, and its standard error."""
+        """Work per second at level ``limit``, and its standard error. Little's law with the
+        concurrency the requests really had: a dispatcher slow to refill a slot, or a
+        level only half used, must not pass for throughput."""
         level = self.level(limit)
-        return limit * level.rate(), limit * level.rate_error(limit)
+        used = level.flight / level.n if level.n else limit
+        return used * level.rate(), used * level.rate_error(limit)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -227,6 +233,11 @@ class AdaptiveLimiter:
         if sample.started_at < state.level_since:
             return state  # it ran (partly) under the previous limit: it says nothing about this one
         brake = self._brake(state, sample)
+        if brake is not None and brake.startswith(("ttft", "tpot")):
+            if state.strikes < 1:
+                return replace(state, strikes=state.strikes + 1)
+        elif state.strikes:
+            state = replace(state, strikes=0)
         if brake is not None and state.limit > 1:
             target = state.limit - 1
             if sample.slots is not None and brake.startswith("slots"):
@@ -277,7 +288,7 @@ class AdaptiveLimiter:
         level = state.level(state.limit)
         if level.n > 8 * max(MIN_SAMPLES, state.limit):
             level = level.faded()  # a level held for long is judged on its recent rounds
-        level = level.add(sample.work, sample.latency_ms / 1000)
+        level = level.add(sample.work, sample.latency_ms / 1000, min(sample.in_flight, state.limit))
         state = replace(
             state,
             levels={**state.levels, key: list(asdict(level).values())},
@@ -348,6 +359,7 @@ class AdaptiveLimiter:
             levels=levels,
             level_since=at,
             reason=reason[:REASON_CHARS],
+            strikes=0,
         )
 
     def _probe(self, state: LimiterState, sample: Sample) -> LimiterState:
@@ -358,7 +370,7 @@ class AdaptiveLimiter:
         rate = [*state.probe_rate, *([sample.work * 1000 / sample.latency_ms] if sample.latency_ms else [])]
         level_one = state.level(1)
         if sample.latency_ms:
-            level_one = level_one.add(sample.work, sample.latency_ms / 1000)
+            level_one = level_one.add(sample.work, sample.latency_ms / 1000, 1)
         levels = {**state.levels, "1": list(asdict(level_one).values())}
         if len(first) < PROBE_SAMPLES:
             return replace(state, probe_first=first, probe_tpot=tpot, probe_rate=rate, levels=levels)
@@ -386,6 +398,22 @@ class AdaptiveLimiter:
         return self._move(
             resumed, resume_at, ceiling=ceiling, reason="climb" if fresh else "probed", at=sample.at
         )
+
+
+def reason_kind(reason: str) -> str:
+    """The family of a recorded reason (``gain +31% at 6`` -> ``gain``), for charts and legends."""
+    word = reason.split(" ", 1)[0] if reason else ""
+    if word in ("gain", "climb", "retry"):
+        return "gain"
+    if word == "no":
+        return "no gain"
+    if word in ("deferred>0", "waiting", "kv", "preempted", "slots"):
+        return "server"
+    if word in ("ttft", "tpot"):
+        return "latency"
+    if word == "timeout":
+        return "backpressure"
+    return reason
 
 
 def _changed(before: float | None, now: float | None, by: float = 0.25) -> bool:

@@ -265,6 +265,21 @@ def limit_history(conn: Connection, since: datetime) -> dict[str, list[Any]]:
     return dict(found)
 
 
+def limit_reasons(conn: Connection, gateways: Iterable[str]) -> dict[str, str]:
+    """Why each gateway's limit is what it is: the reason of its last recorded change."""
+    found: dict[str, str] = {}
+    for name in gateways:
+        reason = conn.execute(
+            select(gateway_limit_history.c.reason)
+            .where(gateway_limit_history.c.gateway == name)
+            .order_by(gateway_limit_history.c.at.desc(), gateway_limit_history.c.id.desc())
+            .limit(1)
+        ).scalar()
+        if reason is not None:
+            found[name] = reason
+    return found
+
+
 # --------------------------------------------------------------------- outbox
 
 

@@ -20,6 +20,7 @@ from lanewarden.core.liveness import database_now
 from lanewarden.core.nodes import NodeFigures, NodeView
 from lanewarden.core.readmodel import (
     RECENT,
+    limit_reasons,
     live_dispatchers,
     node_views,
     oldest_dispatchable,
@@ -55,6 +56,7 @@ class GatewayStatus:
     server_waiting: float | None
     last_error: str | None
     backoff_until: datetime | None
+    limit_reason: str | None = None  # the last recorded change's reason ("gain +31% at 6", "deferred>0")
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,6 +165,7 @@ def build_status(db: Database, config: LanewardenConfig) -> StatusReport:
         nodes = [NodeStatus.of(view, now) for view in node_views(conn, config)]
         advice = recent_advice(db.url, conn, config)
         leader_row = conn.execute(select(leases).where(leases.c.name == "leader")).first()
+        reasons = limit_reasons(conn, config.gateways)
     gateways = []
     for name, gw in sorted(config.gateways.items()):
         window = limits.gateways[name]
@@ -191,6 +194,7 @@ def build_status(db: Database, config: LanewardenConfig) -> StatusReport:
                 backoff_until=window.backoff_until
                 if window.backoff_until and window.backoff_until > now
                 else None,
+                limit_reason=reasons.get(name),
             )
         )
     profiles = [

@@ -35,6 +35,7 @@ from lanewarden.core.liveness import SKEW_WARN_SECONDS, database_now
 from lanewarden.core.nodes import NodeView
 from lanewarden.core.readmodel import (
     OutboxDepth,
+    limit_reasons,
     live_dispatchers,
     node_views,
     oldest_dispatchable,
@@ -95,6 +96,7 @@ class BoardSnapshot:
     live_processes: int = 0
     nodes: list[NodeView] = field(default_factory=list)
     clock_skews: dict[str, float] = field(default_factory=dict)  # live dispatcher -> seconds
+    limit_reasons: dict[str, str] = field(default_factory=dict)  # gateway -> last change's reason
 
 
 def load_snapshot(board: Board) -> BoardSnapshot:
@@ -113,6 +115,7 @@ def load_snapshot(board: Board) -> BoardSnapshot:
         live_rows = live_dispatchers(conn, board.config, now)
         live = len(live_rows)
         nodes = node_views(conn, board.config)
+        reasons = limit_reasons(conn, board.config.gateways)
     skews = {r.id: r.clock_skew_ms / 1000 for r in live_rows if r.clock_skew_ms is not None}
     return BoardSnapshot(
         now,
@@ -125,6 +128,7 @@ def load_snapshot(board: Board) -> BoardSnapshot:
         live,
         nodes,
         skews,
+        reasons,
     )
 
 
@@ -303,6 +307,14 @@ class BoardCollector:
             "Age of the server's last reported signals.",
             labels=labels,
         )
+        reason = GaugeMetricFamily(
+            "lanewarden_gateway_limit_reason",
+            "1 for why the limit is what it is: the reason of its last recorded change.",
+            labels=["gateway", "reason"],
+        )
+        for name, why in sorted(snap.limit_reasons.items()):
+            reason.add_metric([name, why], 1)
+        yield reason
         for name, window in sorted(snap.limits.gateways.items()):
             families["in_flight"].add_metric([name], snap.usage.by_gateway.get(name, 0))
             families["limit"].add_metric([name], window.limit)

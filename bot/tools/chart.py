@@ -31,6 +31,7 @@ from lanewarden.core.caps import Limits
 from lanewarden.core.clock import format_seconds, utcnow
 from lanewarden.core.config import lanewarden_home
 from lanewarden.core.errors import UsageError
+from lanewarden.core.limiter import reason_kind
 from lanewarden.core.nodes import NodeReading
 from lanewarden.core.readmodel import (
     DeliveredRun,
@@ -49,8 +50,12 @@ from sqlalchemy import select
 WINDOW = timedelta(hours=1)
 MIN_SPAN = timedelta(minutes=2)  # a chart of the first seconds still has an axis to read
 WIDTH_IN, HEIGHT_PER_GATEWAY_IN, DPI = 11.0, 7.0, 110
-REASON_COLOURS = {
+REASON_COLOURS = {  # by reason_kind: the adaptive limiter's reasons say more ("gain +31% at 6")
     "adaptive": "tab:red",
+    "gain": "tab:green",
+    "no gain": "tab:red",
+    "server": "tab:cyan",
+    "latency": "tab:pink",
     "probe": "tab:purple",
     "backpressure": "tab:orange",
     "slow_start": "tab:olive",
@@ -217,13 +222,15 @@ def _draw_requests(ax: Any, board: Board, h: ChartHistory, name: str, now: datet
         for r in rows:
             if r.at <= start:
                 continue
-            colour = REASON_COLOURS.get(r.reason, "tab:brown")
-            label = None if r.reason in seen else f"limit: {r.reason.replace('_', ' ')}"
-            seen.add(r.reason)
+            kind = reason_kind(r.reason)
+            colour = REASON_COLOURS.get(kind, "tab:brown")
+            label = None if kind in seen else f"limit: {kind.replace('_', ' ')}"
+            seen.add(kind)
             ax.plot([_minutes(r.at, now)], [r.current_limit], "o", ms=3.5, color=colour, label=label)
     ax.set_ylim(0, top * 1.45 + 1)  # head room for the legend
     _integer_ticks(ax)
-    ax.set_title(f"gateway {name}: requests", fontsize=10)
+    why = f" (limit {rows[-1].current_limit}: {rows[-1].reason})" if rows else ""
+    ax.set_title(f"gateway {name}: requests{why}", fontsize=10)
     ax.legend(loc="upper left", fontsize=7, ncol=3, framealpha=0.85)
 
 
