@@ -144,3 +144,15 @@ def test_cli_writes_where_asked_and_never_into_the_working_directory(
         done = lanewarden("status", *bad)
         assert done.returncode == 2, (bad, done.stdout, done.stderr)
         assert message in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr
+
+
+def test_cap_changes_are_drawn_where_they_happened(tmp_path: Path) -> None:
+    board = chart_board(f"sqlite:///{tmp_path / 'board.db'}")
+    board.set_cap("gateway", "gpu1", 5, "cli:ops")
+    board.set_cap("board", None, 9, "cli:ops")  # not a gateway's: not on its line
+    board.reset_cap("gateway", "gpu1", "cli:ops")
+    now = utcnow()
+    history = ChartHistory.load(board, now - timedelta(hours=1), now)
+    # set to 5, then back to the config's 3; the board cap is not a gateway's
+    assert [value for _, value in history.caps["gpu1"]] == [5, 3]
+    board.db.dispose()

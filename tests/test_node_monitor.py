@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import httpx
 import pytest
 from lanewarden.bot.simulator.model import ServerModel
 from lanewarden.bot.simulator.server import GatewaySimulator
 from lanewarden.core.board import Board, open_board
-from lanewarden.core.node_monitor import NodeMonitor
+from lanewarden.core.node_monitor import SCRAPE_TIMEOUT, NodeMonitor
 from lanewarden.core.nodes import MIB, cpu_busy, parse_exporter
 from lanewarden.core.readmodel import node_history, node_views
 from lanewarden.core.schema import gateway_state
@@ -83,6 +84,19 @@ async def test_a_refused_connection_is_unknown_too(board_url: str) -> None:
         reading = await monitor.read_once("gpu1", board.config.gateways["gpu1"], client)
     assert not reading.known and len(reading.figures.errors) == 2
     assert all("ConnectError" in e for e in reading.figures.errors)
+    board.db.dispose()
+
+
+async def test_an_exporter_that_hangs_is_given_up_on(board_url: str, exporter: FakeNodeExporter) -> None:
+    exporter.hang_seconds = SCRAPE_TIMEOUT.read + 2
+    board = board_for(board_url, exporter.urls)
+    monitor = NodeMonitor(board.db, board.config)
+    started = time.monotonic()
+    async with httpx.AsyncClient() as client:
+        reading = await monitor.read_once("gpu1", board.config.gateways["gpu1"], client)
+    # both endpoints concurrently, each cut at SCRAPE_TIMEOUT: the round is not stuck
+    assert time.monotonic() - started < SCRAPE_TIMEOUT.read + 5
+    assert not reading.known and all("ReadTimeout" in e for e in reading.figures.errors)
     board.db.dispose()
 
 

@@ -4,11 +4,13 @@ Serves ``/dcgm`` (the Tesla T4 dcgm-exporter capture) and ``/node`` (the node_ex
 1.5.0 live capture) from tests/fixtures/nodes, byte for byte except the sample values a
 test sets: GPU busy, VRAM used (free shrinks to match, the card stays the same size),
 RAM available, and the CPU counters, which advance by a chosen busy share per scrape.
-``down = True`` makes both answer 503, ``stop()`` makes them refuse connections.
+``down = True`` makes both answer 503, ``hang_seconds`` makes them slow, ``stop()`` makes
+them refuse connections.
 """
 
 from __future__ import annotations
 
+import asyncio
 import re
 from pathlib import Path
 
@@ -35,6 +37,7 @@ class FakeNodeExporter:
         self.ram_available_bytes = 2.4113422336e10
         self.cpu_busy = 0.25
         self.down = False
+        self.hang_seconds = 0.0  # answer this late (an exporter stuck on a slow collector)
         self.scrapes = 0
         self._cpu_idle = 0.0
         self._cpu_user = 0.0
@@ -74,6 +77,8 @@ class FakeNodeExporter:
     def _serve(self, page):  # type: ignore[no-untyped-def]
         async def handler(request: web.Request) -> web.Response:
             self.scrapes += 1
+            if self.hang_seconds:
+                await asyncio.sleep(self.hang_seconds)
             if self.down:
                 return web.Response(status=503, text="exporter restarting")
             return web.Response(text=page(), content_type="text/plain", charset="utf-8")
