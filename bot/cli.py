@@ -185,6 +185,11 @@ def operator_parser() -> argparse.ArgumentParser:
     init.add_argument("--path", help="where to write the config (default: ~/.lanewarden/config.toml)")
     init.add_argument("--force", action="store_true", help="overwrite an existing file")
     init.add_argument(
+        "--example",
+        choices=("guide",),
+        help="add an example setup: guide = the Hermes Kanban guide's gpu1 and its three profiles",
+    )
+    init.add_argument(
         "--admin",
         action="append",
         default=[],
@@ -233,7 +238,7 @@ def _operator_command(args: list[str], config_path: str | None) -> int:
         print(completion_script(opts.shell, _operator_flags()))
         return 0
     if opts.op == "init":
-        return _init(opts.path, opts.force, config_path, opts.admin)
+        return _init(opts.path, opts.force, config_path, opts.admin, opts.example)
     if opts.op == "simulate-gateway":
         return run_simulator(opts)
 
@@ -334,7 +339,9 @@ def _web_link(config, user: str, role: str, minutes: int | None) -> int:  # conf
     return 0
 
 
-def _init(path: str | None, force: bool, config_path: str | None, admins: list[str]) -> int:
+def _init(
+    path: str | None, force: bool, config_path: str | None, admins: list[str], example: str | None = None
+) -> int:
     from importlib.resources import files
 
     from lanewarden.core.access import check_person
@@ -349,6 +356,8 @@ def _init(path: str | None, force: bool, config_path: str | None, admins: list[s
     board_path = lanewarden_home() / "board.db"
     text = files("lanewarden.core").joinpath("starter_config.toml").read_text(encoding="utf-8")
     text = text.replace("{board_path}", str(board_path))
+    if example:
+        text += files("lanewarden.core").joinpath(f"{example}_example.toml").read_text(encoding="utf-8")
     if admins:
         # without an admin nobody can change caps, pauses or windows from chat
         text = text.replace("# [access] ", "[access]   ", 1).replace(
