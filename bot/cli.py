@@ -142,13 +142,14 @@ def local_actor(kind: str = "cli"):  # -> Actor
 
 
 def _board_command(args: list[str], config_path: str | None) -> int:
-    from lanewarden.bot.render import render_with_files
+    from lanewarden.bot.render import list_cut_note, render_with_files
     from lanewarden.bot.tools.chart import status_chart_png
     from lanewarden.core.board import open_board
     from lanewarden.core.commands import HelpCommand
     from lanewarden.core.config import load_config
     from lanewarden.core.executor import Executor
     from lanewarden.core.grammar import help_text, parse
+    from lanewarden.core.results import TaskList
 
     command = parse(args)  # bad input fails before touching the database
     if isinstance(command, HelpCommand):  # help needs no board: asking never creates one
@@ -163,6 +164,9 @@ def _board_command(args: list[str], config_path: str | None) -> int:
         output = render_with_files(result, board)
         if output:
             print(output)
+        if isinstance(result, TaskList) and result.cut and (command.quiet or command.json):
+            # a script looping over the ids must not miss the rest silently
+            print(f"lanewarden: {list_cut_note(result)}", file=sys.stderr)
         if result.verb == "promote-batch" and not sys.stdout.isatty():
             # for host cron: a timestamped line in its log (on a terminal, stdout said it already)
             promoted = ", ".join(t.ref for t in result.tasks) or "nothing"  # type: ignore[attr-defined]

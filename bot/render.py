@@ -66,7 +66,12 @@ def _(result: TaskList) -> str:
         return "\n".join(str(t.id) for t in result.tasks)
     if not result.tasks:
         return "no tasks"
-    return task_table(result.tasks)
+    table = task_table(result.tasks)
+    return f"{table}\n{list_cut_note(result)}" if result.cut else table
+
+
+def list_cut_note(result: TaskList) -> str:
+    return f"(the first {len(result.tasks)} shown; more match: --limit 0 lists all)"
 
 
 def task_table(tasks: list[Task]) -> str:
@@ -169,8 +174,11 @@ def _(result: StatusShown) -> str:
 
 
 def status_text(r: StatusReport) -> str:
-    counts = r.counts
-    shape = "  ".join(f"{s} {counts[s]}" for s in ("backlog", "ready", "active", "done", "failed", "blocked"))
+    lanes = r.lanes
+    shape = "  ".join(
+        f"{s} {lanes[s]}"
+        for s in ("backlog", "ready", "released", "waiting", "active", "done", "failed", "blocked")
+    )
     oldest = (
         "" if r.oldest_ready_seconds is None else f", oldest ready {format_seconds(r.oldest_ready_seconds)}"
     )
@@ -179,8 +187,6 @@ def status_text(r: StatusReport) -> str:
         f"queue: {shape}{oldest}",
         f"board: {r.active}/{r.board_cap} active, dispatch {mode}" + ("  [PAUSED]" if r.board_paused else ""),
     ]
-    if r.released:
-        lines[-1] += f", {r.released} released waiting for a slot"
     for g in r.gateways:
         health = {True: "up", False: "DOWN", None: "unknown"}[g.healthy]
         lat = (

@@ -28,6 +28,7 @@ from lanewarden.core.edits import (
     clean_title,
 )
 from lanewarden.core.errors import Conflict, NotFound, UsageError
+from lanewarden.core.lanes import lane_condition, not_yet, parents_pending, select_tasks
 from lanewarden.core.notifications import (
     TaskNote,
     fan_out_notice,
@@ -39,7 +40,7 @@ from lanewarden.core.schema import COMMENT_MAX, events, runs, task_links, tasks
 from lanewarden.core.statuses import OPEN_STATUSES, TASK_STATUSES
 from lanewarden.core.task_view import task_detail
 from lanewarden.core.tasks import Event, Task, TaskDetail
-from sqlalchemy import Connection, Exists, delete, exists, func, insert, select, text, update
+from sqlalchemy import Connection, delete, exists, func, insert, or_, select, text, update
 from sqlalchemy.exc import IntegrityError
 
 LIST_LIMIT_MAX = 1000
@@ -230,31 +231,37 @@ class Board(Controls, Edits):
         if conn is None:
             with self.db.read() as c:
                 return self.get(task_id, c)
-        row = conn.execute(select(tasks).where(tasks.c.id == task_id)).first()
+        row = conn.execute(select_tasks().where(tasks.c.id == task_id)).first()
         if row is None:
             raise NotFound(f"no task #{task_id}")
         return Task.from_row(row)
 
     def list_tasks(self, flt: TaskFilter) -> list[Task]:
-        if not 1 <= flt.limit <= LIST_LIMIT_MAX:
-            raise UsageError(f"--limit must be between 1 and {LIST_LIMIT_MAX}, got {flt.limit}")
-        query = select(tasks)
+        return self.list_page(flt)[0]
+
+    def list_page(self, flt: TaskFilter) -> tuple[list[Task], bool]:
+        """Tasks by priority, then age; and whether ``limit`` cut the list (limit 0: all)."""
+        if not 0 <= flt.limit <= LIST_LIMIT_MAX:
+            raise UsageError(f"--limit must be between 1 and {LIST_LIMIT_MAX} (0 for all), got {flt.limit}")
+        now = utcnow()
+        query = select_tasks()
         if flt.statuses:
-            query = query.where(tasks.c.status.in_(list(flt.statuses)))
+            query = query.where(or_(*(lane_condition(s, now) for s in flt.statuses)))
         elif not flt.include_closed:
             query = query.where(tasks.c.status.in_(OPEN_STATUSES))
         if flt.profile:
             query = query.where(tasks.c.profile == flt.profile)
         if flt.created_by:
             query = query.where(tasks.c.created_by == flt.created_by)
-        if len(flt.statuses) == 1:
-            # the claim index (status, profile, priority desc, id) serves this order
-            order = (tasks.c.priority.desc(), tasks.c.id)
-        else:
-            order = (tasks.c.id.desc(),)
-        query = query.order_by(*order).limit(flt.limit)
+        # the claim index (status, profile, priority desc, id) serves this order
+        query = query.order_by(tasks.c.priority.desc(), tasks.c.id)
+        if flt.limit:
+            query = query.limit(flt.limit + 1)  # one more tells whether the list was cut
         with self.db.read() as conn:
-            return [Task.from_row(r) for r in conn.execute(query)]
+            found = [Task.from_row(r) for r in conn.execute(query)]
+        if flt.limit and len(found) > flt.limit:
+            return found[: flt.limit], True
+        return found, False
 
     def counts(self, conn: Connection | None = None) -> dict[str, int]:
         if conn is None:
@@ -338,16 +345,19 @@ class Board(Controls, Edits):
             if task.status != "backlog":
                 raise Conflict(f"{task.ref} is {task.lane}; only a backlog task can be promoted to ready")
             return self._transition(conn, task, actor, "promoted", "promoted to ready", status="ready")
-        if task.status == "active":
-            raise Conflict(f"{task.ref} is already active")
+        if task.status == "active" or (task.status == "ready" and task.released):
+            return task  # already on its way: releasing again is a no-op, so cron wrappers can repeat
         if task.status not in ("backlog", "ready"):
             raise Conflict(f"{task.ref} is {task.lane}; only backlog or ready tasks can be released")
-        if task.released:
-            raise Conflict(f"{task.ref} is already released and waits for a free slot")
         pending = self._unfinished_parents(conn, task.id)
         if pending:
             listed = ", ".join(f"#{pid} ({status})" for pid, status in pending)
             raise Conflict(f"{task.ref} cannot start before its parents are done: {listed}")
+        if task.not_before is not None and task.not_before > utcnow():
+            raise Conflict(
+                f"{task.ref} may not start before {task.not_before.isoformat(timespec='seconds')}; "
+                "it is listed as ready from then"
+            )
         return self._transition(
             conn,
             task,
@@ -371,7 +381,8 @@ class Board(Controls, Edits):
             self.require_profile(profile)
         query = select(tasks).where(tasks.c.status == from_column)
         if to_column == "active":
-            query = query.where(tasks.c.released.is_(False), ~parents_pending())
+            # exactly what `promote --column active` accepts, as `list --column ready` shows
+            query = query.where(tasks.c.released.is_(False), ~parents_pending(), ~not_yet(utcnow()))
         if profile is not None:
             query = query.where(tasks.c.profile == profile)
         query = query.order_by(tasks.c.priority.desc(), tasks.c.id).limit(max_count)
@@ -613,14 +624,6 @@ class Board(Controls, Edits):
         return conn.execute(select(exists().where(reach.c.id == target))).scalar_one()
 
 
-def parents_pending() -> Exists:
-    """Correlated to ``tasks``: true while some parent of the task is not done."""
-    parent = tasks.alias("parent")
-    return exists(
-        select(task_links.c.parent_id)
-        .join(parent, parent.c.id == task_links.c.parent_id)
-        .where(task_links.c.child_id == tasks.c.id, parent.c.status != "done")
-    )
 
 
 def open_board(config: LanewardenConfig, *, migrate: bool = True) -> Board:

@@ -5,9 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from lanewarden.core.grammar import Command, Role, param, verb
-from lanewarden.core.statuses import TASK_STATUSES
 
-STATUS_CHOICES = TASK_STATUSES
 ADD_COLUMNS = ("backlog", "ready")
 SCOPE_CHOICES = ("board", "profile", "gateway")
 TOPIC_CHOICES = ("tasks", "alerts", "digest")
@@ -52,10 +50,13 @@ class Add(Command):
 @dataclass(frozen=True, kw_only=True)
 class ListTasks(Command):
     status: str | None = param(
-        None, aliases=("column",), help="only this status (comma-separate for several)"
+        None,
+        aliases=("column",),
+        help="only this lane (comma-separate for several): ready lists what promote --column active "
+        "accepts; released waits for a slot; waiting waits on a parent or its --not-before",
     )
     profile: str | None = param(None, help="only this profile", complete="profile")
-    limit: int = param(50, help="at most this many tasks")
+    limit: int = param(50, help="at most this many tasks (0: all); a cut list says so on stderr")
     all: bool = param(False, help="include done and cancelled tasks")
     mine: bool = param(False, help="only the tasks you created")
     quiet: bool = param(False, help="print only ids, one per line")

@@ -19,6 +19,7 @@ from lanewarden.core.caps import describe_caps, scope_label
 from lanewarden.core.clock import parse_duration, parse_when, utcnow
 from lanewarden.core.errors import AccessDenied, Conflict, UsageError
 from lanewarden.core.grammar import Command, did_you_mean, help_text
+from lanewarden.core.lanes import LANES
 from lanewarden.core.notifications import ADAPTERS, channel_shape_error, fan_out_notice, parse_channel
 from lanewarden.core.results import (
     BatchPromoted,
@@ -124,27 +125,27 @@ def _add(ex: Executor, cmd: c.Add, actor: Actor) -> Result:
 
 @handles(c.ListTasks)
 def _list(ex: Executor, cmd: c.ListTasks, actor: Actor) -> Result:
-    statuses: tuple[str, ...] = ()
+    lanes: tuple[str, ...] = ()
     if cmd.status:
-        statuses = tuple(s.strip().lower() for s in cmd.status.split(",") if s.strip())
-        bad = [s for s in statuses if s not in c.STATUS_CHOICES]
+        lanes = tuple(s.strip().lower() for s in cmd.status.split(",") if s.strip())
+        bad = [s for s in lanes if s not in LANES]
         if bad:
             raise UsageError(
-                f"--status (or --column) must be among {', '.join(c.STATUS_CHOICES)}, "
-                f"got {', '.join(bad)}{did_you_mean(bad[0], c.STATUS_CHOICES)}"
+                f"--status (or --column) must be among {', '.join(LANES)}, "
+                f"got {', '.join(bad)}{did_you_mean(bad[0], LANES)}"
             )
     if cmd.profile:
         ex.board.require_profile(cmd.profile)
-    found = ex.board.list_tasks(
+    found, cut = ex.board.list_page(
         TaskFilter(
-            statuses=statuses,
+            statuses=lanes,
             profile=cmd.profile,
             limit=cmd.limit,
             include_closed=cmd.all,
             created_by=actor.id if cmd.mine else None,
         )
     )
-    return TaskList(cmd, found)
+    return TaskList(cmd, found, cut=cut)
 
 
 @handles(c.Show)
@@ -154,18 +155,19 @@ def _show(ex: Executor, cmd: c.Show, actor: Actor) -> Result:
 
 @handles(c.Promote)
 def _promote(ex: Executor, cmd: c.Promote, actor: Actor) -> Result:
-    column = cmd.column
+    current = ex.board.get(cmd.id)
+    column = cmd.column or {"backlog": "ready", "ready": "active"}.get(current.status)
     if column is None:
-        current = ex.board.get(cmd.id)
-        column = {"backlog": "ready", "ready": "active"}.get(current.status)
-        if column is None:
-            raise Conflict(f"{current.ref} is {current.lane}; there is no next column to promote it to")
+        raise Conflict(f"{current.ref} is {current.lane}; there is no next column to promote it to")
     task = ex.board.promote(cmd.id, column, actor.id)
-    message = (
-        f"{task.ref} promoted to ready"
-        if column == "ready"
-        else f"{task.ref} released: starts when a slot is free"
-    )
+    if column == "ready":
+        message = f"{task.ref} promoted to ready"
+    elif current.status == "active":
+        message = f"{task.ref} is already active; nothing to do"
+    elif current.lane == "released":
+        message = f"{task.ref} is already released and waits for a free slot; nothing to do"
+    else:
+        message = f"{task.ref} released: starts when a slot is free"
     return TaskChanged(cmd, task, message)
 
 

@@ -39,6 +39,7 @@ class TaskChanged(Result):
 @dataclass(frozen=True)
 class TaskList(Result):
     tasks: list[Task]
+    cut: bool = False  # the limit left some out (`--limit 0` lists all)
 
     def to_json(self) -> Any:
         return [t.to_json() for t in self.tasks]

@@ -16,6 +16,7 @@ from lanewarden.core.caps import Limits, Usage
 from lanewarden.core.clock import utcnow
 from lanewarden.core.config import LanewardenConfig
 from lanewarden.core.db import Database
+from lanewarden.core.lanes import lane_condition
 from lanewarden.core.liveness import database_now
 from lanewarden.core.nodes import NodeFigures, NodeView
 from lanewarden.core.readmodel import (
@@ -112,7 +113,7 @@ class NodeStatus:
 
 @dataclass(frozen=True, slots=True)
 class StatusReport:
-    counts: dict[str, int]
+    counts: dict[str, int]  # by stored status: "ready" counts released and waiting tasks too
     released: int
     oldest_ready_seconds: float | None
     active: int
@@ -127,10 +128,21 @@ class StatusReport:
     nodes: list[NodeStatus] = field(default_factory=list)
     # `tune`'s verdict per gateway (status shows the ones that propose a change)
     advice: list[Advice] = field(default_factory=list)
+    waiting: int = 0  # ready but held by a parent not done or a not_before ahead
+
+    @property
+    def lanes(self) -> dict[str, int]:
+        """Counts by lane as people see them: ready splits into ready, released and waiting."""
+        shown = dict(self.counts)
+        shown["ready"] = self.counts.get("ready", 0) - self.released - self.waiting
+        shown["released"] = self.released
+        shown["waiting"] = self.waiting
+        return shown
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         data["at"] = self.at.isoformat()
+        data["lanes"] = self.lanes
         for gw in data["gateways"]:
             if gw["backoff_until"] is not None:
                 gw["backoff_until"] = gw["backoff_until"].isoformat()
@@ -149,6 +161,7 @@ def build_status(db: Database, config: LanewardenConfig) -> StatusReport:
         counts = task_counts(conn)
         oldest = oldest_dispatchable(conn, now)
         released = released_count(conn)
+        waiting = conn.execute(select(func.count()).where(lane_condition("waiting", now))).scalar_one()
         ready_by_profile = dict(
             conn.execute(
                 select(tasks.c.profile, func.count())
@@ -226,4 +239,5 @@ def build_status(db: Database, config: LanewardenConfig) -> StatusReport:
         at=now,
         nodes=nodes,
         advice=advice,
+        waiting=int(waiting),
     )

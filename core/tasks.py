@@ -6,7 +6,12 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
 
+from lanewarden.core.clock import utcnow
 from sqlalchemy import Row
+
+# what a ready task is shown as: startable now, released and waiting for a slot, or waiting
+# on a parent or its not_before (see core/lanes.py for the queries that pick them)
+READY_LANES = ("ready", "released", "waiting")
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +36,8 @@ class Task:
     started_at: datetime | None
     finished_at: datetime | None
     blocked_from: str | None = None
+    # set by reads that select ``parents_pending`` with the task (core/lanes.py); False otherwise
+    parents_pending: bool = False
 
     @property
     def ref(self) -> str:
@@ -38,18 +45,25 @@ class Task:
 
     @property
     def lane(self) -> str:
-        """The status as shown to people: a released ready task is waiting for a slot."""
-        if self.status == "ready" and self.released:
-            return "ready (released)"
-        return self.status
+        """The status as shown to people. A ready task is ``released`` once promoted to
+        active and waiting for a slot, ``waiting`` while a parent is not done or its
+        not_before has not passed, and ``ready`` only when a release would accept it."""
+        if self.status != "ready":
+            return self.status
+        if self.released:
+            return "released"
+        if self.parents_pending or (self.not_before is not None and self.not_before > utcnow()):
+            return "waiting"
+        return "ready"
 
     @classmethod
     def from_row(cls, row: Row[Any]) -> Task:
         m = row._mapping
-        return cls(**{name: m[name] for name in _TASK_FIELDS})
+        values = {name: m[name] for name in _TASK_FIELDS if name != "parents_pending"}
+        return cls(**values, parents_pending=bool(m.get("parents_pending", False)))
 
     def to_json(self) -> dict[str, Any]:
-        return _jsonable(asdict(self))
+        return {**_jsonable(asdict(self)), "lane": self.lane}
 
 
 _TASK_FIELDS = tuple(Task.__dataclass_fields__)

@@ -71,7 +71,15 @@ class BoardMachine(RuleBasedStateMachine):
     @precondition(lambda self: self.ids)
     @rule(i=ids_strategy, column=st.sampled_from(["ready", "active"]))
     def promote(self, i: int, column: str) -> None:
-        self._try(lambda: self.board.promote(self._pick(i), column, ACTOR))
+        def op() -> None:
+            task_id = self._pick(i)
+            before = self.board.get(task_id) if task_id in self.ids else None
+            after = self.board.promote(task_id, column, ACTOR)
+            if before is not None and after == before:
+                # releasing a released or active task is a no-op that succeeds: nothing may change
+                raise LanewardenError("no-op")
+
+        self._try(op)
 
     @precondition(lambda self: self.ids)
     @rule(

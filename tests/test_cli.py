@@ -92,8 +92,9 @@ def test_list_quiet_promote_and_json(cli_env: dict[str, str]) -> None:
     assert quiet == ["5", "4", "3"]
     out = run(cli_env, "promote", "--id", "5", "--column", "active").stdout
     assert "#5 released" in out
-    listed = json.loads(run(cli_env, "list", "--status", "ready", "--json").stdout)
-    assert [t["id"] for t in listed if t["released"]] == [5]
+    listed = json.loads(run(cli_env, "list", "--status", "ready,released", "--json").stdout)
+    assert [(t["id"], t["lane"]) for t in listed if t["released"]] == [(5, "released")]
+    assert run(cli_env, "list", "--column", "ready", "--quiet").stdout.split() == ["4", "3", "2", "1"]
     batch = run(cli_env, "promote-batch", "--from", "ready", "--to", "active", "--max", "2")
     assert batch.stdout.strip() == "released: #4, #3"
     assert "promote-batch" in batch.stderr and "#4, #3" in batch.stderr  # logged for host cron

@@ -53,7 +53,7 @@ def task_embed(task: Task) -> discord.Embed:
 def card_actions(task: Task) -> list[str]:
     """The buttons a card shows: only what the task's state allows."""
     actions = []
-    if task.status == "backlog" or (task.status == "ready" and not task.released):
+    if task.lane in ("backlog", "ready"):  # not released nor waiting on a parent or its time
         actions.append("promote")
     if task.status in ("failed", "cancelled"):
         actions.append("retry")

@@ -129,7 +129,8 @@ def error_reply(message: str) -> Reply:
 
 
 def status_line(task: Task) -> str:
-    emoji = ":arrow_forward:" if task.status == "ready" and task.released else STATUS_EMOJI[task.status]
+    lane_emoji = {"released": ":arrow_forward:", "waiting": ":hourglass:"}
+    emoji = lane_emoji.get(task.lane, STATUS_EMOJI[task.status])
     return (
         f"{emoji} *{escape(task.lane)}* · profile `{escape(task.profile)}` · priority {task.priority}"
         f" · attempt {task.attempts}/{task.max_attempts}"
@@ -139,7 +140,7 @@ def status_line(task: Task) -> str:
 def task_buttons(task: Task) -> list[dict[str, Any]]:
     """The buttons that make sense in the task's state (the executor still checks)."""
     buttons: list[dict[str, Any]] = []
-    if task.status == "backlog" or (task.status == "ready" and not task.released):
+    if task.lane in ("backlog", "ready"):  # not released nor waiting on a parent or its time
         label = "Promote to ready" if task.status == "backlog" else "Release"
         buttons.append(_button("promote", label, task, style="primary"))
     if task.status in ("failed", "cancelled"):
