@@ -34,7 +34,7 @@ from lanewarden.core.node_monitor import NodeMonitor
 from lanewarden.core.outbox import OutboxDeliverer, OutboxSink
 from lanewarden.core.redaction import hide_process_environment
 from lanewarden.core.wakeup import PostgresListener, SqliteChangeWatcher
-from lanewarden.core.windows import Window, WindowStore, host_timezone
+from lanewarden.core.windows import Window, WindowStore, check_jobs, host_timezone
 from lanewarden.scheduler.alerts import AlertEngine
 from lanewarden.scheduler.windows import WindowScheduler
 
@@ -328,6 +328,7 @@ def configure_logging() -> None:
 def serve(config: LanewardenConfig, *, headless: bool = False, demo: bool = False) -> int:
     configure_logging()
     hide_process_environment()  # agents run as our uid: keep /proc/<pid>/environ from them
+    check_jobs(config)  # a job that cannot run is refused now, not when it fires at night
     companions: list[Companion] = []
     if demo:
         from lanewarden.bot.tools.demo import demo_companion, isolate_demo_process, prepare_demo

@@ -371,12 +371,7 @@ class Board(Controls, Edits):
     def promote_batch(
         self, from_column: str, to_column: str, max_count: int, actor: str, profile: str | None = None
     ) -> list[Task]:
-        order = ("backlog", "ready", "active")
-        if from_column not in ("backlog", "ready") or to_column not in ("ready", "active"):
-            raise UsageError("promote-batch goes --from backlog|ready --to ready|active")
-        if order.index(to_column) <= order.index(from_column):
-            raise UsageError(f"--to {to_column} is not ahead of --from {from_column}")
-        check_range("max", max_count, (1, PROMOTE_BATCH_MAX))
+        check_batch(from_column, to_column, max_count)
         if profile is not None:
             self.require_profile(profile)
         query = select(tasks).where(tasks.c.status == from_column)
@@ -624,6 +619,14 @@ class Board(Controls, Edits):
         return conn.execute(select(exists().where(reach.c.id == target))).scalar_one()
 
 
+def check_batch(from_column: str, to_column: str, max_count: int) -> None:
+    """What promote-batch refuses before reading any task (windows check it when added)."""
+    order = ("backlog", "ready", "active")
+    if from_column not in ("backlog", "ready") or to_column not in ("ready", "active"):
+        raise UsageError("promote-batch goes --from backlog|ready --to ready|active")
+    if order.index(to_column) <= order.index(from_column):
+        raise UsageError(f"--to {to_column} is not ahead of --from {from_column}")
+    check_range("max", max_count, (1, PROMOTE_BATCH_MAX))
 
 
 def open_board(config: LanewardenConfig, *, migrate: bool = True) -> Board:

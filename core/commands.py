@@ -27,7 +27,10 @@ class Add(Command):
     title: str = param(free_words=True, help="what to do (or --title T)")
     body: str = param("", help="details and instructions for the agent")
     profile: str | None = param(
-        None, help="worker profile (default: kanban.workers.profile)", complete="profile"
+        None,
+        aliases=("assignee",),  # Hermes' word
+        help="worker profile (default: kanban.workers.profile)",
+        complete="profile",
     )
     priority: int = param(0, help="higher runs first")
     column: str = param("ready", choices=ADD_COLUMNS, help="where the task starts")
@@ -55,7 +58,7 @@ class ListTasks(Command):
         help="only this lane (comma-separate for several): ready lists what promote --column active "
         "accepts; released waits for a slot; waiting waits on a parent or its --not-before",
     )
-    profile: str | None = param(None, help="only this profile", complete="profile")
+    profile: str | None = param(None, aliases=("assignee",), help="only this profile", complete="profile")
     limit: int = param(50, help="at most this many tasks (0: all); a cut list says so on stderr")
     all: bool = param(False, help="include done and cancelled tasks")
     mine: bool = param(False, help="only the tasks you created")

@@ -40,7 +40,7 @@ from lanewarden.core.schema import events, subscriptions, tasks
 from lanewarden.core.signin import mint_link, sign_in_url, web_base_url
 from lanewarden.core.status import build_status
 from lanewarden.core.tune import advise_all, forget_advice
-from lanewarden.core.windows import WindowStore
+from lanewarden.core.windows import DIGEST_HOURS_MAX, WindowStore
 from sqlalchemy import delete, func, insert, select
 from sqlalchemy.exc import DataError
 
@@ -457,8 +457,8 @@ def _whoami(ex: Executor, cmd: c.WhoAmI, actor: Actor) -> Result:
 
 @handles(c.Digest)
 def _digest(ex: Executor, cmd: c.Digest, actor: Actor) -> Result:
-    if not 1 <= cmd.hours <= 24 * 31:
-        raise UsageError(f"--hours must be between 1 and {24 * 31}, got {cmd.hours}")
+    if not 1 <= cmd.hours <= DIGEST_HOURS_MAX:
+        raise UsageError(f"--hours must be between 1 and {DIGEST_HOURS_MAX}, got {cmd.hours}")
     since = utcnow() - timedelta(hours=cmd.hours)
     report = build_status(ex.board.db, ex.board.config)
     with ex.board.db.read() as conn:

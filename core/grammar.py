@@ -36,10 +36,26 @@ ROLE_RANK: dict[str, int] = {"none": 0, "viewer": 1, "operator": 2, "admin": 3}
 # what people and guides put in front of a verb
 PREFIXES: tuple[tuple[str, ...], ...] = (
     ("hermes", "kanban"),
+    ("hermes",),  # the guide's `hermes scheduler jobs ...`
     ("/kanban",),
     ("kanban",),
     ("lanewarden",),
 )
+
+# other tools' words that map one-to-one onto ours: (words) -> (our words, words appended)
+ALIASES: dict[tuple[str, ...], tuple[tuple[str, ...], tuple[str, ...]]] = {
+    ("scheduler", "jobs"): (("windows",), ()),  # the Hermes Kanban guide's scheduler jobs
+    ("create",): (("add",), ()),  # hermes kanban create TITLE --assignee P --parent ID
+    ("complete",): (("move",), ("--column", "done")),  # hermes kanban complete ID
+}
+# words with no one-to-one form: the error line gives ours (docs/hermes.md has the rest)
+NO_ALIAS: dict[str, str] = {
+    "assign": "a task's profile is set when it is added: `add TITLE --profile P` (or --assignee P)",
+    "archive": "finished tasks already stay out of `list` (`list --all` shows them); "
+    "`cancel ID` stops an open one",
+    "claim": "the dispatcher claims tasks itself; `promote --id ID --column active` releases one",
+    "unassign": "a task's profile is set when it is added: `add TITLE --profile P`",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -230,7 +246,13 @@ def parse(source: str | Sequence[str]) -> Command:
 
 
 def find_verb(tokens: list[str]) -> tuple[Verb, list[str]]:
+    for words, (ours, appended) in ALIASES.items():
+        if tuple(t.lower() for t in tokens[: len(words)]) == words:
+            tokens = [*ours, *tokens[len(words) :], *appended]
+            break
     head = tokens[0].lower()
+    if head in NO_ALIAS:
+        raise UsageError(f"Lanewarden has no `{head}`: {NO_ALIAS[head]}")
     if len(tokens) > 1 and f"{head} {tokens[1].lower()}" in REGISTRY:
         return REGISTRY[f"{head} {tokens[1].lower()}"], tokens[2:]
     if head in REGISTRY:

@@ -13,10 +13,12 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from lanewarden.core.board import check_batch
 from lanewarden.core.clock import utcnow
-from lanewarden.core.config import NAME_PATTERN, JobConfig
+from lanewarden.core.commands import Digest, Pause, PromoteBatch, Resume
+from lanewarden.core.config import NAME_PATTERN, JobConfig, LanewardenConfig
 from lanewarden.core.cron import parse_cron
-from lanewarden.core.errors import Conflict, NotFound, UsageError
+from lanewarden.core.errors import ConfigError, Conflict, LanewardenError, NotFound, UsageError
 from lanewarden.core.grammar import Command, parse
 from lanewarden.core.liveness import database_now
 from lanewarden.core.schema import window_fires, windows
@@ -26,6 +28,7 @@ from sqlalchemy.exc import IntegrityError
 if TYPE_CHECKING:
     from lanewarden.core.board import Board
 
+DIGEST_HOURS_MAX = 24 * 31
 WINDOW_VERBS = ("promote-batch", "promote", "pause", "resume", "digest")
 
 
@@ -62,20 +65,54 @@ def check_timezone(name: str) -> str:
     return name
 
 
-def window_command(text: str) -> Command:
-    """Parse a window's command; only the verbs a schedule may run are allowed."""
+def window_command(text: str, config: LanewardenConfig | None = None) -> Command:
+    """Parse a window's command and check it as far as can be done before it fires: only the
+    verbs a schedule may run, and (given the config) every option a run would refuse."""
     command = parse(text)
     if command.VERB.name not in WINDOW_VERBS:
         raise UsageError(f"a window runs {', '.join(WINDOW_VERBS)}; {command.VERB.name!r} is not one of them")
+    if config is not None:
+        _check_against(command, config)
     return command
 
 
-def validate(name: str, cron: str, timezone: str | None, command: str) -> tuple[str, str, str]:
+def _check_against(command: Command, config: LanewardenConfig) -> None:
+    """What the board would refuse when the window fires, found now instead."""
+    profile = getattr(command, "profile", None)
+    if profile is not None and profile not in config.profiles:
+        known = ", ".join(sorted(config.profiles)) or "none configured"
+        raise NotFound(f"no profile {profile!r} (known: {known})")
+    gateway = getattr(command, "gateway", None)
+    if gateway is not None and gateway not in config.gateways:
+        known = ", ".join(sorted(config.gateways)) or "none configured"
+        raise NotFound(f"no gateway {gateway!r} (known: {known})")
+    if isinstance(command, PromoteBatch):
+        check_batch(command.from_column, command.to_column, command.max)
+    elif isinstance(command, Pause | Resume):
+        if sum(bool(x) for x in (command.profile, command.gateway, command.board)) > 1:
+            raise UsageError("name one of --board, --profile or --gateway")
+    elif isinstance(command, Digest) and not 1 <= command.hours <= DIGEST_HOURS_MAX:
+        raise UsageError(f"--hours must be between 1 and {DIGEST_HOURS_MAX}, got {command.hours}")
+
+
+def check_jobs(config: LanewardenConfig) -> None:
+    """Every ``[[scheduler.jobs]]`` entry, as ``windows add`` would check it; the first error
+    is raised as a ConfigError that names the job (doctor reports it, serve refuses to start)."""
+    for job in config.scheduler.jobs:
+        try:
+            validate(job.name, job.cron, job.timezone, job.command, config)
+        except LanewardenError as exc:
+            raise ConfigError(f"[[scheduler.jobs]] {job.name!r}: {exc}") from None
+
+
+def validate(
+    name: str, cron: str, timezone: str | None, command: str, config: LanewardenConfig | None = None
+) -> tuple[str, str, str]:
     if not re.match(NAME_PATTERN, name):
         raise UsageError(f"window name {name!r}: use letters, digits, '-', '_' or '.' (at most 64)")
     spec = parse_cron(cron)
     zone = check_timezone(timezone or host_timezone())
-    window_command(command)
+    window_command(command, config)
     return spec.expression, zone, command.strip()
 
 
@@ -96,7 +133,7 @@ class WindowStore:
         return Window(**row._mapping)
 
     def add(self, name: str, cron: str, timezone: str | None, command: str, actor: str) -> Window:
-        cron, zone, command = validate(name, cron, timezone, command)
+        cron, zone, command = validate(name, cron, timezone, command, self.board.config)
         now = utcnow()
         with self.db.write() as conn:
             if conn.execute(select(windows.c.name).where(windows.c.name == name)).first():
@@ -145,7 +182,8 @@ class WindowStore:
 
     def sync_config(self, jobs: list[JobConfig], actor: str = "config") -> None:
         """Make the config's windows match ``[[scheduler.jobs]]``; user windows are kept."""
-        wanted = {job.name: validate(job.name, job.cron, job.timezone, job.command) for job in jobs}
+        config = self.board.config
+        wanted = {job.name: validate(job.name, job.cron, job.timezone, job.command, config) for job in jobs}
         now = utcnow()
         with self.db.write() as conn:
             existing = {r.name: r for r in conn.execute(select(windows))}

@@ -56,6 +56,7 @@ from lanewarden.core.readmodel import (
 )
 from lanewarden.core.schema import dispatchers, events, gateway_state, leases, outbox, runs, tasks
 from lanewarden.core.statuses import TASK_STATUSES
+from lanewarden.core.windows import check_jobs
 from sqlalchemy import func, select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
@@ -135,6 +136,10 @@ def check_config(report: Report, config_path: str | None) -> LanewardenConfig | 
             "pauses or windows from chat",
             'add one under [access] admins (e.g. "slack:U0123ABCD"), or `lanewarden init --admin ...`',
         )
+    try:
+        check_jobs(config)  # the grammar's verdict on every job, before serve refuses to start
+    except LanewardenError as exc:
+        report.add(FAIL, "config", str(exc), "fix the job's command (`lanewarden help COMMAND`)")
     default = config.kanban.workers.profile
     if config.profiles and default not in config.profiles:
         report.add(
