@@ -36,6 +36,7 @@ OPERATOR_COMMANDS = (
     "discord",
     "simulate-gateway",
     "completion",
+    "import",
 )
 GLOBAL_OPTIONS = (
     ("--config PATH", "the config file (default: $LANEWARDEN_CONFIG, then ~/.lanewarden/config.toml)"),
@@ -55,7 +56,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _main(args: list[str]) -> int:
     try:
-        config_path, args = _take_config_option(args)
+        # after `import hermes`, --config names Hermes' config.yaml, not ours
+        split = args.index("import") if "import" in args else len(args)
+        config_path, head = _take_config_option(args[:split])
+        args = head + args[split:]
         if not args or args[0] in ("-h", "--help"):
             args = ["help"]
         if args[0] == "help" and (len(args) == 1 or args[1] in OPERATOR_COMMANDS):
@@ -229,6 +233,13 @@ def operator_parser() -> argparse.ArgumentParser:
         sub.add_parser("simulate-gateway", help="an OpenAI-compatible GPU server simulator on loopback")
     )
 
+    importer = sub.add_parser("import", help="bring boards over from another tool")
+    source = importer.add_subparsers(dest="source", required=True)
+    hermes = source.add_parser("hermes", help="Hermes Kanban board files (docs/hermes.md)")
+    hermes.add_argument("paths", nargs="*", metavar="PATH", help="board files (default: ~/.hermes/kanban.db)")
+    hermes.add_argument("--config", dest="hermes_config", help="Hermes' config.yaml, for its kanban: caps")
+    hermes.add_argument("--dry-run", action="store_true", help="report what would be imported; write nothing")
+
     completion = sub.add_parser("completion", help="print a shell completion script")
     completion.add_argument("shell", choices=SHELLS)
     return parser
@@ -274,11 +285,27 @@ def _operator_command(args: list[str], config_path: str | None) -> int:
         return serve(config, headless=opts.headless, demo=opts.demo)
     if opts.op == "web":
         return _web_link(config, opts.user, opts.role, opts.minutes)
+    if opts.op == "import":
+        return _import_hermes(config, opts.paths, opts.hermes_config, opts.dry_run)
     if opts.op == "discord":
         from lanewarden.bot.discord_app import sync_commands
 
         return sync_commands(config, opts.guild)
     return 2
+
+
+def _import_hermes(config, paths: list[str], hermes_config: str | None, dry_run: bool) -> int:
+    from lanewarden.bot.tools.hermes_import import import_hermes
+    from lanewarden.core.board import open_board
+
+    board = open_board(config)
+    try:
+        chosen = [Path(p) for p in paths] or [Path("~/.hermes/kanban.db")]
+        report = import_hermes(board, chosen, Path(hermes_config) if hermes_config else None, dry_run=dry_run)
+        print(report.text(dry_run))
+        return 0
+    finally:
+        board.db.dispose()
 
 
 def _help(topic: list[str]) -> int:

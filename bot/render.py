@@ -95,8 +95,11 @@ def _(result: TaskShown) -> str:
         f"attempts: {t.attempts}/{t.max_attempts}",
     ]
     lines.append(
-        f"  created {age(t.created_at)} ago by {t.created_by}" + (f" in {t.origin}" if t.origin else "")
+        f"  created {age(t.created_at)} ago by {t.created_by}"
+        + (f" in {t.origin}" if t.origin and not t.origin.startswith("hermes:") else "")
     )
+    if t.origin and t.origin.startswith("hermes:"):
+        lines.append(f"  hermes {t.origin.removeprefix('hermes:')}")  # `show` finds it by that id too
     if t.not_before:
         lines.append(f"  not before: {t.not_before.isoformat(timespec='seconds')}")
     if t.body:

@@ -236,6 +236,14 @@ class Board(Controls, Edits):
             raise NotFound(f"no task #{task_id}")
         return Task.from_row(row)
 
+    def find_imported(self, ref: str) -> int:
+        """Our id of the task imported from Hermes as ``ref`` (its origin is ``hermes:REF``)."""
+        with self.db.read() as conn:
+            found = conn.execute(select(tasks.c.id).where(tasks.c.origin == f"hermes:{ref}")).scalars().all()
+        if not found:
+            raise NotFound(f"no task imported from Hermes as {ref}")
+        return found[0]
+
     def list_tasks(self, flt: TaskFilter) -> list[Task]:
         return self.list_page(flt)[0]
 

@@ -8,6 +8,7 @@ changes nothing but leaves an audit event.
 from __future__ import annotations
 
 import base64
+import dataclasses
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
@@ -18,7 +19,7 @@ from lanewarden.core.board import Board, NewTask, TaskFilter
 from lanewarden.core.caps import describe_caps, scope_label
 from lanewarden.core.clock import parse_duration, parse_when, utcnow
 from lanewarden.core.errors import AccessDenied, Conflict, UsageError
-from lanewarden.core.grammar import Command, did_you_mean, help_text
+from lanewarden.core.grammar import Command, ImportedRef, did_you_mean, help_text
 from lanewarden.core.lanes import LANES
 from lanewarden.core.notifications import ADAPTERS, channel_shape_error, fan_out_notice, parse_channel
 from lanewarden.core.results import (
@@ -93,6 +94,7 @@ class Executor:
                 source_text or spec.name,
                 data={"verb": spec.name, "channel": actor.channel},
             )
+        command = _resolve_imported(self.board, command)
         handler = HANDLERS.get(type(command))
         if handler is None:  # a verb without a handler is a programming error, not user input
             raise NotImplementedError(spec.name)
@@ -101,6 +103,22 @@ class Executor:
         except DataError as exc:  # a value the database cannot store; its transaction rolled back
             detail = (str(exc.orig).strip().splitlines() or ["invalid value"])[0]
             raise UsageError(f"the database refused a value: {detail}") from None
+
+
+def _resolve_imported(board: Board, command: Command) -> Command:
+    """Task ids given as Hermes ids (``show t_ab12cd34``) become our ids."""
+    changes: dict[str, Any] = {}
+    for p in command.VERB.params:
+        if p.complete != "task":
+            continue
+        value = getattr(command, p.name)
+        if isinstance(value, ImportedRef):
+            changes[p.name] = board.find_imported(value)
+        elif isinstance(value, tuple) and any(isinstance(v, ImportedRef) for v in value):
+            changes[p.name] = tuple(
+                board.find_imported(v) if isinstance(v, ImportedRef) else v for v in value
+            )
+    return dataclasses.replace(command, **changes) if changes else command
 
 
 @handles(c.Add)

@@ -397,7 +397,17 @@ def did_you_mean(value: str, choices: Sequence[str]) -> str:
     return f". Did you mean `{close[0]}`?" if close else ""
 
 
+class ImportedRef(str):
+    """A task named by the id it had on the board it was imported from (``t_ab12cd34``);
+    the executor turns it into our id before any handler sees the command."""
+
+
+IMPORTED_REF = re.compile(r"(?:[a-z0-9][a-z0-9_-]{0,63}/)?t_[0-9a-f]{4,32}")
+
+
 def parse_task_id(raw: str) -> int:
+    if IMPORTED_REF.fullmatch(str(raw).strip()):
+        return ImportedRef(str(raw).strip())  # type: ignore[return-value]
     text = str(raw).strip().lstrip("#")
     # ASCII digits only (str.isdigit() accepts '²'), and within the database's integer range
     if not (text.isascii() and text.isdigit() and len(text) <= 19 and 0 < int(text) <= INT_MAX):
