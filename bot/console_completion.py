@@ -11,8 +11,8 @@ import logging
 from collections.abc import Iterable, Iterator
 
 from lanewarden.core.board import Board, TaskFilter
-from lanewarden.core.commands import STATUS_CHOICES
 from lanewarden.core.grammar import GROUP_DEFAULTS, REGISTRY, Param, Verb
+from lanewarden.core.lanes import LANES
 from lanewarden.core.windows import WindowStore
 from prompt_toolkit.completion import CompleteEvent, Completer, Completion
 from prompt_toolkit.document import Document
@@ -63,8 +63,8 @@ class GrammarCompleter(Completer):
     def values(self, param: Param) -> Iterable[tuple[str, str]]:
         if param.choices:
             return [(choice, "") for choice in param.choices]
-        if param.name == "status":  # a free list (comma-separated) of the known statuses
-            return [(status, "status") for status in STATUS_CHOICES]
+        if param.name == "status":  # a free list (comma-separated) of the lanes `list` knows
+            return [(lane, "status") for lane in LANES]
         config = self.board.config
         if param.complete == "profile":
             return [(name, "profile") for name in sorted(config.profiles)]
