@@ -45,7 +45,8 @@ def test_wheel_installs_beside_someone_elses_core_bot_and_scheduler(tmp_path: Pa
     # Lanewarden's dependencies come from this test environment (appended, so they never
     # shadow what is installed in the new one); the editable install's finder is not
     # loaded from a path added this way, so only the wheel can provide `lanewarden`
-    (site / "zz_deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    deps = [p for p in sys.path if p.endswith("site-packages")] or [sysconfig.get_paths()["purelib"]]
+    (site / "zz_deps.pth").write_text("\n".join(deps) + "\n")
     subprocess.run(
         [sys.executable, "-m", "pip", "--python", str(python), "install", "-q", "--no-deps", str(wheel)],
         check=True,
