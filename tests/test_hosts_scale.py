@@ -221,6 +221,9 @@ def test_hosts_60s_ahead_and_behind_share_leases_and_windows(tmp_path: Path, pg_
         by_pid = _dispatchers_by_pid(board)
         skews = {name: by_pid[p.pid].clock_skew_ms / 1000 for name, p in _named(procs).items()}
         assert 55 < skews["ahead"] < 65 and -65 < skews["behind"] < -55 and abs(skews["true"]) < 5, skews
+        doctor = lw(config_path, env, "doctor").stdout
+        assert "3 serve process(es) live" in doctor, doctor
+        assert doctor.count("WARN clock") == 2 and "ahead of the database" in doctor, doctor
 
         # failover from the slow host to a fast one, on the database's clock: TTL + TTL/4 at most
         behind.kill()
