@@ -201,12 +201,24 @@ def load_board(
     now = utcnow()
     today = start_of_today(now)
     matching = filters.clause(config)
+    if only is None:
+        # every column's count in one pass over the tasks (eight counts cost eight passes)
+        key = column_key_expression(now, today)
+        totals = {
+            k: int(n)
+            for k, n in conn.execute(
+                select(key, func.count()).where(matching, key.is_not(None)).group_by(key)
+            )
+        }
     pages = []
     for column in COLUMNS:
         if only is not None and column.key != only:
             continue
         where = and_(column.where(now, today), matching)
-        total = conn.execute(select(func.count()).select_from(tasks).where(where)).scalar_one()
+        if only is None:
+            total = totals.get(column.key, 0)
+        else:
+            total = conn.execute(select(func.count()).select_from(tasks).where(where)).scalar_one()
         rows = conn.execute(
             select(tasks).where(where).order_by(*column.order).offset(offset).limit(page_size)
         ).all()
