@@ -16,7 +16,7 @@ from zoneinfo import ZoneInfo
 
 from lanewarden.core.clock import utcnow
 from lanewarden.core.config import LanewardenConfig
-from lanewarden.core.readmodel import dispatchable
+from lanewarden.core.lanes import lane_condition
 from lanewarden.core.schema import tasks
 from lanewarden.core.tasks import Task
 from lanewarden.core.windows import host_timezone
@@ -36,14 +36,9 @@ class Column:
     by_priority: bool = True
 
 
-def _ready_now(now: datetime) -> ColumnElement[bool]:
-    """What a release would accept now (the read model's one definition), not yet released."""
-    return and_(dispatchable(now), tasks.c.released.is_(False))
-
-
-def _waiting(now: datetime) -> ColumnElement[bool]:
-    """Ready, not released, and held back by unfinished parents or a start time."""
-    return and_(tasks.c.status == "ready", tasks.c.released.is_(False), ~dispatchable(now))
+def _lane(name: str) -> Callable[[datetime, datetime], ColumnElement[bool]]:
+    """One of ``list``'s lanes (core/lanes.py is the one definition)."""
+    return lambda now, today: lane_condition(name, now)
 
 
 _BY_PRIORITY = (tasks.c.priority.desc(), tasks.c.id)
@@ -54,25 +49,23 @@ COLUMNS: tuple[Column, ...] = (
         "backlog",
         "Backlog",
         "not ready to run yet",
-        lambda now, today: tasks.c.status == "backlog",
+        _lane("backlog"),
         _BY_PRIORITY,
     ),
-    Column("ready", "Ready", "what a release would start", lambda now, today: _ready_now(now), _BY_PRIORITY),
-    Column(
-        "waiting", "Waiting", "on parents or a start time", lambda now, today: _waiting(now), _BY_PRIORITY
-    ),
+    Column("ready", "Ready", "what a release would start", _lane("ready"), _BY_PRIORITY),
+    Column("waiting", "Waiting", "on parents or a start time", _lane("waiting"), _BY_PRIORITY),
     Column(
         "released",
         "Released",
         "waiting for a free slot",
-        lambda now, today: and_(tasks.c.status == "ready", tasks.c.released.is_(True)),
+        _lane("released"),
         _BY_PRIORITY,
     ),
     Column(
         "active",
         "Active",
         "running now",
-        lambda now, today: tasks.c.status == "active",
+        _lane("active"),
         (tasks.c.started_at, tasks.c.id),
         by_priority=False,
     ),
@@ -80,7 +73,7 @@ COLUMNS: tuple[Column, ...] = (
         "blocked",
         "Blocked",
         "held by someone",
-        lambda now, today: tasks.c.status == "blocked",
+        _lane("blocked"),
         _RECENT_FIRST,
         by_priority=False,
     ),
@@ -88,7 +81,7 @@ COLUMNS: tuple[Column, ...] = (
         "failed",
         "Failed",
         "out of attempts",
-        lambda now, today: tasks.c.status == "failed",
+        _lane("failed"),
         _RECENT_FIRST,
         by_priority=False,
     ),
@@ -96,7 +89,7 @@ COLUMNS: tuple[Column, ...] = (
         "done",
         "Done today",
         "finished since midnight",
-        lambda now, today: and_(tasks.c.status == "done", tasks.c.finished_at >= today),
+        lambda now, today: and_(lane_condition("done", now), tasks.c.finished_at >= today),
         (tasks.c.finished_at.desc(), tasks.c.id.desc()),
         by_priority=False,
     ),
