@@ -72,7 +72,7 @@ class GrammarCompleter(Completer):
             return [(name, "gateway") for name in sorted(config.gateways)]
         try:
             if param.complete == "task":
-                found = self.board.list_tasks(TaskFilter(limit=TASKS_SUGGESTED))
+                found = self.board.list_tasks(TaskFilter(limit=TASKS_SUGGESTED, newest_first=True))
                 return [(str(t.id), f"{t.status}: {t.title[:40]}") for t in found]
             if param.complete == "window":
                 return [(w.name, w.cron) for w in WindowStore(self.board).list()]

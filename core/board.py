@@ -87,11 +87,13 @@ class NewTask:
 
 @dataclass(frozen=True, slots=True)
 class TaskFilter:
-    statuses: Sequence[str] = ()
+    statuses: Sequence[str] = ()  # stored statuses: "ready" includes released and waiting tasks
     profile: str | None = None
     limit: int = 50
     include_closed: bool = False
     created_by: str | None = None
+    lanes: Sequence[str] = ()  # as `list --status` means them (core/lanes.py); wins over statuses
+    newest_first: bool = False  # suggestions want recent tasks; lists go by priority
 
 
 class Board(Controls, Edits):
@@ -253,16 +255,20 @@ class Board(Controls, Edits):
             raise UsageError(f"--limit must be between 1 and {LIST_LIMIT_MAX} (0 for all), got {flt.limit}")
         now = utcnow()
         query = select_tasks()
-        if flt.statuses:
-            query = query.where(or_(*(lane_condition(s, now) for s in flt.statuses)))
+        if flt.lanes:
+            query = query.where(or_(*(lane_condition(lane, now) for lane in flt.lanes)))
+        elif flt.statuses:
+            query = query.where(tasks.c.status.in_(list(flt.statuses)))
         elif not flt.include_closed:
             query = query.where(tasks.c.status.in_(OPEN_STATUSES))
         if flt.profile:
             query = query.where(tasks.c.profile == flt.profile)
         if flt.created_by:
             query = query.where(tasks.c.created_by == flt.created_by)
-        # the claim index (status, profile, priority desc, id) serves this order
-        query = query.order_by(tasks.c.priority.desc(), tasks.c.id)
+        if flt.newest_first:
+            query = query.order_by(tasks.c.id.desc())
+        else:  # the claim index (status, profile, priority desc, id) serves this order
+            query = query.order_by(tasks.c.priority.desc(), tasks.c.id)
         if flt.limit:
             query = query.limit(flt.limit + 1)  # one more tells whether the list was cut
         with self.db.read() as conn:

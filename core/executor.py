@@ -156,7 +156,7 @@ def _list(ex: Executor, cmd: c.ListTasks, actor: Actor) -> Result:
         ex.board.require_profile(cmd.profile)
     found, cut = ex.board.list_page(
         TaskFilter(
-            statuses=lanes,
+            lanes=lanes,
             profile=cmd.profile,
             limit=cmd.limit,
             include_closed=cmd.all,

@@ -114,7 +114,9 @@ class Suggestions:
         board = self.board()
         statuses = SUGGESTED_STATUSES.get(verb, OPEN_STATUSES)
         tasks = board.list_tasks(
-            TaskFilter(statuses=statuses, include_closed=not statuses, limit=CANDIDATES_SCANNED)
+            TaskFilter(
+                statuses=statuses, include_closed=not statuses, limit=CANDIDATES_SCANNED, newest_first=True
+            )
         )
         if typed.isdigit():
             exact = [t for t in tasks if str(t.id) == typed]
