@@ -400,6 +400,10 @@ class WebBoard:
                 "On the server: lanewarden web link --user NAME --role viewer|operator|admin",
                 *([self._notice(request)["notice"]] if request.query.get("notice") else []),
             ],
+            # the session cookie is SameSite=Strict: a link followed from chat arrives without
+            # it, and one click from here (same site) brings it back
+            back="/",
+            back_label="Signed in already? Open the board",
         )
 
     async def signin_page(self, request: web.Request) -> web.StreamResponse:
