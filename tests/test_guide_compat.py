@@ -6,9 +6,12 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from lanewarden.bot.slack_app.blocks import status_blocks, status_summary
 from lanewarden.core import commands as c
+from lanewarden.core.board import Board, NewTask
 from lanewarden.core.errors import UsageError
 from lanewarden.core.grammar import parse
+from lanewarden.core.status import build_status
 
 from tests.conftest import LANEWARDEN
 
@@ -122,3 +125,14 @@ def test_lanes_limits_and_idempotent_release(tmp_path: Path, lw_env: dict[str, s
     assert refused.returncode == 2 and "parents are done" in refused.stderr
     status = run(env, "status").stdout
     assert "ready 3  released 1  waiting 1" in status
+
+
+def test_status_in_chat_names_released_and_waiting(board: Board) -> None:
+    parent = board.add(NewTask(title="parent"), "test").id
+    board.add(NewTask(title="child", parents=[parent]), "test")
+    board.promote(parent, "active", "test")
+    report = build_status(board.db, board.config)
+    assert report.lanes["ready"] == 0 and report.lanes["released"] == 1 and report.lanes["waiting"] == 1
+    assert "0 ready, 1 released, 1 waiting" in status_summary(report)
+    fields = [f["text"] for b in status_blocks(report) for f in b.get("fields", [])]
+    assert ":arrow_forward: *released* 1" in fields and ":hourglass: *waiting* 1" in fields

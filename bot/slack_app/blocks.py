@@ -38,6 +38,8 @@ MAX_BLOCKS = 45  # of Slack's 50, leaving room for a header and a "truncated" no
 BUTTONS = ("retry", "cancel", "promote")
 ACTION_PREFIX = "lanewarden."
 
+# a ready task released and waiting for a slot, or waiting on a parent or its not_before
+LANE_EMOJI = {"released": ":arrow_forward:", "waiting": ":hourglass:"}
 STATUS_EMOJI = {
     "backlog": ":inbox_tray:",
     "ready": ":large_blue_circle:",
@@ -129,8 +131,7 @@ def error_reply(message: str) -> Reply:
 
 
 def status_line(task: Task) -> str:
-    lane_emoji = {"released": ":arrow_forward:", "waiting": ":hourglass:"}
-    emoji = lane_emoji.get(task.lane, STATUS_EMOJI[task.status])
+    emoji = LANE_EMOJI.get(task.lane) or STATUS_EMOJI[task.status]
     return (
         f"{emoji} *{escape(task.lane)}* · profile `{escape(task.profile)}` · priority {task.priority}"
         f" · attempt {task.attempts}/{task.max_attempts}"
@@ -325,18 +326,18 @@ def _(result: StatusShown) -> tuple[str, list[dict[str, Any]]]:
 
 
 def status_summary(report: StatusReport) -> str:
-    c = report.counts
+    c = report.lanes
     return (
-        f"Queue: {c['backlog']} backlog, {c['ready']} ready, {c['active']} active, "
-        f"{c['failed']} failed, {c['blocked']} blocked"
+        f"Queue: {c['backlog']} backlog, {c['ready']} ready, {c['released']} released, "
+        f"{c['waiting']} waiting, {c['active']} active, {c['failed']} failed, {c['blocked']} blocked"
     )
 
 
 def status_blocks(report: StatusReport) -> list[dict[str, Any]]:
-    c = report.counts
+    c = report.lanes
     fields = [
-        {"type": "mrkdwn", "text": f"{STATUS_EMOJI[s]} *{s}* {c[s]}"}
-        for s in ("backlog", "ready", "active", "done", "failed", "blocked")
+        {"type": "mrkdwn", "text": f"{LANE_EMOJI.get(s) or STATUS_EMOJI[s]} *{s}* {c[s]}"}
+        for s in ("backlog", "ready", "released", "waiting", "active", "done", "failed", "blocked")
     ]
     paused = "  :double_vertical_bar: *board paused*" if report.board_paused else ""
     return [
