@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from functools import singledispatch
 from typing import Any
 
@@ -25,8 +26,8 @@ from lanewarden.core.results import (
     WebLinkShown,
     WindowsShown,
 )
-from lanewarden.core.status import NodeStatus, StatusReport
-from lanewarden.core.tasks import Task
+from lanewarden.core.status import GatewayStatus, NodeStatus, StatusReport
+from lanewarden.core.tasks import Run, Task
 
 
 def render_with_files(result: Result, board: Board) -> str:
@@ -42,9 +43,15 @@ def render_with_files(result: Result, board: Board) -> str:
 
 
 def render(result: Result) -> str:
-    """Text for people, or JSON when the command asked for ``--json``."""
-    if getattr(result.command, "json", False):
+    """Text for people, or JSON/YAML when the command asked for it (``--json``, ``--output``)."""
+    fmt = result.command.output_format() if result.command is not None else None
+    if fmt == "json":
         return json.dumps(result.to_json(), indent=2, sort_keys=True, default=str)
+    if fmt == "yaml":
+        import yaml  # only `--output yaml` needs it
+
+        # through JSON first: datetimes and the like become the same strings --json prints
+        return yaml.safe_dump(json.loads(json.dumps(result.to_json(), default=str)), sort_keys=True).rstrip()
     return render_text(result)
 
 
@@ -124,7 +131,7 @@ def _(result: TaskShown) -> str:
             outcome = r.outcome or "running"
             err = f" ({r.error})" if r.error else ""
             lines.append(
-                f"    {r.attempt}. {outcome:<12} {took:>7}{tokens} on {r.gateway or '-'} "
+                f"    {r.attempt}. {outcome:<12} {took:>7}{tokens} {_ran_where(r, d.runners)} "
                 f"by {r.dispatcher}{err}"
             )
     if d.events:
@@ -132,6 +139,14 @@ def _(result: TaskShown) -> str:
         for e in d.events:
             lines.append(f"    {e.at.strftime('%Y-%m-%d %H:%M:%S')}  {e.actor:<20} {e.kind:<15} {e.message}")
     return "\n".join(lines)
+
+
+def _ran_where(run: Run, runners: dict[str, str]) -> str:
+    """``on gpu1`` for a gateway request; a command run has no gateway: its profile and runner."""
+    if run.gateway:
+        return f"on {run.gateway}"
+    runner = runners.get(run.profile)
+    return f"as {run.profile} ({runner})" if runner else f"as {run.profile}"
 
 
 @render_text.register
@@ -150,8 +165,8 @@ def _(result: CapsShown) -> str:
     for name, p in caps["profiles"].items():
         lines.append(f"profile {name}: {p['in_use']}/{p['cap']}{_flags(p)}")
     for name, g in caps["gateways"].items():
-        limit = f" (window {g['limit']})" if g["limit"] != g["cap"] else ""
-        lines.append(f"gateway {name}: {g['in_use']}/{g['cap']}{limit}{_flags(g)}")
+        # the help promises "in use / limit / cap": the limit is the adaptive or slow-start window
+        lines.append(f"gateway {name}: {g['in_use']} in use / {g['limit']} limit / {g['cap']} cap{_flags(g)}")
     return "\n".join(lines)
 
 
@@ -164,11 +179,13 @@ def _flags(entry: dict[str, Any]) -> str:
     return f"  [{', '.join(flags)}]" if flags else ""
 
 
-def _process(p: dict[str, Any]) -> str:
+def _process(p: dict[str, Any], now: datetime) -> str:
+    beat = p.get("heartbeat_at")
+    shown = p["id"] if beat is None else f"{p['id']} beat {format_seconds((now - beat).total_seconds())} ago"
     skew_ms = p.get("clock_skew_ms")
     if skew_ms is None or not skew_is_large(skew_ms / 1000):
-        return p["id"]
-    return f"{p['id']} [{describe_skew(skew_ms / 1000)}]"
+        return shown
+    return f"{shown} [{describe_skew(skew_ms / 1000)}]"
 
 
 @render_text.register
@@ -190,8 +207,9 @@ def status_text(r: StatusReport) -> str:
         f"queue: {shape}{oldest}",
         f"board: {r.active}/{r.board_cap} active, dispatch {mode}" + ("  [PAUSED]" if r.board_paused else ""),
     ]
+    lines += held_back_lines(r)
     for g in r.gateways:
-        health = {True: "up", False: "DOWN", None: "unknown"}[g.healthy]
+        health = gateway_health(g)
         lat = (
             "-"
             if g.latency_p50_ms is None
@@ -217,12 +235,40 @@ def status_text(r: StatusReport) -> str:
             f"profile {p.name}: {p.active}/{p.cap} active, {p.ready} ready"
             f"{' via ' + p.gateway if p.gateway else ''}{flags}"
         )
-    if r.processes:
-        lines.append(
-            f"processes: {len(r.processes)} ({', '.join(_process(p) for p in r.processes)}); "
-            f"leader {r.leader or 'none'}"
-        )
+    lines.append(processes_line(r))
     return "\n".join(lines)
+
+
+def gateway_health(g: GatewayStatus) -> str:
+    """``up, checked 4s ago``; a reading older than a few probe intervals is marked stale:
+    nothing has probed the gateway since, so it is only what the gateway was."""
+    health = {True: "up", False: "DOWN", None: "unknown"}[g.healthy]
+    if g.checked_seconds_ago is None:
+        return f"{health} (never probed)" if g.healthy is not None else "unknown (never probed)"
+    checked = f"checked {format_seconds(g.checked_seconds_ago)} ago"
+    return f"{health} [stale: {checked}]" if g.stale else f"{health}, {checked}"
+
+
+def held_back_lines(r: StatusReport) -> list[str]:
+    """The real reasons ready work is not starting (core/readmodel.py ``held_back``)."""
+    lines = []
+    if not r.processes and r.counts.get("ready"):
+        lines.append("not starting: no live process dispatches (start `lanewarden serve`)")
+    for reason, count in r.held_back[:4]:
+        lines.append(f"not starting ({count} task{'s' if count != 1 else ''}): {reason}")
+    return lines
+
+
+def processes_line(r: StatusReport) -> str:
+    """Only live processes count; with none, when the last one was seen."""
+    if r.processes:
+        shown = ", ".join(_process(p, r.at) for p in r.processes)
+        return f"processes: {len(r.processes)} live ({shown}); leader {r.leader or 'none'}"
+    if r.last_heartbeat_at is None:
+        return "processes: none has run on this board yet (`lanewarden serve` starts one)"
+    seen = r.last_heartbeat_at.strftime("%H:%M")
+    ago = format_seconds((r.at - r.last_heartbeat_at).total_seconds())
+    return f"processes: no live process since {seen} UTC ({ago} ago)"
 
 
 def node_figures(n: NodeStatus) -> str:

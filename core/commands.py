@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from lanewarden.core.errors import UsageError
 from lanewarden.core.grammar import Command, Role, param, verb
 
 ADD_COLUMNS = ("backlog", "ready")
@@ -44,11 +45,18 @@ class Add(Command):
     max_attempts: int = param(3, help="task failures allowed before it is failed for good")
 
 
+OUTPUT_CHOICES = ("json", "yaml", "table")
+
+
 @verb(
     "list",
     "List tasks, highest priority first",
     role="viewer",
-    examples=("list --column ready --limit 3 --quiet", "list --status failed --json"),
+    examples=(
+        "list --column ready --limit 3 --quiet",
+        "list --status failed --json",
+        "list --output yaml",
+    ),
 )
 @dataclass(frozen=True, kw_only=True)
 class ListTasks(Command):
@@ -63,7 +71,13 @@ class ListTasks(Command):
     all: bool = param(False, help="include done and cancelled tasks")
     mine: bool = param(False, help="only the tasks you created")
     quiet: bool = param(False, help="print only ids, one per line")
-    json: bool = param(False, help="machine-readable output")
+    json: bool = param(False, help="machine-readable output (the same as --output json)")
+    output: str | None = param(None, choices=OUTPUT_CHOICES, help="json, yaml or table (the default)")
+
+    def output_format(self) -> str | None:
+        if self.json and self.output not in (None, "json"):
+            raise UsageError(f"--json and --output {self.output} disagree: give one of them")
+        return "json" if self.json else None if self.output == "table" else self.output
 
 
 @verb(

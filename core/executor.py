@@ -143,6 +143,7 @@ def _add(ex: Executor, cmd: c.Add, actor: Actor) -> Result:
 
 @handles(c.ListTasks)
 def _list(ex: Executor, cmd: c.ListTasks, actor: Actor) -> Result:
+    cmd.output_format()  # --json with --output yaml: refused before the board is read
     lanes: tuple[str, ...] = ()
     if cmd.status:
         lanes = tuple(s.strip().lower() for s in cmd.status.split(",") if s.strip())

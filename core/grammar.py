@@ -119,6 +119,10 @@ class Command:
         """The role this command needs; a flag may ask more than the verb (``tune --apply``)."""
         return self.VERB.role
 
+    def output_format(self) -> str | None:
+        """ "json" or "yaml" when the command asked for machine-readable output, else None."""
+        return "json" if getattr(self, "json", False) else None
+
 
 REGISTRY: dict[str, Verb] = {}
 C = TypeVar("C", bound=type[Command])

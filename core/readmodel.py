@@ -23,6 +23,7 @@ from lanewarden.core.schema import (
     dispatchers,
     events,
     gateway_limit_history,
+    gateway_state,
     node_readings,
     outbox,
     runs,
@@ -57,6 +58,46 @@ def live_dispatchers(conn: Connection, config: LanewardenConfig, now: datetime) 
     ).all()
 
 
+def last_heartbeat(conn: Connection) -> datetime | None:
+    """When any process last showed a sign of life (live or not): "no live process since"."""
+    return conn.execute(select(func.max(dispatchers.c.heartbeat_at))).scalar()
+
+
+# ------------------------------------------------------------------- gateways
+
+# a gateway reading older than this many probe intervals is stale: whoever probes it
+# (the dispatching processes) has stopped, so "up" or "down" is only what it was
+STALE_PROBE_INTERVALS = 3
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayReading:
+    """The shared probe result of one gateway (gateway_state) and how old it is."""
+
+    checked_at: datetime | None
+    age_seconds: float | None
+    stale: bool  # never probed, or not within STALE_PROBE_INTERVALS probe intervals
+    signals: dict[str, Any]
+
+
+def gateway_readings(conn: Connection, config: LanewardenConfig, now: datetime) -> dict[str, GatewayReading]:
+    """Every configured gateway's last probe, aged against ``now`` (the database's clock)."""
+    rows = {
+        r.name: r
+        for r in conn.execute(
+            select(gateway_state.c.name, gateway_state.c.checked_at, gateway_state.c.signals)
+        )
+    }
+    found: dict[str, GatewayReading] = {}
+    for name, gw in config.gateways.items():
+        row = rows.get(name)
+        checked = None if row is None else row.checked_at
+        age = None if checked is None else max(0.0, (now - checked).total_seconds())
+        stale = age is None or age > STALE_PROBE_INTERVALS * gw.probe_interval_seconds
+        found[name] = GatewayReading(checked, age, stale, (row.signals if row is not None else None) or {})
+    return found
+
+
 # ---------------------------------------------------------------------- tasks
 
 
@@ -70,6 +111,13 @@ def dispatchable(now: datetime) -> ColumnElement[bool]:
         & (tasks.c.not_before.is_(None) | (tasks.c.not_before <= now))
         & ~parents_pending()
     )
+
+
+def dispatchable_tasks(conn: Connection, now: datetime, limit: int) -> list[Any]:
+    """The ``limit`` dispatchable tasks that have waited longest (for the reasons they wait)."""
+    return conn.execute(
+        select(tasks).where(dispatchable(now)).order_by(tasks.c.updated_at, tasks.c.id).limit(limit)
+    ).all()
 
 
 def task_counts(conn: Connection) -> dict[str, int]:
@@ -87,6 +135,29 @@ def released_count(conn: Connection) -> int:
             select(func.count()).where(tasks.c.status == Status.READY, tasks.c.released.is_(True))
         ).scalar_one()
     )
+
+
+# how many of the longest-waiting dispatchable tasks ``held_back`` asks why_waiting about
+HELD_BACK_SAMPLE = 20
+
+
+def held_back(conn: Connection, config: LanewardenConfig, now: datetime) -> list[tuple[str, int]]:
+    """Why dispatchable work is not starting: each reason ``why_waiting`` gives (the one
+    definition of a task's reasons) with how many of the longest-waiting tasks it holds,
+    most common first. In windowed mode a task nobody released is expected to wait and is
+    left out; an empty list means nothing but a moment holds the work back."""
+    from lanewarden.core.task_view import why_waiting  # task_view reads caps; keep imports one-way
+    from lanewarden.core.tasks import Task
+
+    windowed = not config.kanban.dispatcher.enabled
+    counted: dict[str, int] = defaultdict(int)
+    for row in dispatchable_tasks(conn, now, HELD_BACK_SAMPLE):
+        task = Task.from_row(row)
+        if windowed and not task.released:
+            continue
+        for reason in why_waiting(conn, config, task, []):  # dispatchable: no parent pending
+            counted[reason] += 1
+    return sorted(counted.items(), key=lambda item: (-item[1], item[0]))
 
 
 @dataclass(frozen=True, slots=True)

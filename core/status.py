@@ -21,6 +21,9 @@ from lanewarden.core.liveness import database_now
 from lanewarden.core.nodes import NodeFigures, NodeView
 from lanewarden.core.readmodel import (
     RECENT,
+    gateway_readings,
+    held_back,
+    last_heartbeat,
     limit_reasons,
     live_dispatchers,
     node_views,
@@ -30,7 +33,7 @@ from lanewarden.core.readmodel import (
     run_stats,
     task_counts,
 )
-from lanewarden.core.schema import gateway_state, leases, tasks
+from lanewarden.core.schema import leases, tasks
 from lanewarden.core.statuses import Status
 from lanewarden.core.tune import Advice, recent_advice
 from sqlalchemy import func, select
@@ -58,6 +61,8 @@ class GatewayStatus:
     last_error: str | None
     backoff_until: datetime | None
     limit_reason: str | None = None  # the last recorded change's reason ("gain +31% at 6", "deferred>0")
+    checked_seconds_ago: float | None = None  # age of the last probe; None: never probed
+    stale: bool = True  # no probe within a few probe intervals: health is only what it was
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,11 +143,17 @@ class StatusReport:
         shown["released"] = self.released
         shown["waiting"] = self.waiting
         return shown
+    # when any process last heartbeated, live or not ("no live process since 18:40")
+    last_heartbeat_at: datetime | None = None
+    # why dispatchable work is not starting: (reason, how many tasks), most common first
+    held_back: list[tuple[str, int]] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         data["at"] = self.at.isoformat()
         data["lanes"] = self.lanes
+        data["last_heartbeat_at"] = self.last_heartbeat_at.isoformat() if self.last_heartbeat_at else None
+        data["held_back"] = [{"reason": reason, "tasks": n} for reason, n in self.held_back]
         for gw in data["gateways"]:
             if gw["backoff_until"] is not None:
                 gw["backoff_until"] = gw["backoff_until"].isoformat()
@@ -170,20 +181,20 @@ def build_status(db: Database, config: LanewardenConfig) -> StatusReport:
             ).all()
         )
         samples = recent_runs(conn, now - RECENT)
-        signals = {
-            r.name: r.signals or {}
-            for r in conn.execute(select(gateway_state.c.name, gateway_state.c.signals))
-        }
+        readings = gateway_readings(conn, config, now)
         processes = [dict(r._mapping) for r in live_dispatchers(conn, config, now)]
         nodes = [NodeStatus.of(view, now) for view in node_views(conn, config)]
         advice = recent_advice(db.url, conn, config)
         leader_row = conn.execute(select(leases).where(leases.c.name == "leader")).first()
         reasons = limit_reasons(conn, config.gateways)
+        heartbeat = last_heartbeat(conn)
+        holding = held_back(conn, config, now)
     gateways = []
     for name, gw in sorted(config.gateways.items()):
         window = limits.gateways[name]
         stats = run_stats(samples.get(name, []))
-        sig = signals.get(name, {})
+        reading = readings[name]
+        sig = reading.signals
         gateways.append(
             GatewayStatus(
                 name=name,
@@ -208,6 +219,8 @@ def build_status(db: Database, config: LanewardenConfig) -> StatusReport:
                 if window.backoff_until and window.backoff_until > now
                 else None,
                 limit_reason=reasons.get(name),
+                checked_seconds_ago=reading.age_seconds,
+                stale=reading.stale,
             )
         )
     profiles = [
@@ -240,4 +253,6 @@ def build_status(db: Database, config: LanewardenConfig) -> StatusReport:
         nodes=nodes,
         advice=advice,
         waiting=int(waiting),
+        last_heartbeat_at=heartbeat,
+        held_back=holding,
     )

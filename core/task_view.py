@@ -43,7 +43,8 @@ def task_detail(conn: Connection, config: LanewardenConfig, task: Task, *, histo
             )
         ][::-1]
         waiting = why_waiting(conn, config, task, parents)
-    return TaskDetail(task, parents, children, run_rows, event_rows, waiting)
+    runners = {r.profile: config.profiles[r.profile].runner for r in run_rows if r.profile in config.profiles}
+    return TaskDetail(task, parents, children, run_rows, event_rows, waiting, runners)
 
 
 def why_waiting(conn: Connection, config: LanewardenConfig, task: Task, parents: list[Task]) -> list[str]:

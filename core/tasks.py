@@ -131,9 +131,13 @@ class TaskDetail:
     events: list[Event]
     # why the dispatcher will not start it now; empty when it is dispatchable or finished
     waiting_on: list[str] = field(default_factory=list)
+    # the runner of each profile its runs used ("command", "llm"): where a run without a
+    # gateway ran
+    runners: dict[str, str] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {
+            "runners": dict(self.runners),
             "task": self.task.to_json(),
             "parents": [p.to_json() for p in self.parents],
             "children": [c.to_json() for c in self.children],

@@ -8,7 +8,6 @@ so nothing an operator asked for is silently lost. User text is made inert (text
 from __future__ import annotations
 
 import io
-import json
 from dataclasses import dataclass, field
 from functools import singledispatch
 
@@ -22,7 +21,7 @@ from lanewarden.bot.discord_app.options import (
     shorten,
 )
 from lanewarden.bot.discord_app.text import inert, plain
-from lanewarden.bot.render import render_text, status_text
+from lanewarden.bot.render import render, render_text, status_text
 from lanewarden.core.clock import age, utcnow
 from lanewarden.core.results import (
     HelpShown,
@@ -75,13 +74,15 @@ def error_reply(message: str) -> Reply:
 
 
 def reply_for(result: Result, *, chart_png: bytes | None = None) -> Reply:
-    if getattr(result.command, "json", False):
-        text = json.dumps(result.to_json(), indent=2, sort_keys=True, default=str)
-        shown = f"{FENCE}json\n{code_text(text)}\n{FENCE}"
+    fmt = result.command.output_format()  # --json, list --output json|yaml
+    if fmt:
+        text = render(result)
+        shown = f"{FENCE}{fmt}\n{code_text(text)}\n{FENCE}"
         if len(shown) <= CONTENT_LIMIT:
             return Reply(content=shown)
         return Reply(
-            content=f"`{result.verb}` as JSON:", attachments=[(f"{_slug(result)}.json", text.encode())]
+            content=f"`{result.verb}` as {fmt.upper()}:",
+            attachments=[(f"{_slug(result)}.{fmt}", text.encode())],
         )
     reply = _reply(result)
     if chart_png is not None:

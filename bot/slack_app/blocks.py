@@ -8,12 +8,11 @@ escaped (``mrkdwn.escape``). Slack's limits shape the code: a section holds at m
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from functools import singledispatch
 from typing import Any
 
-from lanewarden.bot.render import node_line, render_text, status_text
+from lanewarden.bot.render import node_line, render, render_text, status_text
 from lanewarden.bot.slack_app.mrkdwn import FENCE, code_block, cut, escape, mention, split, truncate
 from lanewarden.core.access import Actor
 from lanewarden.core.clock import age
@@ -235,8 +234,8 @@ def notice_message(kind: str, payload: dict[str, Any]) -> tuple[str, list[dict[s
 
 
 def reply_for(result: Result, actor: Actor) -> Reply:
-    if getattr(result.command, "json", False):
-        payload = json.dumps(result.to_json(), indent=2, sort_keys=True, default=str)
+    if result.command.output_format():  # --json, list --output json|yaml
+        payload = render(result)
         return Reply(truncate(payload, 3000), long_text(payload, code=True))
     text, blocks = _render(result)
     in_channel = result.verb in IN_CHANNEL_VERBS
