@@ -143,6 +143,7 @@ class StatusReport:
         shown["released"] = self.released
         shown["waiting"] = self.waiting
         return shown
+
     # when any process last heartbeated, live or not ("no live process since 18:40")
     last_heartbeat_at: datetime | None = None
     # why dispatchable work is not starting: (reason, how many tasks), most common first
