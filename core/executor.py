@@ -20,7 +20,7 @@ from lanewarden.core.caps import describe_caps, scope_label
 from lanewarden.core.clock import parse_duration, parse_when, utcnow
 from lanewarden.core.errors import AccessDenied, Conflict, UsageError
 from lanewarden.core.grammar import Command, ImportedRef, did_you_mean, help_text
-from lanewarden.core.lanes import LANES
+from lanewarden.core.lanes import HERMES_LANES, HERMES_NO_LANE, LANES
 from lanewarden.core.notifications import ADAPTERS, channel_shape_error, fan_out_notice, parse_channel
 from lanewarden.core.results import (
     BatchPromoted,
@@ -147,6 +147,10 @@ def _list(ex: Executor, cmd: c.ListTasks, actor: Actor) -> Result:
     lanes: tuple[str, ...] = ()
     if cmd.status:
         lanes = tuple(s.strip().lower() for s in cmd.status.split(",") if s.strip())
+        lanes = tuple(HERMES_LANES.get(s, s) for s in lanes)
+        hermes = next((s for s in lanes if s in HERMES_NO_LANE), None)
+        if hermes:
+            raise UsageError(f"Hermes' {hermes} is {HERMES_NO_LANE[hermes]} here: list --status LANE")
         bad = [s for s in lanes if s not in LANES]
         if bad:
             raise UsageError(

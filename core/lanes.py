@@ -19,6 +19,18 @@ from sqlalchemy import ColumnElement, Exists, Select, and_, exists, false, or_, 
 LANES = ("backlog", "ready", "released", "waiting", "active", "done", "failed", "blocked", "cancelled")
 
 
+# Hermes' statuses in `list --status`: the one that maps one-to-one is accepted, the others
+# are answered with our form (docs/hermes.md)
+HERMES_LANES = {"running": "active"}
+HERMES_NO_LANE = {
+    "todo": "backlog, or waiting when it has parents",
+    "triage": "backlog",
+    "scheduled": "backlog (or a --not-before time: waiting)",
+    "review": "blocked, after an import",
+    "archived": "done or cancelled (list --all)",
+}
+
+
 def parents_pending() -> Exists:
     """Correlated to ``tasks``: true while some parent of the task is not done."""
     parent = tasks.alias("parent")

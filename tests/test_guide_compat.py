@@ -123,6 +123,9 @@ def test_lanes_limits_and_idempotent_release(tmp_path: Path, lw_env: dict[str, s
     assert run(env, "list", "--status", "waiting", "--quiet").stdout.split() == [child]
     refused = run(env, "promote", "--id", child, "--column", "active")
     assert refused.returncode == 2 and "parents are done" in refused.stderr
+    assert run(env, "list", "--status", "running", "--quiet").stdout == ""  # Hermes' word for active
+    review = run(env, "list", "--status", "review")
+    assert review.returncode == 2 and "Hermes' review is blocked, after an import here" in review.stderr
     status = run(env, "status").stdout
     assert "ready 3  released 1  waiting 1" in status
 
