@@ -33,6 +33,7 @@ from lanewarden.core.notifications import (
     TaskNote,
     fan_out_notice,
     fan_out_task_events,
+    may_direct_message,
     parse_channel,
     task_channels,
 )
@@ -164,7 +165,10 @@ class Board(Controls, Edits):
         ).scalar_one()
         if task is not None:
             fan_out_task_events(
-                conn, self.config, [TaskNote(event_id, kind, task.id, task.origin, message, actor)], now
+                conn,
+                self.config,
+                [TaskNote(event_id, kind, task.id, task.origin, message, actor, task.created_by)],
+                now,
             )
         return event_id
 
@@ -185,12 +189,14 @@ class Board(Controls, Edits):
             for e in entries
         ]
         channels = task_channels(conn, self.config)
-        if not channels and not any(parse_channel(e.task.origin) for e in entries):
+        if not channels and not any(
+            parse_channel(e.task.origin) or may_direct_message(e.kind, e.task.created_by) for e in entries
+        ):
             conn.execute(_INSERT_EVENT, rows)  # no chat channel cares: no ids needed
             return
         ids = conn.execute(_INSERT_EVENT_RETURNING, rows).scalars().all()
         notes = [
-            TaskNote(i, e.kind, e.task.id, e.task.origin, e.message, e.actor)
+            TaskNote(i, e.kind, e.task.id, e.task.origin, e.message, e.actor, e.task.created_by)
             for i, e in zip(ids, entries, strict=True)
         ]
         fan_out_task_events(conn, self.config, notes, now, channels)

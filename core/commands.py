@@ -366,6 +366,17 @@ class Unsubscribe(Command):
 
 
 @verb(
+    "notify me",
+    "A direct message when a task you created finishes or fails (Slack and Discord)",
+    role="viewer",
+    examples=("notify me on",),
+)
+@dataclass(frozen=True, kw_only=True)
+class NotifyMe(Command):
+    state: str = param(positional=True, choices=("on", "off"), help="on to get them, off to stop")
+
+
+@verb(
     "whoami",
     "Who you are to Lanewarden: your id, your role and where the role comes from",
     role="none",  # a newcomer needs it most: it tells them the id an admin has to add

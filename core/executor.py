@@ -21,7 +21,13 @@ from lanewarden.core.clock import parse_duration, parse_when, utcnow
 from lanewarden.core.errors import AccessDenied, Conflict, UsageError
 from lanewarden.core.grammar import Command, ImportedRef, did_you_mean, help_text
 from lanewarden.core.lanes import HERMES_LANES, HERMES_NO_LANE, LANES
-from lanewarden.core.notifications import ADAPTERS, channel_shape_error, fan_out_notice, parse_channel
+from lanewarden.core.notifications import (
+    ADAPTERS,
+    channel_shape_error,
+    fan_out_notice,
+    parse_channel,
+    set_dm_optin,
+)
 from lanewarden.core.results import (
     BatchPromoted,
     CapsShown,
@@ -466,6 +472,23 @@ def _unsubscribe(ex: Executor, cmd: c.Unsubscribe, actor: Actor) -> Result:
         f"this channel no longer gets {cmd.topic}" if gone else f"this channel was not getting {cmd.topic}"
     )
     return Done(cmd, message, {"adapter": adapter, "channel": channel, "topic": cmd.topic})
+
+
+@handles(c.NotifyMe)
+def _notify_me(ex: Executor, cmd: c.NotifyMe, actor: Actor) -> Result:
+    wanted = cmd.state == "on"
+    with ex.board.db.write() as conn:
+        changed = set_dm_optin(conn, actor.id, wanted)
+        if changed:
+            kind, what = ("subscribed", "gets") if wanted else ("unsubscribed", "no longer gets")
+            ex.board.record(conn, actor.id, kind, f"{actor.id} {what} a DM when a task they created ends")
+    if wanted:
+        message = "you will get a direct message when a task you created finishes or fails"
+        if not changed:
+            message = "you already get " + message.removeprefix("you will get ")
+    else:
+        message = "no more direct messages about your tasks" if changed else "you were not getting them"
+    return Done(cmd, message, {"user": actor.id, "dm": wanted})
 
 
 @handles(c.WhoAmI)

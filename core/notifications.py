@@ -13,9 +13,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from lanewarden.core.clock import utcnow
 from lanewarden.core.config import LanewardenConfig
-from lanewarden.core.schema import outbox, subscriptions
-from sqlalchemy import Connection, insert, select, update
+from lanewarden.core.errors import UsageError
+from lanewarden.core.schema import dm_optins, outbox, subscriptions
+from sqlalchemy import Connection, delete, insert, select, update
 
 ADAPTERS = ("slack", "discord")
 
@@ -39,6 +41,9 @@ CARD_EVENTS = frozenset(
     }
 )
 
+
+# the events that end a task for its creator: a DM goes out for them (`notify me on`)
+DM_EVENTS = frozenset({"succeeded", "failed"})
 
 HUMAN_ACTORS = ("slack", "discord", "cli", "console", "scheduler")
 
@@ -103,6 +108,7 @@ class TaskNote:
     origin: str | None
     message: str
     actor: str | None = None
+    creator: str | None = None  # tasks.created_by: who gets a DM when it ends, if they asked
 
 
 def task_channels(conn: Connection, config: LanewardenConfig) -> set[tuple[str, str]]:
@@ -154,9 +160,51 @@ def fan_out_task_events(
                         payload={"event": note.kind, "text": note.message, "actor": note.actor},
                     )
                 )
+    rows += _direct_message_rows(conn, notes, now)
     if rows:
         _supersede_pending_cards(conn, sorted({r["coalesce_key"] for r in rows if r["coalesce_key"]}))
         conn.execute(insert(outbox), rows)
+
+
+def may_direct_message(kind: str, creator: str | None) -> bool:
+    """Whether an event could be DMed to the task's creator (before asking the database)."""
+    return kind in DM_EVENTS and parse_channel(creator) is not None
+
+
+def _direct_message_rows(conn: Connection, notes: list[TaskNote], now: datetime) -> list[dict[str, Any]]:
+    """A ``dm`` row to the creator of each task that ended, if they opted in. The row's
+    channel is the user id: the sink opens the DM channel when it delivers."""
+    ending = [n for n in notes if may_direct_message(n.kind, n.creator)]
+    if not ending:
+        return []
+    creators = {n.creator for n in ending}
+    opted_in = set(
+        conn.execute(select(dm_optins.c.user_ref).where(dm_optins.c.user_ref.in_(creators))).scalars()
+    )
+    rows = []
+    for note in ending:
+        if note.creator in opted_in:
+            adapter, user = parse_channel(note.creator)  # type: ignore[misc]  # may_direct_message checked it
+            payload = {"event": note.kind, "text": note.message}
+            rows.append(
+                _row(adapter, user, "dm", now, task_id=note.task_id, event_id=note.event_id, payload=payload)
+            )
+    return rows
+
+
+def set_dm_optin(conn: Connection, user_ref: str, wanted: bool) -> bool:
+    """Opt ``slack:U123`` / ``discord:42`` in or out of DMs about their tasks; True if it changed."""
+    if parse_channel(user_ref) is None:
+        raise UsageError(
+            f"notify me sends direct messages in {' or '.join(a.title() for a in ADAPTERS)}: "
+            f"run it there (you are {user_ref})"
+        )
+    exists = conn.execute(select(dm_optins.c.user_ref).where(dm_optins.c.user_ref == user_ref)).first()
+    if wanted and not exists:
+        conn.execute(insert(dm_optins).values(user_ref=user_ref, created_at=utcnow()))
+    elif not wanted and exists:
+        conn.execute(delete(dm_optins).where(dm_optins.c.user_ref == user_ref))
+    return bool(wanted) != bool(exists)
 
 
 def fan_out_notice(

@@ -169,6 +169,9 @@ events = Table(
 Index("ix_events_task", events.c.task_id, events.c.id)
 Index("ix_events_kind_at", events.c.kind, events.c.at)
 
+# dm: a direct message to a task's creator (core/notifications.py), channel = their user id
+OUTBOX_KINDS = ("card", "update", "alert", "digest", "message", "chart", "dm")
+
 outbox = Table(
     "outbox",
     metadata,
@@ -191,7 +194,7 @@ outbox = Table(
     Column("remote_ref", String(128)),
     Column("last_error", Text),
     CheckConstraint(_in("state", ("pending", "sending", "delivered", "superseded", "dead")), name="state"),
-    CheckConstraint(_in("kind", ("card", "update", "alert", "digest", "message", "chart")), name="kind"),
+    CheckConstraint(_in("kind", OUTBOX_KINDS), name="kind"),
 )
 Index("ix_outbox_due", outbox.c.state, outbox.c.next_attempt_at)
 
@@ -215,6 +218,15 @@ subscriptions = Table(
     Column("created_by", String(128), nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
     CheckConstraint(_in("topic", ("tasks", "alerts", "digest")), name="topic"),
+)
+
+# people who asked for a direct message when a task they created finishes or fails
+# (`notify me on`); user_ref is the chat identity as tasks.created_by records it
+dm_optins = Table(
+    "dm_optins",
+    metadata,
+    Column("user_ref", String(128), primary_key=True),
+    Column("created_at", UTCDateTime, nullable=False),
 )
 
 # live cap changes; they override the config for every process on this board

@@ -229,6 +229,8 @@ async def test_every_verb_runs_from_discord(bot: RunningBot) -> None:
         assert conn.execute(select(subscriptions)).all() == []
     digest = await run("digest")
     assert "Lanewarden digest, last 24h" in digest.text
+    dm = await run("notify me", state="on")  # /kanban notify me: beside subscribe in the notify group
+    assert "direct message when a task you created" in dm.text and dm.ephemeral
     link = await run("web")
     assert link.ephemeral and "http://127.0.0.1:8787/signin/" in link.text  # never in the channel
     helped = await run("help", topic="caps set")

@@ -120,6 +120,7 @@ def test_the_manifest_asks_for_what_the_adapter_uses() -> None:
         "groups:history",
         "im:history",
         "mpim:history",
+        "im:write",  # conversations.open: the DM to a task's creator (notify me on)
         "usergroups:read",  # usergroups.list
     }
 

@@ -63,6 +63,8 @@ class DiscordSink:
                 return await self._update(item, task, card)
             if item.kind == "chart":
                 return await self._chart(channel_id(item), item)
+            if item.kind == "dm":
+                return await self._dm(item, task)
             return await self._post(channel_id(item), _text(item), item)
         except discord.HTTPException as exc:
             raise _translate(exc) from exc
@@ -146,6 +148,15 @@ class DiscordSink:
             return await self._post(thread_id, text, item)
         # no thread possible here (the card sits in a thread itself): reply to the card
         return await self._post(channel_id(item), text, item, reply_to=int(card.message_ref))
+
+    async def _dm(self, item: OutboxItem, task: Task | None) -> Delivery:
+        """A ``dm`` row's channel is the user id: open (or get back) the DM channel with
+        them, then post there; the nonce makes a repeated send return the same message."""
+        dm = await self.client.http.start_private_message(channel_id(item))
+        title = f" {inert(task.title)}" if task is not None else ""
+        return await self._post(
+            int(dm["id"]), shorten(f"#{item.task_id}{title}: {_text(item)}", CONTENT_LIMIT), item
+        )
 
     async def _open_thread(
         self, channel_id: int, message_id: int, task: Task | None, item: OutboxItem

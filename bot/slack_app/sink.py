@@ -88,6 +88,9 @@ class SlackSink:
             return await self._update(item, task, card)
         if item.kind == "chart":
             return await self._chart(item)
+        if item.kind == "dm":
+            text, blocks = update_message(task, item.payload, with_title=True)
+            return Delivery(await self._post(item, text, blocks, channel=await self._dm_channel(item)))
         text, blocks = notice_message(item.kind, item.payload)
         if not text:
             raise PermanentError(f"{item.kind} row {item.id} has no text to post")
@@ -141,14 +144,26 @@ class SlackSink:
         uploaded = answer.get("file") or {}
         return Delivery(str(uploaded.get("id") or "file"))
 
+    async def _dm_channel(self, item: OutboxItem) -> str:
+        """The app's DM channel with the user a ``dm`` row is for (its channel is the user id).
+        conversations.open returns the same channel every time, so a retry is harmless."""
+        answer = await _call(self.client.conversations_open, users=item.channel)
+        return str(answer["channel"]["id"])
+
     async def _post(
-        self, item: OutboxItem, text: str, blocks: list[dict[str, Any]], *, thread_ts: str | None = None
+        self,
+        item: OutboxItem,
+        text: str,
+        blocks: list[dict[str, Any]],
+        *,
+        thread_ts: str | None = None,
+        channel: str | None = None,
     ) -> str:
         payload: dict[str, Any] = {"outbox_id": item.id, "kind": item.kind}
         if item.task_id is not None:
             payload["task_id"] = item.task_id
         args: dict[str, Any] = {
-            "channel": item.channel,
+            "channel": channel or item.channel,
             "text": escape(truncate(text, 3000)),  # plain text in, mrkdwn-safe out
             "blocks": blocks,
             "metadata": {"event_type": METADATA_EVENT, "event_payload": payload},
@@ -167,7 +182,8 @@ class SlackSink:
         # repeat and shows the newest state); one that replaced a deleted card finds the new one.
         thread = (card.thread_ref or card.message_ref) if (item.kind == "update" and card) else None
         try:
-            ts = await self._search(item, thread)
+            channel = await self._dm_channel(item) if item.kind == "dm" else item.channel
+            ts = await self._search(item, channel, thread)
         except PermanentError as exc:
             if any(code in str(exc) for code in UNCHECKABLE_ERRORS):
                 log.warning(
@@ -184,12 +200,12 @@ class SlackSink:
             return Delivery(ts, ts)
         return Delivery(ts, thread)
 
-    async def _search(self, item: OutboxItem, thread: str | None) -> str | None:
+    async def _search(self, item: OutboxItem, channel: str, thread: str | None) -> str | None:
         oldest = _slack_ts(item.created_at - timedelta(seconds=HISTORY_SLACK_SECONDS))
         cursor: str | None = None
         for _page in range(HISTORY_PAGES):
             args: dict[str, Any] = {
-                "channel": item.channel,
+                "channel": channel,
                 "oldest": oldest,
                 "limit": HISTORY_PAGE,
                 "include_all_metadata": True,

@@ -136,6 +136,11 @@ class FakeDiscord(InteractionPayloads):
         self.heartbeats = 0
         self.connected = asyncio.Event()
         self._nonces: dict[tuple[int, str], int] = {}  # (author, nonce) -> message id
+        # POST /users/@me/channels: one DM channel per user, the same on every call; users
+        # whose privacy settings refuse DMs from the bot (50007 on send) and unknown users
+        self.dm_channels: dict[int, int] = {}
+        self.dms_refused: set[int] = set()
+        self.unknown_users: set[int] = set()
         self._failures: list[Failure] = []
         self._ids = itertools.count(1_200_000_000_000_000_000)
         self._seq = itertools.count(1)
@@ -403,6 +408,8 @@ class FakeDiscord(InteractionPayloads):
                 return self._register(int(match[2]) if match[2] else None, call.body)
             if m == "GET":
                 return _ok(self.commands.get(int(match[2]) if match[2] else None, []))
+        if m == "POST" and p == "/users/@me/channels":
+            return self._open_dm(call.body or {})
         if match := re.fullmatch(r"/channels/(\d+)/messages", p):
             if m == "POST":
                 return self._create_message(int(match[1]), call.body or {}, call.files)
@@ -503,11 +510,25 @@ class FakeDiscord(InteractionPayloads):
             "data": data,
         }
 
+    def _open_dm(self, body: dict[str, Any]) -> web.Response:
+        recipient = body.get("recipient_id")
+        if not str(recipient or "").isdigit():
+            return _error(400, 50035, "Invalid Form Body")
+        user_id = int(str(recipient))
+        if user_id in self.unknown_users:
+            return _error(404, 10013, "Unknown User")
+        channel_id = self.dm_channels.setdefault(user_id, self.new_id())
+        self.channels.add(channel_id)
+        dm = {"id": str(channel_id), "type": 1, "last_message_id": None, "flags": 0}
+        return _ok({**dm, "recipients": [user_payload(user_id, f"user{user_id % 1000}")]})
+
     def _create_message(
         self, channel_id: int, body: dict[str, Any], files: list[tuple[str, bytes]]
     ) -> web.Response:
         if channel_id not in self.channels and channel_id not in self.threads:
             return _error(404, 10003, "Unknown Channel")
+        if any(self.dm_channels.get(user) == channel_id for user in self.dms_refused):
+            return _error(403, 50007, "Cannot send messages to this user")
         if refusal := message_refusal(body):
             return _json(refusal, 400)
         nonce = body.get("nonce")

@@ -73,6 +73,11 @@ class FakeSlack:
         self.refusals: list[tuple[str, Any]] = []  # (where, Slack's answer) for every refused body
         self.views: list[dict[str, Any]] = []  # modals opened (views.open)
         self.ephemerals: list[dict[str, Any]] = []  # chat.postEphemeral: seen by one user only
+        # conversations.open: the app's DM channel with each user (the same one every time),
+        # users Slack does not know (user_not_found) and deactivated ones (user_disabled)
+        self.dm_channels: dict[str, str] = {}
+        self.unknown_users: set[str] = set()
+        self.disabled_users: set[str] = set()
         self.socket_connections = 0
         self._failures: dict[str, list[Failure]] = {}
         self._holds: dict[str, asyncio.Event] = {}
@@ -418,6 +423,24 @@ class FakeSlack:
         message["blocks"] = _json_arg(args.get("blocks")) or []
         self.ephemerals.append(message)
         return {"ok": True, "message_ts": self._next_ts()}
+
+    def _m_conversations_open(self, args: dict[str, Any], request: web.Request) -> dict[str, Any]:
+        """One user: their DM with the app (im:write). Slack answers the existing channel
+        again on every call; several users would open a group DM, which Lanewarden never does."""
+        users = [u for u in str(args.get("users") or "").split(",") if u]
+        if not users and not args.get("channel"):
+            return {"ok": False, "error": "users_list_not_supplied"}
+        if len(users) != 1:
+            return {"ok": False, "error": "not_implemented_by_the_fake"}
+        (user,) = users
+        if user == BOT_USER_ID:
+            return {"ok": False, "error": "cannot_dm_bot"}
+        if user in self.unknown_users or not user.startswith(("U", "W")):
+            return {"ok": False, "error": "user_not_found"}
+        if user in self.disabled_users:
+            return {"ok": False, "error": "user_disabled"}
+        channel = self.dm_channels.setdefault(user, f"D{len(self.dm_channels) + 1:04d}{user[1:]}"[:11])
+        return {"ok": True, "channel": {"id": channel}}
 
     def _m_usergroups_list(self, args: dict[str, Any], request: web.Request) -> dict[str, Any]:
         return {"ok": True, "usergroups": self.usergroups}
