@@ -162,10 +162,12 @@ async def test_slack_refusals_and_outages_of_a_dm(board: Board, slack: FakeSlack
     for user in ("slack:UALICE", "slack:UGONE"):
         notify_me(board, user, "on")
     slack.disabled_users.add("UGONE")
+    d = slack_deliverer(board)
     slack.fail("conversations.open", Failure(500), times=1)  # a Slack outage: retried, not lost
     await finish(board, NewTask(title="For Alice"), by="slack:UALICE")
+    await drain(d, settled(board))
     await finish(board, NewTask(title="For a leaver"), by="slack:UGONE")
-    await drain(slack_deliverer(board), settled(board))
+    await drain(d, settled(board))
     alice, gone = dm_rows(board)
     assert alice.state == "delivered" and alice.attempts == 2
     assert gone.state == "dead" and "user_disabled" in gone.last_error
