@@ -156,6 +156,8 @@ def _board_command(args: list[str], config_path: str | None) -> int:
     from lanewarden.core.results import TaskList
 
     command = parse(args)  # bad input fails before touching the database
+    if getattr(command, "watch", False) and command.interval < 1:
+        raise UsageError("--interval needs a whole number of seconds, 1 or more")
     if isinstance(command, HelpCommand):  # help needs no board: asking never creates one
         print(help_text(command.topic))
         return 0
@@ -165,9 +167,13 @@ def _board_command(args: list[str], config_path: str | None) -> int:
         # `digest --post` sends the status chart along
         executor = Executor(board, chart=status_chart_png)
         result = executor.execute(command, local_actor(), source_text=" ".join(args))
+        if getattr(command, "watch", False):  # the live view draws the report itself
+            return _live(board, command, result)
         output = render_with_files(result, board)
         if output:
-            print(output)
+            print(output, flush=True)
+        if getattr(command, "follow", False):
+            return _live(board, command, result)
         if isinstance(result, TaskList) and result.cut and (command.quiet or command.json):
             # a script looping over the ids must not miss the rest silently
             print(f"lanewarden: {list_cut_note(result)}", file=sys.stderr)
@@ -179,6 +185,24 @@ def _board_command(args: list[str], config_path: str | None) -> int:
         return 0
     finally:
         board.db.dispose()
+
+
+def _live(board, command, result) -> int:  # Board, Command, Result
+    """``logs --follow`` and ``status --watch`` after the first answer; Ctrl-C leaves with 0."""
+    from lanewarden.bot.live import follow_logs, watch_status
+
+    def write(text: str) -> None:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+
+    try:
+        if getattr(command, "watch", False):
+            watch_status(board, command.interval, write, terminal=sys.stdout.isatty())
+        else:
+            follow_logs(board, result, write)
+    except KeyboardInterrupt:
+        write("\n")
+    return 0
 
 
 def operator_parser() -> argparse.ArgumentParser:

@@ -29,6 +29,7 @@ from lanewarden.core.config import lanewarden_home
 from lanewarden.core.errors import LanewardenError
 from lanewarden.core.executor import Executor
 from lanewarden.core.grammar import MAX_COMMAND_CHARS, parse, tokenize
+from lanewarden.core.results import LogsShown
 from sqlalchemy.exc import DBAPIError
 
 log = logging.getLogger("lanewarden.console")
@@ -53,14 +54,16 @@ class Console:
         self.stdin = stdin or sys.stdin
         self.stdout = stdout or sys.stdout
         self.config_path = config_path  # for `doctor`: the file this console was started with
+        self._following: LogsShown | None = None  # the `logs --follow` answered last
 
     def handle_line(self, line: str) -> str:
         """One command in, its rendered answer (or one error line) out; never raises."""
         try:
             command = parse(tokenize(line))
-            return render_with_files(
-                self.executor.execute(command, self.actor, source_text=line), self.executor.board
-            )
+            result = self.executor.execute(command, self.actor, source_text=line)
+            if isinstance(result, LogsShown) and result.command.follow:  # type: ignore[attr-defined]
+                self._following = result
+            return render_with_files(result, self.executor.board)
         except LanewardenError as exc:
             return f"error: {exc}"
         except DBAPIError as exc:
@@ -98,6 +101,14 @@ class Console:
             doctor(self.config_path, out=lambda text: self._write(text + "\n"))
         else:
             self._write(self.handle_line(line) + "\n")
+            if self._following is not None:  # `logs N --follow`: until the task rests or Ctrl-C
+                from lanewarden.bot.live import follow_logs
+
+                shown, self._following = self._following, None
+                try:
+                    follow_logs(self.executor.board, shown, self._write)
+                except KeyboardInterrupt:
+                    self._write("\n")
         return None
 
     def _run_prompt(self) -> Ending:

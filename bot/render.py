@@ -17,6 +17,7 @@ from lanewarden.core.results import (
     DigestShown,
     Done,
     HelpShown,
+    LogsShown,
     Result,
     StatusShown,
     TaskChanged,
@@ -26,6 +27,7 @@ from lanewarden.core.results import (
     WebLinkShown,
     WindowsShown,
 )
+from lanewarden.core.run_output import RunLog
 from lanewarden.core.status import GatewayStatus, NodeStatus, StatusReport
 from lanewarden.core.tasks import Run, Task
 
@@ -147,6 +149,55 @@ def _ran_where(run: Run, runners: dict[str, str]) -> str:
         return f"on {run.gateway}"
     runner = runners.get(run.profile)
     return f"as {run.profile} ({runner})" if runner else f"as {run.profile}"
+
+
+# what a chat message shows of `logs`: the last runs, each cut to its tail
+CHAT_LOG_RUNS = 3
+CHAT_LOG_LINES = 30
+CHAT_LOG_CHARS = 2500
+
+
+@render_text.register
+def _(result: LogsShown) -> str:
+    task, logs = result.task, result.logs
+    if not logs:
+        return f"{task.ref} has not run yet ({task.lane})"
+    lines: list[str] = []
+    shown = logs[-CHAT_LOG_RUNS:] if result.bounded else logs
+    if len(shown) < len(logs):
+        lines.append(f"(the last {len(shown)} of {len(logs)} runs; `logs {task.id} --attempt N` for one)")
+    tail = result.command.tail  # type: ignore[attr-defined]
+    if result.bounded:
+        tail = min(tail or CHAT_LOG_LINES, CHAT_LOG_LINES)
+    for log in shown:
+        lines.append(run_log_header(task, log))
+        text, cut = log_tail(log.text, tail, CHAT_LOG_CHARS if result.bounded else None)
+        if log.dropped or cut:
+            lines.append(
+                "[earlier output not shown" + ("" if cut else ": only the last 64 KiB are kept") + "]"
+            )
+        lines.append(text.strip("\n") if text.strip("\n") else "(no output)")
+    if result.bounded and result.command.follow:  # type: ignore[attr-defined]
+        lines.append(f"(--follow works in the CLI and console: `lanewarden logs {task.id} --follow`)")
+    return "\n".join(lines)
+
+
+def run_log_header(task: Task, log: RunLog) -> str:
+    r = log.run
+    took = f", {r.latency_ms / 1000:.1f}s" if r.latency_ms is not None else ""
+    return f"--- {task.ref} attempt {r.attempt}: {r.outcome or 'running'} {_ran_where(r, {})}{took} ---"
+
+
+def log_tail(text: str, lines: int | None, chars: int | None) -> tuple[str, bool]:
+    """The last ``lines`` lines and at most ``chars`` characters of ``text``; whether it cut."""
+    cut = False
+    if lines is not None:
+        kept = text.splitlines(keepends=True)
+        if len(kept) > lines:
+            text, cut = "".join(kept[-lines:]), True
+    if chars is not None and len(text) > chars:
+        text, cut = text[-chars:], True
+    return text, cut
 
 
 @render_text.register

@@ -93,6 +93,21 @@ class Show(Command):
 
 
 @verb(
+    "logs",
+    "What a task's runs printed (a command's stdout/stderr, an llm's answer), --follow while it runs",
+    role="viewer",
+    examples=("logs 42", "logs 42 --follow", "logs 42 --attempt 2 --tail 50"),
+)
+@dataclass(frozen=True, kw_only=True)
+class Logs(Command):
+    id: int = param(positional=True, help=_ID, complete="task")
+    attempt: int | None = param(None, help="only this attempt (default: every run)")
+    tail: int | None = param(None, help="only the last N lines of each run")
+    follow: bool = param(False, help="keep printing while it runs (CLI and console; chat shows the tail)")
+    json: bool = param(False, help="machine-readable output")
+
+
+@verb(
     "promote",
     "Move a task forward: backlog to ready, or release it to start (active)",
     role="operator",
@@ -292,6 +307,8 @@ class Status(Command):
     json: bool = param(False, help="machine-readable output")
     since: str | None = param(None, help="the chart's window: 15m, 6h (default 1h, at most 1d)")
     output: str | None = param(None, help="where the CLI writes the chart: a .png or a directory")
+    watch: bool = param(False, help="a live view refreshed in place on a terminal (Ctrl-C leaves)")
+    interval: int = param(2, help="seconds between refreshes of --watch")
 
 
 @verb(

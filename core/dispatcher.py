@@ -40,6 +40,7 @@ from lanewarden.core.config import lanewarden_home
 from lanewarden.core.liveness import database_now, describe_skew, measure_skew, skew_is_large
 from lanewarden.core.processes import identify
 from lanewarden.core.redaction import redact, secret_values
+from lanewarden.core.run_output import FLUSH_SECONDS, OutputRecorder
 from lanewarden.core.runners import GatewayBusy, GatewayDown, Job, Runner, TaskFailed
 from lanewarden.core.runners.command import CommandRunner
 from lanewarden.core.runners.llm import LLMRunner
@@ -373,6 +374,7 @@ class Dispatcher:
         parents = (
             [] if profile.runner == "noop" else await self._db(self.kernel.parent_results, claim.task_id)
         )
+        recorder = OutputRecorder(claim.run_id, secret_values(self.config))
         job = Job(
             claim,
             claim.profile,
@@ -381,8 +383,27 @@ class Dispatcher:
             parents,
             self.workspaces,
             on_process=functools.partial(self._record_process, claim.run_id),
+            on_output=recorder.write,
         )
         timeout = profile.timeout_seconds or (gateway.timeout_seconds if gateway else DEFAULT_TIMEOUT_SECONDS)
+        pump = asyncio.create_task(self._pump_output(recorder), name=f"output-{claim.run_id}")
+        try:
+            return await self._run_job(runner, job, timeout, done)
+        finally:
+            pump.cancel()
+            # the rest of the output is on the board before the run's outcome is
+            await asyncio.shield(self._db(recorder.flush, self.board.db, self.database_time(), final=True))
+
+    async def _pump_output(self, recorder: OutputRecorder) -> None:
+        """A running run's output reaches the board as it comes (``logs --follow``)."""
+        while True:
+            await asyncio.sleep(FLUSH_SECONDS)
+            await self._db(recorder.flush, self.board.db, self.database_time())
+
+    async def _run_job(
+        self, runner: Runner, job: Job, timeout: float, done: Callable[..., Completion]
+    ) -> Completion:
+        profile = job.profile
         try:
             async with asyncio.timeout(timeout):
                 output = await runner.run(job)
@@ -398,7 +419,7 @@ class Dispatcher:
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # a bug in a runner must not take the dispatcher down
-            log.exception("runner %s crashed on #%d", profile.runner, claim.task_id)
+            log.exception("runner %s crashed on #%d", profile.runner, job.claim.task_id)
             return done("failed", error=f"runner crashed: {type(exc).__name__}: {exc}")
         return done(
             "succeeded",

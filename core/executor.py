@@ -18,7 +18,7 @@ from lanewarden.core.access import Actor
 from lanewarden.core.board import Board, NewTask, TaskFilter
 from lanewarden.core.caps import describe_caps, scope_label
 from lanewarden.core.clock import parse_duration, parse_when, utcnow
-from lanewarden.core.errors import AccessDenied, Conflict, UsageError
+from lanewarden.core.errors import AccessDenied, Conflict, NotFound, UsageError
 from lanewarden.core.grammar import Command, ImportedRef, did_you_mean, help_text
 from lanewarden.core.lanes import HERMES_LANES, HERMES_NO_LANE, LANES
 from lanewarden.core.notifications import (
@@ -34,6 +34,7 @@ from lanewarden.core.results import (
     DigestShown,
     Done,
     HelpShown,
+    LogsShown,
     Result,
     StatusShown,
     TaskChanged,
@@ -43,6 +44,7 @@ from lanewarden.core.results import (
     WebLinkShown,
     WindowsShown,
 )
+from lanewarden.core.run_output import task_logs
 from lanewarden.core.schema import events, subscriptions, tasks
 from lanewarden.core.signin import mint_link, sign_in_url, web_base_url
 from lanewarden.core.status import build_status
@@ -180,6 +182,20 @@ def _list(ex: Executor, cmd: c.ListTasks, actor: Actor) -> Result:
 @handles(c.Show)
 def _show(ex: Executor, cmd: c.Show, actor: Actor) -> Result:
     return TaskShown(cmd, ex.board.show(cmd.id))
+
+
+@handles(c.Logs)
+def _logs(ex: Executor, cmd: c.Logs, actor: Actor) -> Result:
+    if cmd.tail is not None and cmd.tail < 1:
+        raise UsageError("--tail needs a number of lines, 1 or more")
+    task = ex.board.get(cmd.id)
+    with ex.board.db.read() as conn:
+        logs = task_logs(conn, task.id, cmd.attempt)
+    if cmd.attempt is not None and not logs:
+        raise NotFound(f"{task.ref} has no attempt {cmd.attempt}")
+    # a terminal can follow and scroll; a chat message gets a bounded tail
+    bounded = actor.id.split(":", 1)[0] not in ("cli", "console")
+    return LogsShown(cmd, task, logs, bounded=bounded)
 
 
 @handles(c.Promote)

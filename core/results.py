@@ -7,6 +7,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from lanewarden.core.grammar import Command
+from lanewarden.core.run_output import RunLog
 from lanewarden.core.status import StatusReport
 from lanewarden.core.tasks import Task, TaskDetail
 from lanewarden.core.tune import Advice
@@ -43,6 +44,17 @@ class TaskList(Result):
 
     def to_json(self) -> Any:
         return [t.to_json() for t in self.tasks]
+
+
+@dataclass(frozen=True)
+class LogsShown(Result):
+    task: Task
+    logs: list[RunLog]
+    # chat and the web get the tail of each run; the CLI and console get all that is kept
+    bounded: bool = False
+
+    def to_json(self) -> Any:
+        return {"task": self.task.to_json(), "runs": [log.to_json() for log in self.logs]}
 
 
 @dataclass(frozen=True)

@@ -252,6 +252,17 @@ pauses = Table(
     CheckConstraint(_in("scope", ("board", "profile", "gateway")), name="scope"),
 )
 
+# what each run printed (a command's stdout and stderr, an llm run's streamed answer), in
+# chunks appended as it streams, the oldest dropped past a bound (core/run_output.py)
+run_output = Table(
+    "run_output",
+    metadata,
+    Column("run_id", Id, ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True),
+    Column("seq", Integer, primary_key=True, autoincrement=False),
+    Column("at", UTCDateTime, nullable=False),
+    Column("text", Text, nullable=False),
+)
+
 # the shared view of each gateway: health from probes, the current window (slow start /
 # adaptive limit) and backpressure, so every dispatcher process claims against the same limit
 gateway_state = Table(

@@ -152,3 +152,37 @@ def test_list_output_json_yaml_and_table(env: dict[str, str], cli_board: Board) 
     assert table[1].endswith("one")
     assert "--json and --output yaml disagree" in lw(env, "list", "--json", "--output", "yaml", code=2)
     assert "xml" in lw(env, "list", "--output", "xml", code=2)
+
+
+def test_status_watch_redraws_in_place_on_a_terminal_until_ctrl_c(
+    env: dict[str, str], cli_board: Board
+) -> None:
+    import pexpect
+
+    child = pexpect.spawn(
+        LANEWARDEN[0],
+        [*LANEWARDEN[1:], "status", "--watch", "--interval", "1"],
+        env={**env, "TERM": "xterm"},
+        encoding="utf-8",
+        timeout=30,
+    )
+    try:
+        child.expect_exact("\x1b[H\x1b[2J")  # the screen is cleared, then the report drawn
+        child.expect(r"every 1s at (\d\d:\d\d:\d\d) UTC \(Ctrl-C leaves\)")
+        first = child.match.group(1)
+        child.expect_exact("queue: backlog 0")
+        # a task added meanwhile shows up in the next frame, drawn over the last
+        cli_board.add(NewTask(title="new", profile="researcher", column="backlog"), "tester")
+        child.expect_exact("\x1b[H\x1b[2J")
+        child.expect(r"every 1s at (\d\d:\d\d:\d\d) UTC")
+        child.expect_exact("queue: backlog 1")
+        assert child.match is not None and first
+        # a stale gateway reading is dimmed
+        record_health(cli_board.db, GatewayHealth("gpu", True, "ok"), utcnow() - timedelta(hours=1))
+        child.expect_exact("\x1b[2mgateway gpu (openai): up [stale: checked 1h ago]")
+        child.sendintr()
+        child.expect(pexpect.EOF)
+    finally:
+        child.close(force=True)
+    assert child.exitstatus == 0
+    assert "--interval needs a whole number" in lw(env, "status", "--watch", "--interval", "0", code=2)

@@ -27,6 +27,12 @@ class Job:
     workspace_root: Path | None = None  # this board's directory of run workspaces
     # called with the pid of an agent process as soon as it runs (recorded on the run row)
     on_process: Callable[[int], Awaitable[None]] | None = None
+    # called with output as it comes (stdout/stderr, the streamed answer): `logs` reads it
+    on_output: Callable[[str], None] | None = None
+
+    def output(self, text: str) -> None:
+        if self.on_output is not None:
+            self.on_output(text)
 
     @property
     def workspace(self) -> Path:

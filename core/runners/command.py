@@ -15,10 +15,12 @@ its own per board and run (core/workspaces.py).
 from __future__ import annotations
 
 import asyncio
+import codecs
 import contextlib
 import functools
 import os
 import signal
+from collections.abc import Callable
 
 from lanewarden.core.config import exposed_arguments
 from lanewarden.core.processes import kill_what_is_left, tie_to_dispatcher
@@ -29,6 +31,7 @@ from lanewarden.core.runners.agent_env import agent_environment
 MAX_OUTPUT_BYTES = 1_000_000
 KILL_GRACE_SECONDS = 3.0
 EXIT_POLL_SECONDS = 0.1
+READ_CHUNK_BYTES = 65_536
 
 
 class CommandRunner:
@@ -69,7 +72,7 @@ class CommandRunner:
         try:
             if job.on_process is not None:
                 await job.on_process(process.pid)
-            stdout, stderr = await outputs_until_exit(process)
+            stdout, stderr = await outputs_until_exit(process, job.output)
         except BaseException:
             await kill_group(process)
             raise
@@ -96,13 +99,18 @@ def refuse_option_lookalikes(template: list[str], argv: list[str]) -> None:
             )
 
 
-async def outputs_until_exit(process: asyncio.subprocess.Process) -> tuple[bytes, bytes]:
-    """Stdout and stderr of an agent, read until it exits. Then whatever it left running in
+async def outputs_until_exit(
+    process: asyncio.subprocess.Process, sink: Callable[[str], None] | None = None
+) -> tuple[bytes, bytes]:
+    """Stdout and stderr of an agent, read until it exits, each chunk also handed to ``sink``
+    as it comes (``logs``). Then whatever it left running in
     its group is killed: a background child holding the pipes would otherwise keep the run
     (and its slot) open long after the agent itself finished. (``Process.wait()`` itself
     waits for the pipes to close on Python 3.11, hence the look at ``returncode``.)"""
     assert process.stdout is not None and process.stderr is not None
-    reading = asyncio.ensure_future(asyncio.gather(process.stdout.read(), process.stderr.read()))
+    reading = asyncio.ensure_future(
+        asyncio.gather(_drain(process.stdout, sink), _drain(process.stderr, sink))
+    )
     try:
         while not reading.done() and process.returncode is None:
             await asyncio.wait({reading}, timeout=EXIT_POLL_SECONDS)
@@ -115,6 +123,20 @@ async def outputs_until_exit(process: asyncio.subprocess.Process) -> tuple[bytes
         reading.cancel()
         raise
     return stdout, stderr
+
+
+async def _drain(stream: asyncio.StreamReader, sink: Callable[[str], None] | None) -> bytes:
+    """All of ``stream``, passing each chunk to ``sink`` as text (a character split between
+    two reads is decoded whole)."""
+    data = bytearray()
+    decoder = codecs.getincrementaldecoder("utf-8")("replace")
+    while chunk := await stream.read(READ_CHUNK_BYTES):
+        data += chunk
+        if sink is not None:
+            sink(decoder.decode(chunk))
+    if sink is not None:
+        sink(decoder.decode(b"", final=True))
+    return bytes(data)
 
 
 async def kill_group(process: asyncio.subprocess.Process) -> None:

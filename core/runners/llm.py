@@ -153,7 +153,11 @@ class LLMRunner:
             ) as response:
                 await _raise_for_status(response)
                 async for data in _sse_data(response):
-                    if not answer.feed(data, time.monotonic()):
+                    seen = len(answer.text_parts)
+                    going_on = answer.feed(data, time.monotonic())
+                    for piece in answer.text_parts[seen:]:
+                        job.output(piece)
+                    if not going_on:
                         break
         except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
             raise GatewayDown(f"cannot connect to {gateway.base_url}: {exc or type(exc).__name__}") from None
