@@ -28,7 +28,7 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 # Bump with every new Alembic revision; tests/test_migrations.py checks they agree.
-SCHEMA_REVISION = "0006"
+SCHEMA_REVISION = "0007"
 # one advisory lock key per purpose, taken in this order when several are needed
 MIGRATION_LOCK = 7_420_001
 CLAIM_LOCK = 7_420_002
