@@ -16,12 +16,14 @@ from lanewarden.bot.slack_app.adapter import SlackAdapter
 from lanewarden.core.access import Actor
 from lanewarden.core.board import Board, NewTask, open_board
 from lanewarden.core.clock import utcnow
+from lanewarden.core.db import Database, upgrade
 from lanewarden.core.errors import UsageError
 from lanewarden.core.executor import Executor
 from lanewarden.core.grammar import parse
 from lanewarden.core.outbox import OutboxDeliverer, OutboxItem
 from lanewarden.core.schema import outbox
-from sqlalchemy import select, update
+from sqlalchemy import insert, inspect, select, update
+from sqlalchemy.exc import IntegrityError
 
 from tests.conftest import make_config
 from tests.dispatch_helpers import FAST, all_in, running, wait_for
@@ -181,6 +183,28 @@ def test_notify_me_needs_a_chat_identity_and_valid_input(board: Board) -> None:
         executor.execute(parse(["notify", "me", "on"]), cli)
     with pytest.raises(UsageError, match="on"):
         parse(["notify", "me", "maybe"])
+
+
+def test_the_migration_keeps_queued_notifications_and_admits_dm_rows_only(board_url: str) -> None:
+    """0006 rebuilds the outbox on SQLite (a CHECK constraint cannot be altered there):
+    rows waiting for delivery survive it, and the kind check still refuses nonsense."""
+    db = Database(board_url)
+    upgrade(db, "0005")
+    waiting = {"adapter": "slack", "channel": "COPS", "payload": {"text": "queued before"}, "attempts": 0}
+    timing = {"created_at": utcnow(), "next_attempt_at": utcnow(), "state": "pending"}
+    with db.write() as conn:
+        conn.execute(insert(outbox), [{**waiting, **timing, "kind": "alert"}])
+    upgrade(db)
+    with db.write() as conn:
+        conn.execute(insert(outbox), [{**waiting, **timing, "kind": "dm", "channel": "UALICE"}])
+    with db.read() as conn:
+        kept = conn.execute(select(outbox.c.kind, outbox.c.payload).order_by(outbox.c.id)).all()
+    assert kept == [("alert", {"text": "queued before"}), ("dm", {"text": "queued before"})]
+    with pytest.raises(IntegrityError), db.write() as conn:
+        conn.execute(insert(outbox), [{**waiting, **timing, "kind": "nonsense"}])
+    with db.read() as conn:  # the delivery loop's index came through the rebuild
+        assert "ix_outbox_due" in {i["name"] for i in inspect(conn).get_indexes("outbox")}
+    db.dispose()
 
 
 # --------------------------------------------------------------------------- Discord

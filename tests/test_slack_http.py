@@ -191,6 +191,7 @@ EVERY_VERB = [
     ("subscribe", "subscribe alerts", "this channel now gets alerts", True),
     ("unsubscribe", "unsubscribe alerts", "this channel no longer gets alerts", True),
     ("digest", "digest --hours 2", "digest, last 2h", False),
+    ("notify me", "notify me on", "direct message when a task you created finishes", False),
     ("help", "help add", "usage: add", False),
     ("web", "web", "<https://board.example/signin/", False),  # a sign-in link: only for the caller
 ]
