@@ -165,6 +165,8 @@ async def test_every_verb_runs_from_discord(bot: RunningBot) -> None:
     assert "#1" in listed.text and "#2" in listed.text
     shown = await run("show", id="#2")
     assert "Waits for: #1 (backlog)" in shown.text
+    logs = await run("logs", id="#2", follow=True)
+    assert "#2 has not run yet (backlog)" in logs.text
     await run("promote", id="1")
     assert board.get(1).status == "ready"
     await run("promote-batch", max=5, **{"from": "backlog", "to": "ready"})

@@ -159,6 +159,7 @@ EVERY_VERB = [
     ("add", "add --title 'Second task' --column backlog --parent 1", "Created *#2", True),
     ("list", "list --all", "Second task", False),
     ("show", "show 2", "Waits for", False),
+    ("logs", "logs 2 --follow", "#2 has not run yet (backlog)", False),
     ("promote", "promote 2", "promoted to ready", False),
     ("promote-batch", "promote-batch --from ready --to active --max 1", "released: #1", True),
     ("move", "move 2 backlog", "moved to backlog", False),
