@@ -48,7 +48,7 @@ from lanewarden.core.runners.noop import NoopRunner
 from lanewarden.core.schema import dispatchers
 from lanewarden.core.workspaces import board_key, run_directory
 from sqlalchemy import insert, update
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 log = logging.getLogger("lanewarden.dispatcher")
 T = TypeVar("T")
@@ -59,6 +59,22 @@ WORKSPACE_SWEEP_SECONDS = 3600.0
 
 def new_dispatcher_id() -> str:
     return f"{socket.gethostname()[:40]}:{os.getpid()}:{secrets.token_hex(2)}"
+
+
+# what a lost or restarted database raises: SQLAlchemy's errors (a killed connection is
+# not always a DBAPIError: a transaction it left behind is a PendingRollbackError) and
+# the socket's own
+DATABASE_ERRORS = (SQLAlchemyError, OSError)
+
+
+def _why(exc: BaseException) -> object:
+    return getattr(exc, "orig", None) or f"{type(exc).__name__}: {exc}"
+
+
+def _report_crash(task: asyncio.Task[Any]) -> None:
+    """A dispatcher loop must never end unnoticed: it would stop claiming or heartbeating."""
+    if not task.cancelled() and task.exception() is not None:
+        log.error("%s stopped with an error", task.get_name(), exc_info=task.exception())
 
 
 def default_runners() -> dict[str, Runner]:
@@ -142,6 +158,8 @@ class Dispatcher:
             asyncio.create_task(self._stop_loop(), name="stop-loop"),
             asyncio.create_task(self._flush_loop(), name="flush-loop"),
         ]
+        for task in self._tasks:
+            task.add_done_callback(_report_crash)
         log.info(
             "dispatcher %s started (%s)",
             self.id,
@@ -187,10 +205,10 @@ class Dispatcher:
             try:
                 claims = await self._db(self.kernel.claim, batch)
                 failures = 0
-            except DBAPIError as exc:
+            except DATABASE_ERRORS as exc:
                 failures += 1
                 delay = min(10.0, 0.5 * 2**failures)
-                log.warning("claim failed (database unavailable?): %s; retrying in %.1fs", exc.orig, delay)
+                log.warning("claim failed (database unavailable?): %s; retrying in %.1fs", _why(exc), delay)
                 await self._backoff(self._wake, delay)
                 continue
             for claim in claims:
@@ -231,9 +249,9 @@ class Dispatcher:
                 if time.monotonic() >= self._next_sweep:
                     self._next_sweep = time.monotonic() + WORKSPACE_SWEEP_SECONDS
                     await self._db(self._sweep_workspaces)
-            except DBAPIError as exc:
+            except DATABASE_ERRORS as exc:
                 self._db_lost = True
-                log.warning("heartbeat failed (database unavailable?): %s", exc.orig)
+                log.warning("heartbeat failed (database unavailable?): %s", _why(exc))
 
     async def _backoff(self, event: asyncio.Event, delay: float) -> None:
         """Sleep ``delay`` or until ``event`` (a wake-up, also one that came during the failed
@@ -254,8 +272,8 @@ class Dispatcher:
                 continue
             try:
                 self._stop(await self._db(self.kernel.stop_requests, list(self.workers)))
-            except DBAPIError as exc:
-                log.warning("stop check failed: %s", exc.orig)
+            except DATABASE_ERRORS as exc:
+                log.warning("stop check failed: %s", _why(exc))
 
     def _stop(self, stops: dict[int, str]) -> None:
         for run_id, reason in stops.items():
@@ -277,13 +295,13 @@ class Dispatcher:
                     results = await self._db(self.kernel.finish, batch)
                     failures = 0
                     break
-                except DBAPIError as exc:
+                except DATABASE_ERRORS as exc:
                     failures += 1
                     delay = min(10.0, 0.5 * 2**failures)
                     log.warning(
                         "could not record %d completion(s): %s; retrying in %.1fs",
                         len(batch),
-                        exc.orig,
+                        _why(exc),
                         delay,
                     )
                     await self._backoff(self._flush_retry, delay)

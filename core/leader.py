@@ -26,7 +26,7 @@ from lanewarden.core.db import Database
 from lanewarden.core.liveness import database_now
 from lanewarden.core.schema import leases
 from sqlalchemy import delete, insert, select, update
-from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 log = logging.getLogger("lanewarden.leader")
 LEADER = "leader"
@@ -133,8 +133,8 @@ class LeaderLease:
             while True:
                 try:
                     held = await asyncio.to_thread(self.try_acquire)
-                except DBAPIError as exc:
-                    log.warning("leader lease check failed: %s", exc.orig)
+                except SQLAlchemyError as exc:  # a killed connection may also leave a PendingRollbackError
+                    log.warning("leader lease check failed: %s", getattr(exc, "orig", None) or exc)
                     held = self.is_leader  # keep acting only while the local margin lasts
                 if held and not leading:
                     leading = True

@@ -31,6 +31,7 @@ from sqlalchemy import select
 from tests.conftest import IN_CI, LANEWARDEN, pg_url
 from tests.serve_helpers import ROOT, ServeProcess, clean_env, wait_until, write_config
 from tests.tcp_proxy import TcpProxy
+from tests.test_metrics import http_port, scrape, value
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
@@ -48,6 +49,7 @@ def hosts_config(
     agent_seconds: float,
     poll: float = 1.0,
     window_cron: str | None = None,
+    listen: str = "",
 ) -> Path:
     write_config(
         path,
@@ -77,7 +79,7 @@ def hosts_config(
                     str(agent_seconds),
                 ],
             },
-            "http": {"listen": ""},
+            "http": {"listen": listen},
         },
     )
     if window_cron:
@@ -198,6 +200,7 @@ def test_hosts_60s_ahead_and_behind_share_leases_and_windows(tmp_path: Path, pg_
         lease=lease,
         agent_seconds=1.0,
         window_cron="*/5 * * * * *",
+        listen="127.0.0.1:0",
     )
     config, _ = load_config(config_path)
     board = open_board(config)
@@ -221,6 +224,11 @@ def test_hosts_60s_ahead_and_behind_share_leases_and_windows(tmp_path: Path, pg_
         by_pid = _dispatchers_by_pid(board)
         skews = {name: by_pid[p.pid].clock_skew_ms / 1000 for name, p in _named(procs).items()}
         assert 55 < skews["ahead"] < 65 and -65 < skews["behind"] < -55 and abs(skews["true"]) < 5, skews
+        port = wait_until(lambda: http_port(ahead), what="the HTTP endpoint", procs=procs)
+        metrics = scrape(port)
+        assert 55 < value(metrics, "lanewarden_clock_skew_seconds") < 65
+        behind_id = by_pid[behind.pid].id
+        assert -65 < value(metrics, "lanewarden_dispatcher_clock_skew_seconds", dispatcher=behind_id) < -55
         doctor = lw(config_path, env, "doctor").stdout
         assert "3 serve process(es) live" in doctor, doctor
         assert doctor.count("WARN clock") == 2 and "ahead of the database" in doctor, doctor
