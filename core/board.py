@@ -38,7 +38,7 @@ from lanewarden.core.notifications import (
     task_channels,
 )
 from lanewarden.core.schema import COMMENT_MAX, events, runs, task_links, tasks
-from lanewarden.core.statuses import OPEN_STATUSES, TASK_STATUSES
+from lanewarden.core.statuses import OPEN_STATUSES, TASK_STATUSES, Status
 from lanewarden.core.task_view import task_detail
 from lanewarden.core.tasks import Event, Task, TaskDetail
 from sqlalchemy import Connection, delete, exists, func, insert, or_, select, text, update
@@ -362,12 +362,12 @@ class Board(Controls, Edits):
 
     def _promote(self, conn: Connection, task: Task, column: str, actor: str) -> Task:
         if column == "ready":
-            if task.status != "backlog":
+            if task.status != Status.BACKLOG:
                 raise Conflict(f"{task.ref} is {task.lane}; only a backlog task can be promoted to ready")
-            return self._transition(conn, task, actor, "promoted", "promoted to ready", status="ready")
-        if task.status == "active" or (task.status == "ready" and task.released):
+            return self._transition(conn, task, actor, "promoted", "promoted to ready", status=Status.READY)
+        if task.status == Status.ACTIVE or (task.status == Status.READY and task.released):
             return task  # already on its way: releasing again is a no-op, so cron wrappers can repeat
-        if task.status not in ("backlog", "ready"):
+        if task.status not in (Status.BACKLOG, Status.READY):
             raise Conflict(f"{task.ref} is {task.lane}; only backlog or ready tasks can be released")
         pending = self._unfinished_parents(conn, task.id)
         if pending:
@@ -384,7 +384,7 @@ class Board(Controls, Edits):
             actor,
             "released",
             "released to start when a slot is free",
-            status="ready",
+            status=Status.READY,
             released=True,
         )
 
@@ -423,11 +423,11 @@ class Board(Controls, Edits):
                     actor,
                     "moved",
                     "moved to done by hand",
-                    status="done",
+                    status=Status.DONE,
                     released=False,
                     finished_at=utcnow(),
                 )
-            if task.status in ("failed", "cancelled"):
+            if task.status in (Status.FAILED, Status.CANCELLED):
                 return self._transition(
                     conn,
                     task,
@@ -448,11 +448,11 @@ class Board(Controls, Edits):
         check_length("reason", reason, COMMENT_MAX)
         with self.db.write() as conn:
             task = self._lock(conn, task_id)
-            if task.status not in ("backlog", "ready", "active"):
+            if task.status not in (Status.BACKLOG, Status.READY, Status.ACTIVE):
                 raise Conflict(
                     f"{task.ref} is {task.lane}; only backlog, ready or active tasks can be blocked"
                 )
-            came_from = "ready" if task.status == "active" else task.status
+            came_from = "ready" if task.status == Status.ACTIVE else task.status
             message = "blocked" + (f": {reason}" if reason else "")
             return self._transition(
                 conn,
@@ -460,7 +460,7 @@ class Board(Controls, Edits):
                 actor,
                 "blocked",
                 message,
-                status="blocked",
+                status=Status.BLOCKED,
                 blocked_from=came_from,
                 released=False,
             )
@@ -468,7 +468,7 @@ class Board(Controls, Edits):
     def unblock(self, task_id: int, actor: str) -> Task:
         with self.db.write() as conn:
             task = self._lock(conn, task_id)
-            if task.status != "blocked":
+            if task.status != Status.BLOCKED:
                 raise Conflict(f"{task.ref} is {task.lane}, not blocked")
             back = task.blocked_from or "ready"
             return self._transition(
@@ -479,7 +479,7 @@ class Board(Controls, Edits):
         check_length("reason", reason, COMMENT_MAX)
         with self.db.write() as conn:
             task = self._lock(conn, task_id)
-            if task.status in ("done", "cancelled"):
+            if task.status in (Status.DONE, Status.CANCELLED):
                 raise Conflict(f"{task.ref} is already {task.status}")
             message = "cancelled" + (f": {reason}" if reason else "")
             return self._transition(
@@ -488,7 +488,7 @@ class Board(Controls, Edits):
                 actor,
                 "cancelled",
                 message,
-                status="cancelled",
+                status=Status.CANCELLED,
                 released=False,
                 finished_at=utcnow(),
             )
@@ -496,7 +496,7 @@ class Board(Controls, Edits):
     def retry(self, task_id: int, actor: str) -> Task:
         with self.db.write() as conn:
             task = self._lock(conn, task_id)
-            if task.status not in ("failed", "cancelled"):
+            if task.status not in (Status.FAILED, Status.CANCELLED):
                 raise Conflict(f"{task.ref} is {task.lane}; only failed or cancelled tasks can be retried")
             return self._transition(
                 conn,
@@ -504,7 +504,7 @@ class Board(Controls, Edits):
                 actor,
                 "retried",
                 "sent back to ready for a new try",
-                status="ready",
+                status=Status.READY,
                 attempts=0,
                 error=None,
                 not_before=None,
@@ -529,7 +529,7 @@ class Board(Controls, Edits):
             raise Conflict(f"#{parent_id} cannot depend on itself")
         with self.db.write() as conn:
             parent, child = self._lock_for_link(conn, parent_id, child_id)
-            if child.status in ("active", "done"):
+            if child.status in (Status.ACTIVE, Status.DONE):
                 raise Conflict(
                     f"{child.ref} is {child.status}; links only constrain tasks that have not started"
                 )
@@ -546,7 +546,7 @@ class Board(Controls, Edits):
             except IntegrityError:
                 raise Conflict(f"{parent.ref} is already a parent of {child.ref}") from None
             message = f"now waits for {parent.ref}"
-            if child.released and parent.status != "done":
+            if child.released and parent.status != Status.DONE:
                 # a released task may start at once; a new unfinished parent withdraws that
                 conn.execute(
                     update(tasks).where(tasks.c.id == child_id).values(released=False, updated_at=utcnow())
@@ -603,7 +603,7 @@ class Board(Controls, Edits):
         now = utcnow()
         values["updated_at"] = now
         conn.execute(update(tasks).where(tasks.c.id == task.id).values(**values))
-        if task.status == "active" and values.get("status", "active") != "active":
+        if task.status == Status.ACTIVE and values.get("status", "active") != "active":
             # the run keeps its slot until its worker has really stopped (or its lease expires)
             conn.execute(
                 update(runs)
@@ -613,9 +613,9 @@ class Board(Controls, Edits):
             self.signal(conn, "stop")
         new = self.get(task.id, conn)
         self.record(conn, actor, kind, message, task=new, now=now)
-        if new.status == "ready" or (task.status == "active"):
+        if new.status == Status.READY or (task.status == Status.ACTIVE):
             self.signal(conn, "dispatch")
-        if new.status == "done":
+        if new.status == Status.DONE:
             self.signal(conn, "dispatch")  # children may be dispatchable now
         return new
 
@@ -623,7 +623,7 @@ class Board(Controls, Edits):
         rows = conn.execute(
             select(tasks.c.id, tasks.c.status)
             .join(task_links, task_links.c.parent_id == tasks.c.id)
-            .where(task_links.c.child_id == task_id, tasks.c.status != "done")
+            .where(task_links.c.child_id == task_id, tasks.c.status != Status.DONE)
             .order_by(tasks.c.id)
         )
         return [(r.id, r.status) for r in rows]

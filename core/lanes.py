@@ -12,7 +12,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from lanewarden.core.schema import task_links, tasks
-from lanewarden.core.statuses import TASK_STATUSES
+from lanewarden.core.statuses import TASK_STATUSES, Status
 from sqlalchemy import ColumnElement, Exists, Select, and_, exists, false, or_, select
 
 # what `list --status` accepts, in board order
@@ -37,7 +37,7 @@ def parents_pending() -> Exists:
     return exists(
         select(task_links.c.parent_id)
         .join(parent, parent.c.id == task_links.c.parent_id)
-        .where(task_links.c.child_id == tasks.c.id, parent.c.status != "done")
+        .where(task_links.c.child_id == tasks.c.id, parent.c.status != Status.DONE)
     )
 
 
@@ -49,12 +49,14 @@ def not_yet(now: datetime) -> ColumnElement[bool]:
 def lane_condition(lane: str, now: datetime) -> ColumnElement[bool]:
     """The WHERE clause for one lane of ``LANES``."""
     if lane == "ready":
-        return and_(tasks.c.status == "ready", tasks.c.released.is_(False), ~parents_pending(), ~not_yet(now))
+        return and_(
+            tasks.c.status == Status.READY, tasks.c.released.is_(False), ~parents_pending(), ~not_yet(now)
+        )
     if lane == "released":
-        return and_(tasks.c.status == "ready", tasks.c.released.is_(True))
+        return and_(tasks.c.status == Status.READY, tasks.c.released.is_(True))
     if lane == "waiting":
         return and_(
-            tasks.c.status == "ready", tasks.c.released.is_(False), or_(parents_pending(), not_yet(now))
+            tasks.c.status == Status.READY, tasks.c.released.is_(False), or_(parents_pending(), not_yet(now))
         )
     if lane in TASK_STATUSES:
         return tasks.c.status == lane

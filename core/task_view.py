@@ -6,6 +6,7 @@ from lanewarden.core.caps import Limits, Usage
 from lanewarden.core.clock import age, utcnow
 from lanewarden.core.config import LanewardenConfig
 from lanewarden.core.schema import events, runs, task_links, tasks
+from lanewarden.core.statuses import Status
 from lanewarden.core.tasks import Event, Run, Task, TaskDetail
 from sqlalchemy import Connection, select
 
@@ -50,15 +51,15 @@ def task_detail(conn: Connection, config: LanewardenConfig, task: Task, *, histo
 def why_waiting(conn: Connection, config: LanewardenConfig, task: Task, parents: list[Task]) -> list[str]:
     """Every reason the dispatcher will not start this task now, in plain words."""
     reasons: list[str] = []
-    if task.status == "backlog":
+    if task.status == Status.BACKLOG:
         reasons.append(f"in backlog: promote it to ready (promote --id {task.id} --column ready)")
-    elif task.status == "blocked":
+    elif task.status == Status.BLOCKED:
         reasons.append("blocked: unblock it to continue")
-    if task.status not in ("backlog", "ready", "blocked"):
+    if task.status not in (Status.BACKLOG, Status.READY, Status.BLOCKED):
         return reasons
     for parent in parents:
-        if parent.status != "done":
-            if parent.status in ("failed", "cancelled"):
+        if parent.status != Status.DONE:
+            if parent.status in (Status.FAILED, Status.CANCELLED):
                 reasons.append(
                     f"parent {parent.ref} is {parent.status}: retry it, or unlink it "
                     f"(unlink --parent {parent.id} --child {task.id})"
@@ -91,7 +92,7 @@ def why_waiting(conn: Connection, config: LanewardenConfig, task: Task, parents:
                 f"gateway {window.name} asked to back off until "
                 f"{window.backoff_until.isoformat(timespec='seconds')}"
             )
-    if task.status == "ready" and not reasons:
+    if task.status == Status.READY and not reasons:
         if not config.kanban.dispatcher.enabled and not task.released:
             reasons.append(
                 "the dispatcher runs in windowed mode (kanban.dispatcher.enabled = false): waiting "

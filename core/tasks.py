@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from lanewarden.core.clock import utcnow
+from lanewarden.core.statuses import Status
 from sqlalchemy import Row
 
 # what a ready task is shown as: startable now, released and waiting for a slot, or waiting
@@ -48,7 +49,7 @@ class Task:
         """The status as shown to people. A ready task is ``released`` once promoted to
         active and waiting for a slot, ``waiting`` while a parent is not done or its
         not_before has not passed, and ``ready`` only when a release would accept it."""
-        if self.status != "ready":
+        if self.status != Status.READY:
             return self.status
         if self.released:
             return "released"

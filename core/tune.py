@@ -35,6 +35,7 @@ from lanewarden.core.config import AlertsConfig, LanewardenConfig
 from lanewarden.core.nodes import NodeReading
 from lanewarden.core.readmodel import node_history, percentile
 from lanewarden.core.schema import gateway_limit_history, runs
+from lanewarden.core.statuses import Outcome
 from sqlalchemy import Connection, select
 
 WINDOW = timedelta(hours=1)
@@ -202,9 +203,13 @@ def _evidence(history: GatewayHistory, alerts: AlertsConfig) -> dict[str, Any]:
             if here.known and here.figures.gpu_util is not None:
                 full_utils.append(here.figures.gpu_util)
     utils = [r.figures.gpu_util for r in readings if r.known and r.figures.gpu_util is not None]
-    finished = [r for r in history.runs if r.outcome in ("succeeded", "failed", "timed_out", "backpressure")]
-    timeouts = sum(1 for r in finished if r.outcome == "timed_out")
-    ok = [r for r in finished if r.outcome == "succeeded" and r.cost_ms is not None]
+    finished = [
+        r
+        for r in history.runs
+        if r.outcome in (Outcome.SUCCEEDED, Outcome.FAILED, Outcome.TIMED_OUT, Outcome.BACKPRESSURE)
+    ]
+    timeouts = sum(1 for r in finished if r.outcome == Outcome.TIMED_OUT)
+    ok = [r for r in finished if r.outcome == Outcome.SUCCEEDED and r.cost_ms is not None]
     start = min((r.finished_at for r in ok), default=history.now)
     middle = start + (history.now - start) / 2
     before = [r.cost_ms for r in ok if r.finished_at < middle and r.cost_ms is not None]

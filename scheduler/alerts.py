@@ -37,6 +37,7 @@ from lanewarden.core.readmodel import (
     run_stats,
 )
 from lanewarden.core.schema import events, gateway_state, runs, tasks
+from lanewarden.core.statuses import Outcome, Status
 from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError
 
@@ -175,7 +176,7 @@ class AlertEngine:
             active = conn.execute(
                 select(tasks.c.id, tasks.c.title, tasks.c.profile, runs.c.claimed_at)
                 .join(runs, runs.c.id == tasks.c.current_run_id)
-                .where(tasks.c.status == "active")
+                .where(tasks.c.status == Status.ACTIVE)
             ).all()
             oldest = oldest_dispatchable(conn, now)
             nodes = node_views(conn, self.config)
@@ -341,7 +342,7 @@ def latency_change(rows: list[RunSample], now: datetime, min_samples: int) -> La
     def sample(r: RunSample) -> float | None:
         return r.ttft_ms if r.ttft_ms is not None else r.latency_ms
 
-    ok = [r for r in rows if r.outcome == "succeeded" and sample(r) is not None]
+    ok = [r for r in rows if r.outcome == Outcome.SUCCEEDED and sample(r) is not None]
     recent = [r for r in ok if r.finished_at > now - RECENT]
     before = [r for r in ok if r.finished_at <= now - RECENT]
     if len(recent) < min_samples or len(before) < min_samples:

@@ -11,6 +11,7 @@ import discord
 from lanewarden.bot.discord_app.buttons import TaskButton
 from lanewarden.bot.discord_app.options import shorten
 from lanewarden.bot.discord_app.text import inert, plain
+from lanewarden.core.statuses import Status
 from lanewarden.core.tasks import Task
 
 STATUS_COLOURS: dict[str, discord.Colour] = {
@@ -42,9 +43,9 @@ def task_embed(task: Task) -> discord.Embed:
     embed.add_field(name="Profile", value=task.profile)
     embed.add_field(name="Priority", value=str(task.priority))
     embed.add_field(name="Attempts", value=f"{task.attempts}/{task.max_attempts}")
-    if task.error and task.status in ("failed", "blocked", "ready"):
+    if task.error and task.status in (Status.FAILED, Status.BLOCKED, Status.READY):
         embed.add_field(name="Last error", value=shorten(inert(task.error), 1024), inline=False)
-    if task.result and task.status == "done":
+    if task.result and task.status == Status.DONE:
         embed.add_field(name="Result", value=shorten(inert(task.result), 1024), inline=False)
     embed.set_footer(text=shorten(f"{card_marker(task.id)}· created by {plain(task.created_by)}", 2048))
     return embed
@@ -55,9 +56,9 @@ def card_actions(task: Task) -> list[str]:
     actions = []
     if task.lane in ("backlog", "ready"):  # not released nor waiting on a parent or its time
         actions.append("promote")
-    if task.status in ("failed", "cancelled"):
+    if task.status in (Status.FAILED, Status.CANCELLED):
         actions.append("retry")
-    if task.status in ("backlog", "ready", "active", "blocked", "failed"):
+    if task.status in (Status.BACKLOG, Status.READY, Status.ACTIVE, Status.BLOCKED, Status.FAILED):
         actions.append("cancel")
     return actions
 

@@ -30,6 +30,7 @@ from lanewarden.core.results import (
     WebLinkShown,
 )
 from lanewarden.core.status import StatusReport
+from lanewarden.core.statuses import Status
 from lanewarden.core.tasks import Task
 
 SECTION_LIMIT = 3000  # Slack's limit for a section's (and a context element's) text
@@ -141,11 +142,11 @@ def task_buttons(task: Task) -> list[dict[str, Any]]:
     """The buttons that make sense in the task's state (the executor still checks)."""
     buttons: list[dict[str, Any]] = []
     if task.lane in ("backlog", "ready"):  # not released nor waiting on a parent or its time
-        label = "Promote to ready" if task.status == "backlog" else "Release"
+        label = "Promote to ready" if task.status == Status.BACKLOG else "Release"
         buttons.append(_button("promote", label, task, style="primary"))
-    if task.status in ("failed", "cancelled"):
+    if task.status in (Status.FAILED, Status.CANCELLED):
         buttons.append(_button("retry", "Retry", task, style="primary"))
-    if task.status not in ("done", "cancelled"):
+    if task.status not in (Status.DONE, Status.CANCELLED):
         cancel = _button("cancel", "Cancel", task, style="danger")
         cancel["confirm"] = {
             "title": {"type": "plain_text", "text": f"Cancel {task.ref}?"},
@@ -153,7 +154,7 @@ def task_buttons(task: Task) -> list[dict[str, Any]]:
                 "type": "mrkdwn",
                 "text": cut(
                     f"*{escape(task.title)}* will not run again"
-                    + (" and its running attempt is stopped." if task.status == "active" else ".")
+                    + (" and its running attempt is stopped." if task.status == Status.ACTIVE else ".")
                     + " Retry brings it back with a fresh retry budget.",
                     300,
                 ),
@@ -189,9 +190,9 @@ def task_card(task: Task) -> tuple[str, list[dict[str, Any]]]:
     if task.not_before:
         details.append(f"not before {task.not_before.isoformat(timespec='minutes')}")
     blocks.append(context(" · ".join(details)))
-    if task.error and task.status in ("failed", "ready", "blocked", "cancelled"):
+    if task.error and task.status in (Status.FAILED, Status.READY, Status.BLOCKED, Status.CANCELLED):
         blocks.append(section(f":warning: {escape(truncate(task.error, 500))}"))
-    if task.result and task.status == "done":
+    if task.result and task.status == Status.DONE:
         blocks.append(section("*Result*\n" + escape(truncate(task.result, 1500))))
     buttons = task_buttons(task)
     if buttons:

@@ -55,7 +55,7 @@ from lanewarden.core.readmodel import (
     task_counts,
 )
 from lanewarden.core.schema import dispatchers, events, gateway_state, leases, outbox, runs, tasks
-from lanewarden.core.statuses import TASK_STATUSES
+from lanewarden.core.statuses import TASK_STATUSES, Outcome, Status
 from lanewarden.core.windows import check_jobs
 from sqlalchemy import func, select, text
 from sqlalchemy.engine import make_url
@@ -249,7 +249,7 @@ def board_state(db: Database, config: LanewardenConfig) -> BoardState:
         for profile, status, count in conn.execute(
             select(tasks.c.profile, tasks.c.status, func.count()).group_by(tasks.c.profile, tasks.c.status)
         ):
-            if status in ("backlog", "ready", "active", "blocked"):
+            if status in (Status.BACKLOG, Status.READY, Status.ACTIVE, Status.BLOCKED):
                 by_profile[profile][status] = int(count)
         last_dead = conn.execute(
             select(outbox.c.adapter, outbox.c.channel, outbox.c.last_error)
@@ -279,7 +279,7 @@ def board_state(db: Database, config: LanewardenConfig) -> BoardState:
                 .order_by(events.c.id)
             ).all(),
             taken_back=conn.execute(
-                select(func.count()).where(runs.c.outcome == "lost", runs.c.finished_at > since)
+                select(func.count()).where(runs.c.outcome == Outcome.LOST, runs.c.finished_at > since)
             ).scalar_one(),
         )
 

@@ -24,6 +24,7 @@ from lanewarden.core.clock import utcnow
 from lanewarden.core.edits import MAX_ATTEMPTS_RANGE, PRIORITY_RANGE
 from lanewarden.core.errors import LanewardenError
 from lanewarden.core.schema import BODY_MAX, COMMENT_MAX, TITLE_MAX, events, task_links, tasks
+from lanewarden.core.statuses import Status
 from sqlalchemy import insert, select
 
 ORIGIN_PREFIX = "hermes:"
@@ -286,9 +287,9 @@ def _task_row(
     if hermes_status not in STATUS_MAP:
         report.not_carried.append(f"{tid}: unknown Hermes status {hermes_status!r}, imported to backlog")
     if hermes_status == "todo" and parents_of.get(tid):
-        status = "ready"  # waits on its parents here too, and starts once they are done
+        status = Status.READY  # waits on its parents here too, and starts once they are done
     if hermes_status == "archived" and not t.get("completed_at"):
-        status = "cancelled"
+        status = Status.CANCELLED
     assignee = t.get("assignee") or None
     profile = assignee or fallback
     if assignee and assignee not in profiles:
@@ -301,8 +302,8 @@ def _task_row(
         report.not_carried.append(f"{tid}: {'title' if cut_title else 'body'} cut to Lanewarden's limit")
     low, high = PRIORITY_RANGE
     created = _when(t.get("created_at")) or now
-    finished = _when(t.get("completed_at")) if status in ("done", "cancelled") else None
-    if status in ("done", "cancelled") and finished is None:
+    finished = _when(t.get("completed_at")) if status in (Status.DONE, Status.CANCELLED) else None
+    if status in (Status.DONE, Status.CANCELLED) and finished is None:
         finished = created
     own_limit = t.get("max_retries")
     return {
@@ -312,7 +313,7 @@ def _task_row(
         "priority": max(low, min(high, int(t.get("priority") or 0))),
         "status": status,
         "released": False,
-        "blocked_from": "ready" if status == "blocked" else None,
+        "blocked_from": "ready" if status == Status.BLOCKED else None,
         "attempts": 0,
         "max_attempts": _attempts(own_limit) if own_limit else attempts,
         "created_by": (f"hermes:{t.get('created_by')}" if t.get("created_by") else ACTOR)[:128],
