@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import stat
 import subprocess
 from collections.abc import AsyncIterator, Callable
@@ -508,3 +509,20 @@ def test_secret_is_generated_private_and_kept(tmp_path: Path) -> None:
     assert load_secret(env={SECRET_ENV: "x" * 40}, home=tmp_path) == b"x" * 40
     with pytest.raises(ConfigError, match="at least 32"):
         load_secret(env={SECRET_ENV: "short"}, home=tmp_path)
+
+
+async def test_the_strip_ages_gateway_readings_and_greys_a_stale_one(
+    web: tuple[WebBoard, TestClient], board: Board
+) -> None:
+    from lanewarden.core.gateway_state import record_health
+    from lanewarden.core.gateways import GatewayHealth
+
+    _, client = web
+    await sign_in(client, board, "viewer")
+    assert "never probed" in await (await client.get("/")).text()
+    record_health(board.db, GatewayHealth("gpu", True, "ok"), utcnow() - timedelta(hours=1))
+    html = await (await client.get("/")).text()
+    assert 'class="tile health-up stale"' in html and "stale, checked 1h ago" in html
+    record_health(board.db, GatewayHealth("gpu", True, "ok"))
+    html = await (await client.get("/")).text()
+    assert 'class="tile health-up"' in html and re.search(r"checked \d+s ago", html)

@@ -14,10 +14,17 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from lanewarden.core.caps import Limits, Usage
-from lanewarden.core.clock import utcnow
+from lanewarden.core.clock import format_seconds, utcnow
 from lanewarden.core.config import LanewardenConfig
 from lanewarden.core.db import Database
-from lanewarden.core.readmodel import RECENT, RunStats, limit_history, recent_runs, run_stats
+from lanewarden.core.readmodel import (
+    RECENT,
+    RunStats,
+    gateway_readings,
+    limit_history,
+    recent_runs,
+    run_stats,
+)
 from lanewarden.core.schema import runs
 from sqlalchemy import select
 
@@ -37,6 +44,15 @@ class GatewayTile:
     limit_reason: str | None
     tokens_per_second: float | None
     spark: list[int]  # completion tokens per minute, oldest first
+    checked_seconds_ago: float | None = None  # the last probe's age (core/readmodel.py)
+    stale: bool = False  # not probed for a few probe intervals: shown greyed
+
+    @property
+    def checked(self) -> str:
+        if self.checked_seconds_ago is None:
+            return "never probed"
+        age = f"checked {format_seconds(self.checked_seconds_ago)} ago"
+        return f"stale, {age}" if self.stale else age
 
     @property
     def health(self) -> str:
@@ -68,6 +84,7 @@ def load_strip(db: Database, config: LanewardenConfig) -> Strip:
         limits = Limits.load(conn, config)
         usage = Usage.load(conn)
         samples = recent_runs(conn, now - RECENT)
+        readings = gateway_readings(conn, config, now)
         # the last recorded change of each gateway's limit says why it is where it is
         reasons = {name: rows[-1].reason for name, rows in limit_history(conn, now).items() if rows}
         finished = conn.execute(
@@ -101,6 +118,8 @@ def load_strip(db: Database, config: LanewardenConfig) -> Strip:
                 limit_reason=reasons.get(name),
                 tokens_per_second=(recent[name] / RECENT.total_seconds()) if name in recent else None,
                 spark=per_minute[name],
+                checked_seconds_ago=readings[name].age_seconds,
+                stale=readings[name].stale,
             )
         )
     labels = [scope if not name else f"{scope} {name}" for scope, name in sorted(limits.paused)]
