@@ -4,6 +4,7 @@ prometheus_client's own parser; plus the board gauges and the scheduler API in p
 from __future__ import annotations
 
 import re
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,8 @@ from lanewarden.core.board import Board, NewTask, open_board
 from lanewarden.core.clock import utcnow
 from lanewarden.core.config import load_config
 from lanewarden.core.db import Database
+from lanewarden.core.gateway_state import record_health
+from lanewarden.core.gateways import GatewayHealth
 from lanewarden.core.schema import outbox
 from lanewarden.core.signals import store_signals
 from prometheus_client.parser import text_string_to_metric_families
@@ -179,6 +182,15 @@ async def test_board_gauges_and_scheduler_api_in_process(board_url: str) -> None
         assert value(s, "lanewarden_tasks", status="done") == 0
         assert value(s, "lanewarden_gateway_paused", gateway="gpu") == 1
         assert value(s, "lanewarden_gateway_healthy", gateway="gpu") is None  # never probed: unknown
+        assert value(s, "lanewarden_gateway_probe_age_seconds", gateway="gpu") is None
+        assert value(s, "lanewarden_gateway_stale", gateway="gpu") == 1
+        record_health(board.db, GatewayHealth("gpu", True, "ok"), utcnow() - timedelta(minutes=5))
+        s = parse((await metrics.scrape()).decode())
+        assert 299 < value(s, "lanewarden_gateway_probe_age_seconds", gateway="gpu") < 400
+        assert value(s, "lanewarden_gateway_stale", gateway="gpu") == 1  # 3 intervals of 10 s went by
+        record_health(board.db, GatewayHealth("gpu", True, "ok"))
+        s = parse((await metrics.scrape()).decode())
+        assert value(s, "lanewarden_gateway_stale", gateway="gpu") == 0
         assert value(s, "lanewarden_gateway_server_waiting", gateway="gpu") == 3
         assert value(s, "lanewarden_gateway_server_kv_cache_usage_ratio", gateway="gpu") == 0.5
         assert value(s, "lanewarden_gateway_server_ttft_p50_seconds", gateway="gpu") == pytest.approx(0.035)

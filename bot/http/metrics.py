@@ -34,7 +34,9 @@ from lanewarden.core.dispatcher import DispatchObserver
 from lanewarden.core.liveness import SKEW_WARN_SECONDS, database_now
 from lanewarden.core.nodes import NodeView
 from lanewarden.core.readmodel import (
+    GatewayReading,
     OutboxDepth,
+    gateway_readings,
     limit_reasons,
     live_dispatchers,
     node_views,
@@ -97,6 +99,7 @@ class BoardSnapshot:
     nodes: list[NodeView] = field(default_factory=list)
     clock_skews: dict[str, float] = field(default_factory=dict)  # live dispatcher -> seconds
     limit_reasons: dict[str, str] = field(default_factory=dict)  # gateway -> last change's reason
+    readings: dict[str, GatewayReading] = field(default_factory=dict)  # the last probe and its age
 
 
 def load_snapshot(board: Board) -> BoardSnapshot:
@@ -116,6 +119,7 @@ def load_snapshot(board: Board) -> BoardSnapshot:
         live = len(live_rows)
         nodes = node_views(conn, board.config)
         reasons = limit_reasons(conn, board.config.gateways)
+        readings = gateway_readings(conn, board.config, now)
     skews = {r.id: r.clock_skew_ms / 1000 for r in live_rows if r.clock_skew_ms is not None}
     return BoardSnapshot(
         now,
@@ -129,6 +133,7 @@ def load_snapshot(board: Board) -> BoardSnapshot:
         nodes,
         skews,
         reasons,
+        readings,
     )
 
 
@@ -286,6 +291,16 @@ class BoardCollector:
             "healthy": GaugeMetricFamily(
                 "lanewarden_gateway_healthy", "1 up, 0 down (absent until first probed).", labels=labels
             ),
+            "probe_age": GaugeMetricFamily(
+                "lanewarden_gateway_probe_age_seconds",
+                "Seconds since the gateway was last probed (absent until first probed).",
+                labels=labels,
+            ),
+            "stale": GaugeMetricFamily(
+                "lanewarden_gateway_stale",
+                "1 when no probe came within 3 probe intervals: healthy is only what it was.",
+                labels=labels,
+            ),
             "paused": GaugeMetricFamily("lanewarden_gateway_paused", "1 when paused.", labels=labels),
             "backoff": GaugeMetricFamily(
                 "lanewarden_gateway_backoff_seconds",
@@ -321,6 +336,11 @@ class BoardCollector:
             families["cap"].add_metric([name], window.cap)
             if window.healthy is not None:
                 families["healthy"].add_metric([name], int(window.healthy))
+            reading = snap.readings.get(name)
+            if reading is not None:
+                if reading.age_seconds is not None:
+                    families["probe_age"].add_metric([name], reading.age_seconds)
+                families["stale"].add_metric([name], int(reading.stale))
             families["paused"].add_metric([name], int(snap.limits.is_paused("gateway", name)))
             backoff = (window.backoff_until - snap.at).total_seconds() if window.backoff_until else 0.0
             families["backoff"].add_metric([name], max(0.0, backoff))
