@@ -18,6 +18,7 @@ BENCHMARKS = {
     "gateway_protection": "uncapped vs best fixed cap vs adaptive on llama.cpp and the simulator",
     "node_scrape": "the leader's CPU for scraping 10 hosts' dcgm-exporter and node_exporter every 15 s",
     "web_board": "the web board's first screen with 10,000 ready tasks; the live stream's CPU with 20 pages",
+    "adaptive_scenarios": "adaptive limits: two gateways on one board, a server slower halfway",
     "report": "write BENCHMARKS.md from the latest results",
 }
 

@@ -70,6 +70,26 @@ def section_gateway(data: dict[str, Any]) -> str:
                 s["adaptive"]["timeouts"],
             ]
         )
+    spread_rows = []
+    for name, s in data["summary"].items():
+        for rep in s.get("repeats", []):
+            path = " ".join(
+                f"{limit} ({why})"
+                for limit, why in zip(rep["limit_history"] or [], rep["reasons"] or [], strict=False)
+            )
+            spread_rows.append(
+                [
+                    name,
+                    rep["repeat"],
+                    rep["tokens_vs_best"],
+                    rep["steady_tokens_vs_best"],
+                    rep["p99_vs_best"],
+                    rep["timeouts"],
+                    rep["settled_limit"],
+                    rep["steady_after_s"],
+                    path or "-",
+                ]
+            )
     charts = "\n".join(f"- `{r['chart']}`" for r in runs)
     return f"""## Gateway protection (`python -m bench gateway_protection`)
 
@@ -119,10 +139,60 @@ Against the best fixed cap (the knee: output within 3% of the most, lowest p99 a
         )
     }
 
+Every adaptive run of each server against the same sweep's best fixed cap (repeat 0 is the
+sweep's own; later repeats ran with `--modes adaptive --repeat N`, at another moment of a
+machine shared with other work, so their spread includes the machine's), with the limit's
+path and the reason recorded for each move:
+
+{
+        md_table(
+            [
+                "server",
+                "repeat",
+                "adaptive/best tokens/s (whole run)",
+                "(after the knee was found)",
+                "adaptive/best p99",
+                "timeouts",
+                "settled limit",
+                "knee found after s",
+                "limit path (reason)",
+            ],
+            spread_rows,
+        )
+    }
+
 One chart per run (in flight, limit and latency over time):
 
 {charts}
 """
+
+
+def section_scenarios(data: dict[str, Any]) -> str:
+    lines = ["## Adaptive scenarios (`python -m bench adaptive_scenarios`)", ""]
+    two = data.get("two_gateways")
+    if two:
+        lines += [
+            "Two simulated servers (knees 2 and 5) on one board, one dispatcher, each adaptive under a",
+            f"cap of 50. Final limits: {two['final_limits']}.",
+            "",
+            md_table(
+                ["s", "gateway", "limit", "reason"],
+                [[h["t"], h["gateway"], h["limit"], h["reason"]] for h in two["history"]],
+            ),
+            "",
+        ]
+    slower = data.get("slower_halfway")
+    if slower:
+        lines += [
+            "One simulated server (knee 4); another tenant keeps 3 requests in flight on it from",
+            f"{slower['tenant_arrived_s']} s to {slower['tenant_left_s']} s.",
+            "",
+            md_table(
+                ["s", "limit", "reason"], [[h["t"], h["limit"], h["reason"]] for h in slower["history"]]
+            ),
+            "",
+        ]
+    return "\n".join(lines)
 
 
 def main() -> None:
@@ -283,6 +353,9 @@ def main() -> None:
     gateway = load("gateway_protection")
     if gateway:
         parts += [section_gateway(gateway)]
+    scenarios = load("adaptive_scenarios")
+    if scenarios:
+        parts += [section_scenarios(scenarios)]
     OUT.write_text("\n".join(parts).rstrip() + "\n")
     print(f"wrote {Path(OUT).relative_to(ROOT)}")
 
