@@ -50,7 +50,7 @@ import math
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-PROBE_SAMPLES = 3
+PROBE_SAMPLES = 2  # no-load requests one at a time: each costs the server's parallelism
 Z = 1.64  # one-sided 95%: how sure a comparison of two levels must be before it decides
 MAX_ROUNDS = 4  # an undecided level gathers at most this many rounds before going by the estimate
 MIN_SAMPLES = 4
