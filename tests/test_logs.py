@@ -8,6 +8,7 @@ the board as any other process would."""
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import subprocess
 import sys
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from lanewarden.bot.console import Console
 from lanewarden.bot.render import render_text
 from lanewarden.core.access import Actor
 from lanewarden.core.board import Board, NewTask, open_board
@@ -130,6 +132,15 @@ async def test_output_is_bounded_and_chat_gets_a_short_tail(
             "line 002999 " + "x" * 90,
             "last line",
         ]
+        # the console follows too: the task is done, so it prints the tail and says so
+        out = io.StringIO()
+        Console(
+            Executor(board),
+            Actor("console:tester", "admin"),
+            io.StringIO(f"logs {task.id} --tail 1 --follow\n"),
+            out,
+        ).run()
+        assert out.getvalue().rstrip().endswith(f"last line\n\n{task.ref} is done")
         # chat: the same verb through the grammar, as a viewer, cut to a short tail
         chat = Actor("slack:U1", "viewer", channel="slack:C1")
         result = Executor(board).execute(parse(tokenize(f"logs {task.id} --follow")), chat)
