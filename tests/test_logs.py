@@ -172,3 +172,34 @@ async def test_an_llm_answer_is_readable_while_it_streams(
             board.db.dispose()
     finally:
         gateway.close()
+
+
+def test_output_written_before_a_crash_stays_readable_beside_the_retry(
+    board_url: str, lw_env: dict[str, str], tmp_path: Path
+) -> None:
+    from tests.serve_helpers import ServeProcess, wait_until
+
+    config, go, extra = setup(tmp_path, board_url, lines=1)
+    env = {**lw_env, **extra}
+    board = open_board(config)
+    try:
+        task = board.add(NewTask(title="long job", profile="agent", column="ready"), "tester")
+        first = ServeProcess(Path(extra["LANEWARDEN_CONFIG"]), lw_env, tmp_path / "first.log")
+        try:
+            wait_until(lambda: "to stderr" in output_of(board, task.id), 60, "output", [first])
+        finally:
+            first.kill()  # SIGKILL: the run's output so far is all the board has
+        shown = lw(env, "logs", str(task.id))
+        assert "attempt 1: running" in shown and "first line" in shown and "last line" not in shown
+        go.write_text("")
+        second = ServeProcess(Path(extra["LANEWARDEN_CONFIG"]), lw_env, tmp_path / "second.log")
+        try:
+            wait_until(lambda: board.get(task.id).status == "done", 90, "the retry", [second])
+        finally:
+            second.terminate()
+        shown = lw(env, "logs", str(task.id))
+        first_run, retry = shown.split(f"--- {task.ref} attempt 2: succeeded")
+        assert "first line" in first_run and "last line" not in first_run
+        assert "first line" in retry and "last line" in retry
+    finally:
+        board.db.dispose()
