@@ -65,6 +65,8 @@ def new_dispatcher_id() -> str:
 # not always a DBAPIError: a transaction it left behind is a PendingRollbackError) and
 # the socket's own
 DATABASE_ERRORS = (SQLAlchemyError, OSError)
+# how long a shutdown waits for the last completions to reach the database
+FLUSH_ON_EXIT_SECONDS = 30.0
 
 
 def _why(exc: BaseException) -> object:
@@ -186,7 +188,10 @@ class Dispatcher:
         if leftover:
             await asyncio.wait([w for _, w in leftover], timeout=10)
             log.info("released %d task(s) back to ready", len(leftover))
-        await self._wait_flushed()
+        try:  # bounded: a flush loop that died (logged by _report_crash) must not hang a shutdown
+            await asyncio.wait_for(self._wait_flushed(), timeout=FLUSH_ON_EXIT_SECONDS)
+        except TimeoutError:
+            log.warning("%d completion(s) not recorded on exit; their runs go back to ready", self._unflushed)
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
