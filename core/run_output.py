@@ -43,6 +43,8 @@ class OutputRecorder:
         self.run_id = run_id
         self.hidden = hidden  # secret values to redact (core/redaction.py secret_values)
         self._pending: list[str] = []
+        self._pending_chars = 0
+        self._lost = False  # output dropped before it was written: the next chunk leaves a gap
         self._seq = 0
         self._stored: deque[tuple[int, int]] = deque()  # (seq, chars) of the chunks on the board
         self._stored_chars = 0
@@ -50,8 +52,14 @@ class OutputRecorder:
         self._lock = threading.Lock()
 
     def write(self, text: str) -> None:
-        if text:
-            self._pending.append(text)
+        if not text:
+            return
+        self._pending.append(text)
+        self._pending_chars += len(text)
+        if self._pending_chars > 4 * MAX_RUN_OUTPUT_CHARS:  # a flood between two flushes
+            kept = tail("".join(self._pending).encode("utf-8"), 2 * MAX_RUN_OUTPUT_CHARS)  # no half token
+            self._pending, self._pending_chars = [kept], len(kept)
+            self._lost = True
 
     def flush(self, db: Database, now: datetime, *, final: bool = False) -> None:
         """Write what has come since the last flush (up to its last line end unless ``final``)."""
@@ -61,6 +69,7 @@ class OutputRecorder:
     def _flush(self, db: Database, now: datetime, final: bool) -> None:
         held = "".join(self._pending)
         self._pending.clear()
+        self._pending_chars = 0
         if not held:
             return
         cut = len(held) if final else safe_cut(held)
@@ -69,10 +78,12 @@ class OutputRecorder:
         chunk, rest = held[:cut], held[cut:]
         if rest:
             self._pending.append(rest)
+            self._pending_chars = len(rest)
         if not chunk:
             return
-        cut_short = len(chunk) > MAX_RUN_OUTPUT_CHARS
-        if cut_short:  # never more than the bound, and no half token
+        cut_short = len(chunk) > MAX_RUN_OUTPUT_CHARS or self._lost
+        self._lost = False
+        if len(chunk) > MAX_RUN_OUTPUT_CHARS:  # never more than the bound, and no half token
             chunk = tail(chunk.encode("utf-8"), MAX_RUN_OUTPUT_CHARS)
         chunk = redact(chunk, self.hidden) or ""
         # a gap in the numbers says output was dropped, as deleting the oldest chunks does

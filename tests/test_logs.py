@@ -203,3 +203,32 @@ def test_output_written_before_a_crash_stays_readable_beside_the_retry(
         assert "first line" in retry and "last line" in retry
     finally:
         board.db.dispose()
+
+
+def test_a_secret_split_between_stream_pieces_is_still_redacted(board: Board) -> None:
+    """An llm streams a secret token by token; a flush between the pieces must not store
+    half of it where redaction cannot see it. A flood between flushes keeps the bound."""
+    from lanewarden.core.claims import ClaimKernel
+    from lanewarden.core.clock import utcnow
+    from lanewarden.core.run_output import OutputRecorder
+
+    task = board.add(NewTask(title="leaky", column="ready"), "tester")
+    (claim,) = ClaimKernel(board, "test:1:1").claim(1)  # a real run row
+    recorder = OutputRecorder(claim.run_id, [SECRET])
+    for piece in ("the key is ", SECRET[:9], SECRET[9:18]):
+        recorder.write(piece)
+        recorder.flush(board.db, utcnow())
+    recorder.write(SECRET[18:] + " and more\n")
+    recorder.flush(board.db, utcnow(), final=True)
+    with board.db.read() as conn:
+        (log,) = task_logs(conn, task.id)
+    assert log.text == "the key is [redacted] and more\n"
+    for i in range(40_000):
+        recorder.write(f"line {i:06d}\n")  # 480 KB between two flushes
+    recorder.flush(board.db, utcnow(), final=True)
+    with board.db.read() as conn:
+        (log,) = task_logs(conn, task.id)
+        assert stored_chars(conn, claim.run_id) <= MAX_RUN_OUTPUT_CHARS
+    assert (
+        log.dropped and log.text.endswith("line 039999\n") and log.text.lstrip("\n").startswith("line ")
+    )  # no half line
