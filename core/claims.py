@@ -31,10 +31,10 @@ from lanewarden.core.board import Board, EventEntry, parents_pending
 from lanewarden.core.caps import Limits, Usage
 from lanewarden.core.db import CLAIM_LOCK
 from lanewarden.core.gateway_state import update_gateway_window
+from lanewarden.core.leases import RunLeases
 from lanewarden.core.liveness import database_now
-from lanewarden.core.processes import ProcessIdentity, safe_to_free
 from lanewarden.core.schema import cap_overrides, runs, task_links, tasks
-from lanewarden.core.statuses import INFRASTRUCTURE_OUTCOMES, TASK_ERROR_OUTCOMES
+from lanewarden.core.statuses import INFRASTRUCTURE_OUTCOMES, TASK_ERROR_OUTCOMES, Outcome, Status
 from lanewarden.core.tasks import Task
 from sqlalchemy import Connection, bindparam, func, insert, select, text, update
 
@@ -85,7 +85,7 @@ class Finished:
 
 
 @dataclass
-class ClaimKernel:
+class ClaimKernel(RunLeases):
     board: Board
     dispatcher_id: str
     # per-process round robin: the profile served longest ago wins ties in priority
@@ -157,7 +157,7 @@ class ClaimKernel:
         Every process wakes on every finish; most of them would take the claim lock only to
         find nothing. A stale "no" is harmless: whatever frees a slot or readies a task
         commits a wake-up that brings us back here."""
-        ready = select(tasks.c.id).where(tasks.c.status == "ready")
+        ready = select(tasks.c.id).where(tasks.c.status == Status.READY)
         if windowed:
             ready = ready.where(tasks.c.released.is_(True))
         with self.db.read() as conn:
@@ -201,7 +201,7 @@ class ClaimKernel:
         query = (
             select(tasks)
             .where(
-                tasks.c.status == "ready",
+                tasks.c.status == Status.READY,
                 tasks.c.profile == profile,
                 (tasks.c.not_before.is_(None)) | (tasks.c.not_before <= now),
                 ~parents_pending(),
@@ -259,7 +259,7 @@ class ClaimKernel:
         for (row, gateway), run_id, new_run in zip(chosen, run_ids, new_runs, strict=True):
             task = replace(
                 Task.from_row(row),
-                status="active",
+                status=Status.ACTIVE,
                 current_run_id=run_id,
                 released=False,
                 started_at=now,
@@ -317,7 +317,7 @@ class ClaimKernel:
                     )
                     continue
                 task = Task.from_row(row)
-                owns_task = task.status == "active" and task.current_run_id == done.run_id
+                owns_task = task.status == Status.ACTIVE and task.current_run_id == done.run_id
                 run_updates.append(_run_values(done, done.outcome if owns_task else "cancelled", now))
                 if row.gateway is not None:
                     windows.setdefault(row.gateway, []).append(done)
@@ -373,7 +373,7 @@ class ClaimKernel:
             "b_not_before": task.not_before,
             "b_finished_at": None,
         }
-        if done.outcome == "succeeded":
+        if done.outcome == Outcome.SUCCEEDED:
             values.update(
                 b_status="done",
                 b_result=done.result,
@@ -405,152 +405,10 @@ class ClaimKernel:
         delay = min(cfg.retry_backoff_max_seconds, cfg.retry_backoff_seconds * (2 ** (attempts - 1)))
         return delay * random.uniform(0.8, 1.2)  # jitter keeps retries of a batch from re-colliding
 
-    # ------------------------------------------------- leases and stop requests
-
-    def heartbeat(self, run_ids: Iterable[int], now: datetime | None = None) -> dict[int, str]:
-        """Renew the leases of our open runs; return runs to stop, with the reason."""
-        ids = list(run_ids)
-        if not ids:
-            return {}
-        lease = timedelta(seconds=self.config.kanban.dispatcher.lease_seconds)
-        with self.db.write() as conn:
-            now = now or database_now(conn)
-            conn.execute(
-                update(runs)
-                .where(
-                    runs.c.id.in_(ids), runs.c.dispatcher == self.dispatcher_id, runs.c.finished_at.is_(None)
-                )
-                .values(lease_expires_at=now + lease)
-            )
-        return self.stop_requests(ids)
-
-    def stop_requests(self, run_ids: Iterable[int]) -> dict[int, str]:
-        ids = list(run_ids)
-        if not ids:
-            return {}
-        with self.db.read() as conn:
-            rows = conn.execute(
-                select(runs.c.id, runs.c.stop_requested, runs.c.finished_at).where(
-                    runs.c.id.in_(ids),
-                    (runs.c.stop_requested.is_not(None)) | (runs.c.finished_at.is_not(None)),
-                )
-            )
-            return {r.id: (r.stop_requested or "reclaimed") for r in rows}
-
-    def close_stopped(self, run_id: int, reason: str, *, latency_ms: float | None = None) -> None:
-        """The worker of a cancelled/blocked/moved task has stopped: free its slot."""
-        with self.db.write() as conn:
-            now = database_now(conn)
-            closed = conn.execute(
-                update(runs)
-                .where(
-                    runs.c.id == run_id, runs.c.dispatcher == self.dispatcher_id, runs.c.finished_at.is_(None)
-                )
-                .values(
-                    finished_at=now, outcome="cancelled", error=f"stopped: {reason}", latency_ms=latency_ms
-                )
-            ).rowcount
-            if closed:
-                self.board.signal(conn, "dispatch")
-
     def release(self, run_ids: Iterable[int], outcome: str, error: str) -> int:
         """Give runs back (drain, shutdown) without using an attempt."""
         completions = [Completion(run_id=rid, task_id=0, outcome=outcome, error=error) for rid in run_ids]
         return sum(1 for f in self.finish(completions) if f.accepted)
-
-    def reclaim_expired(self, now: datetime | None = None) -> list[int]:
-        """Any dispatcher may close runs whose lease expired and requeue their tasks, once
-        their agent process is known to be gone (``_leftovers_gone``).
-
-        Expiry is judged on the database's clock. Right after the database itself came
-        back (PostgreSQL's start time less than a lease ago) nothing is reclaimed: every
-        owner lost its connection too and gets one lease period to renew. The owner is
-        told at once (``stop``), not at its next heartbeat."""
-        lease = timedelta(seconds=self.config.kanban.dispatcher.lease_seconds)
-        with self.db.read() as conn:
-            now = now or database_now(conn)
-            if self.db.is_postgres and now - _database_started_at(conn) < lease:
-                return []
-        gone = self._leftovers_gone(now)
-        if not gone:
-            return []
-        reclaimed = []
-        with self.db.write() as conn:
-            query = select(runs.c.id, runs.c.task_id, runs.c.stop_requested, runs.c.dispatcher).where(
-                runs.c.finished_at.is_(None), runs.c.lease_expires_at < now, runs.c.id.in_(gone)
-            )
-            if self.db.is_postgres:
-                query = query.with_for_update(skip_locked=True)
-            for row in conn.execute(query).all():
-                outcome = "cancelled" if row.stop_requested else "lost"
-                conn.execute(
-                    update(runs)
-                    .where(runs.c.id == row.id, runs.c.finished_at.is_(None))
-                    .values(
-                        finished_at=now,
-                        outcome=outcome,
-                        error=f"lease expired: dispatcher {row.dispatcher} stopped heartbeating",
-                    )
-                )
-                task = Task.from_row(conn.execute(select(tasks).where(tasks.c.id == row.task_id)).one())
-                if task.status == "active" and task.current_run_id == row.id:
-                    conn.execute(
-                        update(tasks).where(tasks.c.id == task.id).values(status="ready", updated_at=now)
-                    )
-                    requeued = Task.from_row(conn.execute(select(tasks).where(tasks.c.id == task.id)).one())
-                    self.board.record(
-                        conn,
-                        self.dispatcher_id,
-                        "requeued",
-                        f"back to ready without using an attempt: {row.dispatcher} stopped heartbeating",
-                        task=requeued,
-                        data={"run": row.id, "outcome": "lost"},
-                        now=now,
-                    )
-                reclaimed.append(row.id)
-            if reclaimed:
-                self.board.signal(conn, "dispatch")
-                # the old owner, if it is alive after all, stops its worker now
-                self.board.signal(conn, "stop")
-        return reclaimed
-
-    def _leftovers_gone(self, now: datetime) -> list[int]:
-        """The expired runs whose slot may be freed: no recorded agent process, or one this
-        host has killed and seen gone, or one on another host (its lease is all we have;
-        its dispatcher's death killed the agent itself there). Killing happens here,
-        outside any transaction."""
-        with self.db.read() as conn:
-            expired = conn.execute(
-                select(runs.c.id, runs.c.host, runs.c.process_group, runs.c.process_start).where(
-                    runs.c.finished_at.is_(None), runs.c.lease_expires_at < now
-                )
-            ).all()
-        return [
-            row.id
-            for row in expired
-            if safe_to_free(row.id, row.host, row.process_group, row.process_start) is not False
-        ]
-
-    def record_process(self, run_id: int, identity: ProcessIdentity) -> None:
-        with self.db.write() as conn:
-            conn.execute(
-                update(runs)
-                .where(runs.c.id == run_id, runs.c.dispatcher == self.dispatcher_id)
-                .values(
-                    host=identity.host,
-                    process_group=identity.process_group,
-                    process_start=identity.process_start,
-                )
-            )
-
-    def run_outcomes(self, run_ids: Sequence[int]) -> tuple[dict[int, str | None], list[int]]:
-        """Outcomes of the finished runs among ``run_ids``, and which of them are still open."""
-        with self.db.read() as conn:
-            rows = conn.execute(
-                select(runs.c.id, runs.c.outcome, runs.c.finished_at).where(runs.c.id.in_(run_ids))
-            ).all()
-        finished = {r.id: r.outcome for r in rows if r.finished_at is not None}
-        return finished, [r.id for r in rows if r.finished_at is None]
 
     def parent_results(self, task_id: int) -> list[tuple[int, str, str]]:
         """(id, title, result) of each parent, for the runner's context."""
@@ -569,7 +427,7 @@ _MARK_ACTIVE = (
     update(tasks)
     .where(tasks.c.id == bindparam("b_task"))
     .values(
-        status="active",
+        status=Status.ACTIVE,
         current_run_id=bindparam("b_run"),
         released=False,
         started_at=bindparam("b_now"),
@@ -617,10 +475,6 @@ def _run_values(done: Completion, outcome: str, now: datetime) -> dict[str, Any]
         "b_completion": done.completion_tokens,
         "b_error": done.error,
     }
-
-
-def _database_started_at(conn: Connection) -> datetime:
-    return conn.execute(text("SELECT pg_postmaster_start_time()")).scalar_one()
 
 
 def _ready_at(row: Any) -> datetime:

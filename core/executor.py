@@ -48,6 +48,7 @@ from lanewarden.core.run_output import task_logs
 from lanewarden.core.schema import events, subscriptions, tasks
 from lanewarden.core.signin import mint_link, sign_in_url, web_base_url
 from lanewarden.core.status import build_status
+from lanewarden.core.statuses import Status
 from lanewarden.core.tune import advise_all, forget_advice
 from lanewarden.core.windows import DIGEST_HOURS_MAX, WindowStore
 from sqlalchemy import delete, func, insert, select
@@ -207,7 +208,7 @@ def _promote(ex: Executor, cmd: c.Promote, actor: Actor) -> Result:
     task = ex.board.promote(cmd.id, column, actor.id)
     if column == "ready":
         message = f"{task.ref} promoted to ready"
-    elif current.status == "active":
+    elif current.status == Status.ACTIVE:
         message = f"{task.ref} is already active; nothing to do"
     elif current.lane == "released":
         message = f"{task.ref} is already released and waits for a free slot; nothing to do"
@@ -527,7 +528,10 @@ def _digest(ex: Executor, cmd: c.Digest, actor: Actor) -> Result:
         finished = dict(
             conn.execute(
                 select(tasks.c.status, func.count())
-                .where(tasks.c.finished_at > since, tasks.c.status.in_(("done", "failed", "cancelled")))
+                .where(
+                    tasks.c.finished_at > since,
+                    tasks.c.status.in_((Status.DONE, Status.FAILED, Status.CANCELLED)),
+                )
                 .group_by(tasks.c.status)
             ).all()
         )
