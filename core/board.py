@@ -17,7 +17,7 @@ from typing import Any
 from lanewarden.core.clock import utcnow
 from lanewarden.core.config import LanewardenConfig
 from lanewarden.core.controls import Controls
-from lanewarden.core.db import LINK_LOCK, Database, ensure_schema, retry_on_conflict
+from lanewarden.core.db import Database, ensure_schema
 from lanewarden.core.edits import (
     MAX_ATTEMPTS_RANGE,
     PRIORITY_RANGE,
@@ -29,6 +29,7 @@ from lanewarden.core.edits import (
 )
 from lanewarden.core.errors import Conflict, NotFound, UsageError
 from lanewarden.core.lanes import lane_condition, not_yet, parents_pending, select_tasks
+from lanewarden.core.links import Links
 from lanewarden.core.notifications import (
     TaskNote,
     fan_out_notice,
@@ -41,8 +42,7 @@ from lanewarden.core.schema import COMMENT_MAX, events, runs, task_links, tasks
 from lanewarden.core.statuses import OPEN_STATUSES, TASK_STATUSES, Status
 from lanewarden.core.task_view import task_detail
 from lanewarden.core.tasks import Event, Task, TaskDetail
-from sqlalchemy import Connection, delete, exists, func, insert, or_, select, text, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import Connection, func, insert, or_, select, text, update
 
 LIST_LIMIT_MAX = 1000
 PROMOTE_BATCH_MAX = 1000
@@ -97,7 +97,7 @@ class TaskFilter:
     newest_first: bool = False  # suggestions want recent tasks; lists go by priority
 
 
-class Board(Controls, Edits):
+class Board(Controls, Edits, Links):
     """The board's public operations. Thread-safe; each call is its own transaction."""
 
     def __init__(self, db: Database, config: LanewardenConfig) -> None:
@@ -523,58 +523,6 @@ class Board(Controls, Edits):
             row = conn.execute(select(events).where(events.c.id == event_id)).one()
             return Event.from_row(row)
 
-    @retry_on_conflict
-    def link(self, parent_id: int, child_id: int, actor: str) -> None:
-        if parent_id == child_id:
-            raise Conflict(f"#{parent_id} cannot depend on itself")
-        with self.db.write() as conn:
-            parent, child = self._lock_for_link(conn, parent_id, child_id)
-            if child.status in (Status.ACTIVE, Status.DONE):
-                raise Conflict(
-                    f"{child.ref} is {child.status}; links only constrain tasks that have not started"
-                )
-            if self._reaches(conn, start=child_id, target=parent_id):
-                raise Conflict(
-                    f"linking {parent.ref} -> {child.ref} would make a cycle "
-                    f"({child.ref} already leads to {parent.ref})"
-                )
-            try:
-                with conn.begin_nested():
-                    conn.execute(
-                        insert(task_links).values(parent_id=parent_id, child_id=child_id, created_at=utcnow())
-                    )
-            except IntegrityError:
-                raise Conflict(f"{parent.ref} is already a parent of {child.ref}") from None
-            message = f"now waits for {parent.ref}"
-            if child.released and parent.status != Status.DONE:
-                # a released task may start at once; a new unfinished parent withdraws that
-                conn.execute(
-                    update(tasks).where(tasks.c.id == child_id).values(released=False, updated_at=utcnow())
-                )
-                message += " (release withdrawn until it is done)"
-            self.record(conn, actor, "linked", message, task=child, data={"parent": parent_id})
-
-    @retry_on_conflict
-    def unlink(self, parent_id: int, child_id: int, actor: str) -> None:
-        with self.db.write() as conn:
-            _, child = self._lock_for_link(conn, parent_id, child_id)
-            gone = conn.execute(
-                delete(task_links).where(
-                    task_links.c.parent_id == parent_id, task_links.c.child_id == child_id
-                )
-            ).rowcount
-            if not gone:
-                raise NotFound(f"#{parent_id} is not a parent of #{child_id}")
-            self.record(
-                conn,
-                actor,
-                "unlinked",
-                f"no longer waits for #{parent_id}",
-                task=child,
-                data={"parent": parent_id},
-            )
-            self.signal(conn, "dispatch")
-
     # ---------------------------------------------------------------- helpers
 
     def _lock(self, conn: Connection, task_id: int) -> Task:
@@ -585,16 +533,6 @@ class Board(Controls, Edits):
         if row is None:
             raise NotFound(f"no task #{task_id}")
         return Task.from_row(row)
-
-    def _lock_for_link(self, conn: Connection, parent_id: int, child_id: int) -> tuple[Task, Task]:
-        """Link writes one at a time (PostgreSQL): two links that each pass the cycle check
-        alone could close a cycle together (1->2 and 3->4 with 2->3 and 4->1 in place).
-        SQLite's BEGIN IMMEDIATE already serialises them. Rows are then locked in id order."""
-        if self.db.is_postgres:
-            conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": LINK_LOCK})
-        first, second = sorted((parent_id, child_id))
-        locked = {first: self._lock(conn, first), second: self._lock(conn, second)}
-        return locked[parent_id], locked[child_id]
 
     def _transition(
         self, conn: Connection, task: Task, actor: str, kind: str, message: str, **values: Any
@@ -627,16 +565,6 @@ class Board(Controls, Edits):
             .order_by(tasks.c.id)
         )
         return [(r.id, r.status) for r in rows]
-
-    def _reaches(self, conn: Connection, start: int, target: int) -> bool:
-        """Does following child links from ``start`` reach ``target``?"""
-        reach = (
-            select(task_links.c.child_id.label("id"))
-            .where(task_links.c.parent_id == start)
-            .cte("reach", recursive=True)
-        )
-        reach = reach.union(select(task_links.c.child_id).join(reach, task_links.c.parent_id == reach.c.id))
-        return conn.execute(select(exists().where(reach.c.id == target))).scalar_one()
 
 
 def check_batch(from_column: str, to_column: str, max_count: int) -> None:
