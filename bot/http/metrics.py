@@ -45,7 +45,7 @@ from lanewarden.core.readmodel import (
     task_counts,
 )
 from lanewarden.core.schema import gateway_state
-from lanewarden.core.statuses import RUN_OUTCOMES, TASK_STATUSES
+from lanewarden.core.statuses import RUN_OUTCOMES, TASK_STATUSES, Outcome
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -519,9 +519,9 @@ class Metrics:
 
     def job_ran(self, name: str, outcome: str) -> None:
         """The window scheduler's run hook: ``outcome`` is ok, failed, missed or error."""
-        if outcome in ("ok", "failed"):
+        if outcome in ("ok", Outcome.FAILED):
             self.job_run(name)
-        if outcome in ("failed", "error"):
+        if outcome in (Outcome.FAILED, "error"):
             self.job_error(name)
         if outcome == "missed":
             self.job_misfire(name)
@@ -542,7 +542,7 @@ class Metrics:
         label = gateway or NO_GATEWAY
         outcome = completion.outcome if result.accepted else "discarded"
         self.runs_finished.labels(label, outcome).inc()
-        if not result.accepted or completion.outcome != "succeeded":
+        if not result.accepted or completion.outcome != Outcome.SUCCEEDED:
             return
         if completion.latency_ms is not None:
             self.latency.labels(label).observe(completion.latency_ms / 1000)
