@@ -99,6 +99,9 @@ through the real dispatcher: *uncapped* is a cap of 50 (a dispatcher left at its
 else told. Throughput is output tokens per second over the whole batch (tasks per second
 too, but a server that cuts answers short finishes "tasks" faster: see tokens/answer).
 Latency is per request as the dispatcher saw it, queueing inside the server included.
+The 2-core machine was shared with other work while these ran (its load average stayed
+between 5 and 12): compare the runs of one sweep with each other, not with other days'
+figures. The simulators run in a process of their own, llama.cpp servers on one thread.
 
 {
         md_table(

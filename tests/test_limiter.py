@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import json
+from dataclasses import replace
+from datetime import UTC, datetime
+from pathlib import Path
+
 import pytest
-from lanewarden.core.limiter import PROBE_SAMPLES, AdaptiveLimiter, LimiterState, Sample
+from lanewarden.core.limiter import PROBE_SAMPLES, AdaptiveLimiter, LimiterState, Sample, reason_kind
+from lanewarden.core.saturation import LAG_SECONDS, server_view
 
 
 def batching_server(knee: int, token_ms: float = 20.0, ttft_ms: float = 80.0):
@@ -126,3 +132,111 @@ def test_state_round_trips_through_json() -> None:
     limiter = AdaptiveLimiter(cap=8)
     state, _ = drive(limiter, limiter.start(0.0), batching_server(3), 50)
     assert LimiterState.from_json(state.to_json()) == state
+
+
+# ------------------------------------------------ the server's own word (core/saturation.py)
+
+
+def scrape(read_at: float, **figures: object) -> dict[str, object]:
+    return {"read_at": datetime.fromtimestamp(read_at, UTC).isoformat(), **figures}
+
+
+def test_a_scrape_is_read_as_of_now_with_our_own_requests_on_top() -> None:
+    now = 1_000.0
+    # llama.cpp: 8 slots, 6 busy when we had 4 in flight: another tenant holds 2, so 6 are ours
+    view = server_view(
+        scrape(now - 1, running=6, waiting=0, slots_total=8, own_in_flight=4), "llamacpp", 5, now, 2
+    )
+    assert view.slots == 6 and view.pressure is None and view.reads_queue
+    # deferred while we held our share: the queue is there now only if we still hold as many
+    busy = scrape(now - 1, running=8, waiting=2, slots_total=8, own_in_flight=8)
+    assert server_view(busy, "llamacpp", 8, now, 2).pressure == "deferred>0"
+    assert server_view(busy, "llamacpp", 6, now, 2).pressure is None  # we already backed off
+    # a scrape older than three probe intervals says nothing about now
+    assert (
+        server_view(scrape(now - 10, running=8, waiting=2, slots_total=8), "llamacpp", 8, now, 2).slots
+        is None
+    )
+    # vLLM: waiting on two scrapes in a row, and its gauges trail by LAG_SECONDS
+    queued = scrape(now - 1, running=4, waiting=2, own_in_flight=6, waiting_streak=2)
+    view = server_view(queued, "vllm", 6, now, 2)
+    assert view.pressure == "waiting 2" and view.pressure_at == pytest.approx(now - 1 - LAG_SECONDS["vllm"])
+    assert server_view({**queued, "waiting_streak": 1}, "vllm", 6, now, 2).pressure is None  # one blip
+    assert (
+        server_view(scrape(now, running=3, waiting=0, kv_cache_usage=0.95), "vllm", 3, now, 2).pressure
+        == "kv 95%"
+    )
+    assert server_view(scrape(now, running=3, preemptions=2), "vllm", 3, now, 2).pressure == "preempted"
+    # Ollama and plain OpenAI servers report no queue
+    assert not server_view(scrape(now, models=[]), "ollama", 3, now, 2).reads_queue
+
+
+def test_the_limiter_acts_on_the_server_word_only_when_it_describes_the_current_level() -> None:
+    limiter = AdaptiveLimiter(cap=32, probe_interval=1e9)
+    state, _ = drive(limiter, limiter.start(0.0), batching_server(8), 300)
+    level, since = state.limit, state.level_since
+    late = Sample("succeeded", level, since + 5, 80, 2000, 100, True, "waiting 3", since + 1, None, True)
+    stale = replace(late, pressure_at=since - 1)  # a scrape of the level before: not now
+    assert limiter.update(state, stale).limit == level
+    moved = limiter.update(state, late)
+    assert moved.limit == level - 1 and moved.reason == "waiting 3" and moved.ceiling == level
+    # the server's slots bound the limit without marking a level as too much
+    capped = limiter.update(state, replace(late, pressure=None, slots=level - 3))
+    assert capped.limit == level - 3 and capped.reason == f"slots {level - 3}" and capped.ceiling != level
+
+
+def test_every_move_says_why() -> None:
+    limiter = AdaptiveLimiter(cap=32, probe_interval=1e9)
+    state, _ = drive(limiter, limiter.start(0.0), batching_server(4), 400)
+    assert state.reason.startswith(("gain", "no gain", "climb", "tpot", "retry")), state.reason
+    assert len(state.reason) <= 32
+    assert reason_kind("gain +31% at 6") == "gain" and reason_kind("deferred>0") == "server"
+    assert reason_kind("ttft x2.1") == "latency" and reason_kind("no gain +2% at 5") == "no gain"
+
+
+# ------------------------------------- recorded traces from a real llama-server (bench/traces.py)
+
+TRACES = json.loads((Path(__file__).parent / "fixtures" / "limiter_traces.json").read_text())
+SLOTS = {"llama-server-np4": 4, "llama-server-np8": 8}
+
+
+def replay(
+    limiter: AdaptiveLimiter, trace: dict[str, list[list[float]]], slots: int | None, samples: int
+) -> list[int]:
+    """A closed loop over what the real server answered: at ``n`` in flight, the next request
+    recorded at the nearest fixed cap (each cap's requests in the order they finished)."""
+    caps = sorted(int(c) for c in trace)
+    cursor = dict.fromkeys(caps, 0)
+    state, now, limits = limiter.start(0.0), 0.0, []
+    for _ in range(samples):
+        n = state.current_limit
+        cap = min(caps, key=lambda c: (abs(c - n), c))
+        rows = trace[str(cap)]
+        latency, ttft, tokens = rows[cursor[cap] % len(rows)]
+        cursor[cap] += 1
+        now += latency / 1000 / n
+        sample = Sample("succeeded", n, now, ttft, latency, int(tokens), True, slots=slots, reads_queue=True)
+        state = limiter.update(state, sample)
+        limits.append(state.current_limit)
+    return limits
+
+
+def best_caps(trace: dict[str, list[list[float]]]) -> set[int]:
+    """Caps within 3% of the most output tokens per second (Little's law on the recording)."""
+    rate = {int(c): int(c) * sum(r[2] for r in rows) / sum(r[0] for r in rows) for c, rows in trace.items()}
+    top = max(rate.values())
+    return {c for c, r in rate.items() if r >= 0.97 * top}
+
+
+@pytest.mark.parametrize("slots_known", [True, False], ids=["with-slots", "throughput-only"])
+@pytest.mark.parametrize("server", sorted(SLOTS))
+def test_settles_at_the_best_cap_of_a_recorded_llama_server(server: str, slots_known: bool) -> None:
+    trace = TRACES[server]
+    best = best_caps(trace)
+    slots = SLOTS[server] if slots_known else None  # without /slots: judged by throughput alone
+    limits = replay(AdaptiveLimiter(cap=50, probe_interval=1e9), trace, slots, 600)
+    tail = limits[-200:]
+    near = sum(1 for limit in tail if any(abs(limit - c) <= 1 for c in best))
+    assert near >= 0.9 * len(tail), (best, sorted(set(tail)))
+    # never past the server's own slots when it reports them (they only queue), no burst otherwise
+    assert max(limits) <= (SLOTS[server] if slots_known else max(best) + 2), limits
