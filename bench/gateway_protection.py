@@ -363,11 +363,14 @@ def with_saved_runs(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     saved = RESULTS / "gateway_protection.json"
     if not saved.exists():
         return results
-    fresh = {(r["server"], r["mode"], r["cap"], r.get("repeat", 0)) for r in results}
-    kept = [
-        r for r in json.loads(saved.read_text())["runs"] if (r["server"], r["mode"], r["cap"]) not in fresh
-    ]
-    return kept + results
+    merged = {run_key(r): r for r in json.loads(saved.read_text())["runs"]}
+    for r in results:  # one run per server, mode, cap and repeat: the latest
+        merged[run_key(r)] = r
+    return list(merged.values())
+
+
+def run_key(run: dict[str, Any]) -> tuple[str, str, int, int]:
+    return run["server"], run["mode"], run["cap"], run.get("repeat", 0)
 
 
 def checkpoint(results: list[dict[str, Any]]) -> None:

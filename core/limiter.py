@@ -54,6 +54,7 @@ PROBE_SAMPLES = 2  # no-load requests one at a time: each costs the server's par
 Z = 1.64  # one-sided 95%: how sure a comparison of two levels must be before it decides
 MAX_ROUNDS = 4  # an undecided level gathers at most this many rounds before going by the estimate
 MIN_SAMPLES = 4
+QUICK_RETRY_ROUNDS = 10  # after following a slower server down, retry the level above this soon
 NEAR_LINEAR = 0.8  # a step that paid this share of its ideal gain may be followed by a longer one
 REASON_CHARS = 32  # gateway_limit_history.reason
 
@@ -87,8 +88,10 @@ class Sample:
 
     @property
     def work(self) -> float:
-        """What this request delivered: its output tokens, or one request."""
-        return float(self.completion_tokens or 1)
+        """What this request delivered: its output tokens, or one request where the runner
+        cannot count them. An answer of no tokens delivered nothing (llama-cpp-python cuts
+        a running answer off when another request arrives, and that must not look fast)."""
+        return 1.0 if self.completion_tokens is None else float(self.completion_tokens)
 
     @property
     def started_at(self) -> float:
@@ -158,6 +161,10 @@ class LimiterState:
     last_probe_at: float = 0.0
     reason: str = "start"  # why the limit is what it is: shown in status, the chart and /metrics
     strikes: int = 0  # latency brakes in a row at this level (one slow request is not a trend)
+    # the limit followed a slower server down: the level above is retried soon, not after
+    # ``retry_after`` completions, so it comes back up when the server does
+    quick_retry: bool = False
+    retrying: bool = False  # this level is a retry of one found too much before
 
     @property
     def current_limit(self) -> int:
@@ -316,12 +323,17 @@ class AdaptiveLimiter:
         if gain - Z * error > bar or (rounds >= MAX_ROUNDS and gain >= bar and gain > 0):
             ideal = (limit - base) / base
             step = max(1, limit // 4) if gain >= NEAR_LINEAR * ideal else 1
+            state = replace(state, retrying=False)
             return self._climb(state, sample, limit + step, f"gain {gain:+.0%} at {limit}")
         if gain + Z * error < bar or rounds >= MAX_ROUNDS:
             # no gain, or a loss: more requests here only queue. Step back and remember why.
             target = base if limit - base <= 1 else (base + limit) // 2
             why = f"no gain {gain:+.0%} at {limit}"
-            return self._move(replace(state, climbing=False), target, ceiling=limit, reason=why, at=sample.at)
+            # a level held for a while (or retried) stopped paying: the server got slower, not
+            # a knee found; the level above is worth another try soon
+            quick = state.retrying or state.ceiling == limit + 1
+            state = replace(state, climbing=False, quick_retry=quick, retrying=False)
+            return self._move(state, target, ceiling=limit, reason=why, at=sample.at)
         return state  # not sure yet: more samples at this level
 
     def _climb(self, state: LimiterState, sample: Sample, target: int, why: str) -> LimiterState:
@@ -335,10 +347,11 @@ class AdaptiveLimiter:
         if ceiling is not None and target >= ceiling:
             if limit + 1 < ceiling:
                 target = limit + 1  # approach a level known to be too much one step at a time
-            elif state.since_retry < self.retry_after:
+            elif state.since_retry < (QUICK_RETRY_ROUNDS * limit if state.quick_retry else self.retry_after):
                 return state  # hold just below it until it is time to try it again
             else:
                 target, ceiling, why = limit + 1, None, f"retry {limit + 1}"
+                state = replace(state, retrying=True)
         if target <= limit:
             return state  # at the cap, or at the server's slots
         return self._move(state, target, ceiling=ceiling, reason=why, at=sample.at)

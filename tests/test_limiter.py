@@ -240,3 +240,28 @@ def test_settles_at_the_best_cap_of_a_recorded_llama_server(server: str, slots_k
     assert near >= 0.9 * len(tail), (best, sorted(set(tail)))
     # never past the server's own slots when it reports them (they only queue), no burst otherwise
     assert max(limits) <= (SLOTS[server] if slots_known else max(best) + 2), limits
+
+
+def test_an_answer_cut_to_no_tokens_delivered_nothing() -> None:
+    # llama-cpp-python interrupts a running answer when another request arrives: a level where
+    # every answer comes back fast and empty must not pass for a faster one
+    assert Sample("succeeded", 2, 1.0, 5.0, 50.0, 0).work == 0.0
+    assert Sample("succeeded", 2, 1.0, 5.0, 50.0, None).work == 1.0  # a runner that cannot count
+    limiter = AdaptiveLimiter(cap=8, probe_interval=1e9)
+    state, now = limiter.start(0.0), 0.0
+    for _ in range(40):
+        n = state.current_limit
+        tokens, latency = (48, 2000.0) if n == 1 else (0, 150.0)
+        now += latency / 1000 / n
+        state = limiter.update(state, Sample("succeeded", n, now, 50.0, latency, tokens))
+    assert state.limit == 1 and state.reason.startswith("no gain"), state
+
+
+def test_follows_a_server_that_gets_slower_and_comes_back() -> None:
+    # another tenant arrives (the knee left to us drops from 6 to 3), then leaves
+    limiter = AdaptiveLimiter(cap=32, probe_interval=1e9)
+    state, _ = drive(limiter, limiter.start(0.0), batching_server(6), 400)
+    state, crowded = drive(limiter, state, batching_server(3), 400, start=state.level_since + 100)
+    state, alone = drive(limiter, state, batching_server(6), 800, start=state.level_since + 200)
+    assert all(abs(limit - 3) <= 1 for limit in crowded[-100:]), sorted(set(crowded[-100:]))
+    assert all(abs(limit - 6) <= 1 for limit in alone[-100:]), sorted(set(alone[-100:]))
