@@ -6,6 +6,7 @@ subprocesses against a board on SQLite and PostgreSQL."""
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 from collections.abc import Iterator
 from datetime import timedelta
@@ -165,6 +166,9 @@ def test_status_watch_redraws_in_place_on_a_terminal_until_ctrl_c(
         env={**env, "TERM": "xterm"},
         encoding="utf-8",
         timeout=30,
+        # a person's terminal delivers Ctrl-C; a runner started in the background (nohup, CI)
+        # may pass SIGINT on as ignored, and Python then never raises KeyboardInterrupt
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     try:
         child.expect_exact("\x1b[H\x1b[2J")  # the screen is cleared, then the report drawn
