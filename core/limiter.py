@@ -331,7 +331,8 @@ class AdaptiveLimiter:
             why = f"no gain {gain:+.0%} at {limit}"
             # a level held for a while (or retried) stopped paying: the server got slower, not
             # a knee found; the level above is worth another try soon
-            quick = state.retrying or state.ceiling == limit + 1
+            held = state.ceiling == limit + 1 and state.since_retry >= 2 * MAX_ROUNDS * limit
+            quick = state.retrying or held
             state = replace(state, climbing=False, quick_retry=quick, retrying=False)
             return self._move(state, target, ceiling=limit, reason=why, at=sample.at)
         return state  # not sure yet: more samples at this level
