@@ -11,35 +11,22 @@ from pathlib import Path
 import pytest
 from lanewarden.core.board import NewTask, open_board
 from lanewarden.core.config import load_config
-from lanewarden.core.schema import events
-from sqlalchemy import select
 
-from tests.conftest import LANEWARDEN, pg_url
+from tests.conftest import LANEWARDEN
 from tests.serve_helpers import ServeProcess, clean_env, wait_until, write_config
 from tests.test_metrics import http_port, scrape, value
+from tests.test_windows_serve import window_runs
 
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'board.db'}"
-    return pg_url(request.getfixturevalue("pg_schema"))
-
-
-def window_events(board, kind: str) -> list:
-    with board.db.read() as conn:
-        return conn.execute(select(events).where(events.c.kind == kind).order_by(events.c.id)).all()
-
-
 def test_a_window_added_and_removed_from_another_process_is_scheduled_and_counted(
-    tmp_path: Path, url: str
+    tmp_path: Path, board_url: str
 ) -> None:
     config_path = write_config(
         tmp_path / "lanewarden.toml",
         {
-            "board": {"url": url},
+            "board": {"url": board_url},
             "kanban.dispatcher": {"enabled": False, "heartbeat_seconds": 0.5, "lease_seconds": 2.0},
             "kanban.workers": {"profile": "noop"},
             "profiles.noop": {"runner": "noop"},
@@ -77,7 +64,7 @@ def test_a_window_added_and_removed_from_another_process_is_scheduled_and_counte
         )
         assert added.returncode == 0, added.stderr
         # scheduled without a restart: the window runs, and each run is counted
-        wait_until(lambda: len(window_events(board, "window_ran")) >= 2, what="two window runs", procs=[proc])
+        wait_until(lambda: len(window_runs(board)) >= 2, what="two window runs", procs=[proc])
 
         def counted() -> float | None:
             runs = value(scrape(port), "lanewarden_scheduler_job_runs_total", job="each-second")
@@ -97,6 +84,6 @@ def test_a_window_added_and_removed_from_another_process_is_scheduled_and_counte
 
 def _quiet_for(board, seconds: float) -> bool:
     """True once no window has run for ``seconds``."""
-    before = len(window_events(board, "window_ran"))
+    before = len(window_runs(board))
     time.sleep(seconds)
-    return len(window_events(board, "window_ran")) == before
+    return len(window_runs(board)) == before
