@@ -223,12 +223,14 @@ class Service:
             except Exception:  # the terminal itself failed; the service is still useful
                 log.exception("console stopped; the service keeps running (SIGTERM stops it)")
                 return
-            if self.front_ends:
+            if ending == "eof" and self.front_ends:
+                # the terminal went away (Ctrl-D, a closed SSH session): chat and the web
+                # board go on; `quit` is the way to say "stop"
                 others = ", ".join(self.front_ends)
                 console.say(f"console closed; still serving {others}. Ctrl-C or SIGTERM stops the service.")
                 log.info("console closed (%s); still serving %s", ending, others)
                 return
-            # quit or Ctrl-D on the only front end stops the service it belongs to
+            # quit, or the end of input on the only front end, stops the service
             loop.call_soon_threadsafe(self.request_stop)
 
         # a daemon thread, not the executor: a thread blocked reading the terminal must not

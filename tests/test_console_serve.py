@@ -1,6 +1,6 @@
 """The console inside `serve`, on a real terminal (a pty): a bad line is answered and the
-service goes on; quit or end of input stops a console-only service; with another front
-end (the web board) leaving the console leaves the service running (issue 13, item 4)."""
+service goes on; `quit` stops the service; the end of input stops a console-only service,
+while with another front end (the web board) a closed terminal leaves it running."""
 
 from __future__ import annotations
 
@@ -97,10 +97,17 @@ def test_bad_lines_are_answered_and_quit_stops_a_console_only_service(terminal) 
     assert term.proc.wait(60) == 0
 
 
-def test_leaving_the_console_keeps_a_service_with_a_web_board(terminal) -> None:  # type: ignore[no-untyped-def]
+def test_quit_stops_the_service_even_with_a_web_board(terminal) -> None:  # type: ignore[no-untyped-def]
     term = terminal("127.0.0.1:0")
     term.expect("lanewarden>")
     term.type("quit")
+    assert term.proc.wait(60) == 0
+
+
+def test_a_closed_terminal_keeps_a_service_with_a_web_board(terminal) -> None:  # type: ignore[no-untyped-def]
+    term = terminal("127.0.0.1:0")
+    term.expect("lanewarden>")
+    os.write(term.master, b"\x04")  # Ctrl-D: the end of input
     term.expect("still serving the web board")
     time.sleep(1.0)
     assert term.proc.poll() is None, "quitting the console stopped the web board's service"
