@@ -62,6 +62,17 @@ class WakeBus:
             fn(topic)
 
 
+CLEANUP_SECONDS = 10.0  # a front end that hangs while closing must not keep the process alive
+
+
+async def _bounded(awaitable: Any, what: str) -> None:
+    """Await one step of the shutdown, but never longer than ``CLEANUP_SECONDS``."""
+    try:
+        await asyncio.wait_for(awaitable, CLEANUP_SECONDS)
+    except TimeoutError:
+        log.warning("stopping: %s did not finish within %.0fs; going on", what, CLEANUP_SECONDS)
+
+
 def gateway_down_hint(name: str, base_url: str) -> str:
     return (
         f"nothing runs on gateway {name} until {base_url} answers. Is the server running? "
@@ -201,11 +212,11 @@ class Service:
         await dispatcher.drain()
         for task in self._background:
             task.cancel()
-        await asyncio.gather(*self._background, return_exceptions=True)
+        await _bounded(asyncio.gather(*self._background, return_exceptions=True), "background tasks")
         for cleanup in self._cleanups:
             result = cleanup()
             if asyncio.iscoroutine(result):
-                await result
+                await _bounded(result, getattr(cleanup, "__qualname__", "a clean-up"))
         await asyncio.to_thread(board.db.dispose)
         log.info("stopped")
         return 0
