@@ -176,8 +176,9 @@ async def test_cancel_kills_the_process_group(board_url: str, tmp_path: Path) ->
     board = new_board(config)
     (tid,) = add_tasks(board, 1)
     async with running(board, workspace_root=tmp_path) as dispatcher:
+        # a redirection creates the file before echo writes it: wait for whole lines
         await wait_for(
-            lambda: Path(f"{marker}.child").exists() and Path(f"{marker}.shell").exists(), what="started"
+            lambda: all(_written(Path(f"{marker}.{k}")) for k in ("child", "shell")), what="started"
         )
         pids = [int(Path(f"{marker}.{k}").read_text()) for k in ("child", "shell")]
         assert all(_alive(p) for p in pids)
@@ -187,6 +188,10 @@ async def test_cancel_kills_the_process_group(board_url: str, tmp_path: Path) ->
         assert not dispatcher.workers
     assert board.get(tid).status == "cancelled"
     board.db.dispose()
+
+
+def _written(path: Path) -> bool:
+    return path.exists() and path.read_text().endswith("\n")
 
 
 def _alive(pid: int) -> bool:
