@@ -185,7 +185,8 @@ async def test_cancel_kills_the_process_group(board_url: str, tmp_path: Path) ->
         board.cancel(tid, "test")
         await wait_for(lambda: not any(_alive(p) for p in pids), timeout=10, what="process group gone")
         await wait_for(lambda: run_rows(board, tid)[0].outcome == "cancelled", what="slot freed")
-        assert not dispatcher.workers
+        # the row is written a moment before the worker task itself returns
+        await wait_for(lambda: not dispatcher.workers, what="the worker gone")
     assert board.get(tid).status == "cancelled"
     board.db.dispose()
 

@@ -50,7 +50,7 @@ async def test_serve_runs_slack_commands_and_delivers_cards(tmp_path: Path) -> N
         assert ":white_check_mark: *done*" in json.dumps(card["blocks"])
         assert [text.split(" ", 1)[0] for text in thread_of_card()] == ["#1"] * len(thread_of_card())
     finally:
-        code = await asyncio.to_thread(serve.terminate, 30)
+        code = await asyncio.to_thread(serve.terminate, 60)
         await fake.stop()
     assert code == 0, serve.output()[-3000:]
     log = serve.output()
